@@ -1,0 +1,46 @@
+"""Stage 7, chain: the ProvenanceRegistry contract behind a small interface.
+
+``Registry`` is what the rest of the service sees: register a content hash with its CID, look a
+hash up live, and find out what became of a transaction. ``Web3Registry`` implements it over any
+EVM JSON-RPC endpoint; ``AnvilNode`` runs the embedded dev chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the contract says about a content hash."""
+
+    registered: bool
+    registrant: str | None = None
+    block_number: int | None = None
+    timestamp: int | None = None
+    cid: str | None = None
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    """A mined transaction: success flag and block."""
+
+    success: bool
+    block_number: int
+
+
+class Registry(Protocol):
+    chain_id: int
+    address: str
+    rpc_url: str
+
+    def submit(self, sha256_hex: str, cid: str, nonce: int | None = None) -> str: ...
+
+    def outcome(self, tx_hash: str) -> TxOutcome | None: ...
+
+    def is_known(self, tx_hash: str) -> bool: ...
+
+    def lookup(self, sha256_hex: str) -> Entry: ...
+
+    def next_nonce(self) -> int: ...

@@ -1,0 +1,74 @@
+"""All configuration in one pydantic-settings class.
+
+Environment variables use the ``PROVENANCE_`` prefix (``PROVENANCE_DATA_DIR``...), except for the
+handful of names the wider ecosystem already uses unprefixed: ``DATABASE_URL``, ``IPFS_API_URL``,
+``RPC_URL``, ``CHAIN_PRIVATE_KEY``, ``CHAIN_KEY_FILE`` and ``REGISTRY_ADDRESS``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, f"PROVENANCE_{name}")
+
+
+class Settings(BaseSettings):
+    """Runtime settings. Every field has a default that runs the embedded stack."""
+
+    model_config = SettingsConfigDict(env_prefix="PROVENANCE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./data"), description="Where keys, database, blocks and chain live.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(default=None, description="Base URL used in image_url; defaults to host:port.")
+
+    # Input limits (stage 1).
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 40_000_000
+
+    # Database (stage 6).
+    database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
+
+    # IPFS (stage 5). Unset: the embedded blockstore in the data dir.
+    ipfs_api_url: str | None = Field(default=None, validation_alias=_env("IPFS_API_URL"))
+    ipfs_timeout_s: float = 30.0
+
+    # Chain (stage 7). Unset rpc_url: an embedded anvil node in the data dir.
+    rpc_url: str | None = Field(default=None, validation_alias=_env("RPC_URL"))
+    chain_private_key: str | None = Field(default=None, validation_alias=_env("CHAIN_PRIVATE_KEY"), repr=False)
+    chain_key_file: Path | None = Field(default=None, validation_alias=_env("CHAIN_KEY_FILE"))
+    registry_address: str | None = Field(default=None, validation_alias=_env("REGISTRY_ADDRESS"))
+    anvil_binary: Path | None = Field(default=None, description="Path to anvil; default: the npm package.")
+    anvil_port: int = Field(default=0, description="0 picks a free port.")
+    tx_timeout_s: float = 120.0
+    anchor_poll_interval_s: float = 0.2
+
+    # C2PA (stage 3). Unset: the service's own CA in the data dir.
+    c2pa_cert_chain: Path | None = Field(default=None, description="PEM chain, leaf first, root excluded.")
+    c2pa_private_key: Path | None = None
+    c2pa_trust_anchors: Path | None = Field(default=None, description="Extra PEM roots trusted when verifying.")
+    c2pa_thumbnail: bool = False
+
+    # ECDSA signing (stage 4). Unset: keys in <data_dir>/keys, rotated with `provenance keys rotate`.
+    signing_key_file: Path | None = None
+
+    # Watermark (stage 2).
+    watermark_enabled: bool = True
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'provenance.db'}"
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -1,0 +1,1 @@
+"""Stage 6, database: records and signing keys, behind ``RecordRepository``."""

@@ -1,0 +1,63 @@
+"""SQLAlchemy models. The schema is created only by Alembic migrations (``alembic/versions``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RecordStatus:
+    PENDING = "pending"  # certified, not yet sent to the chain
+    SUBMITTED = "submitted"  # transaction sent, waiting for it to be mined
+    REGISTERED = "registered"  # on chain: tx_hash and block_number set
+    FAILED = "failed"  # the chain refused it; chain_error says why
+
+
+class Record(Base):
+    """One certified image."""
+
+    __tablename__ = "records"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    cid: Mapped[str] = mapped_column(String(128))
+    signature: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(64), index=True)
+    media_type: Mapped[str] = mapped_column(String(32))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    source_type: Mapped[str] = mapped_column(String(64))
+    watermark_id: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True, nullable=True)
+    watermarked: Mapped[bool] = mapped_column(Boolean)
+    watermark_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    manifest_label: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    original_filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default=RecordStatus.PENDING)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    chain_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    registry_address: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    chain_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    registered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SigningKeyRow(Base):
+    """Public half of every ECDSA key that has signed records."""
+
+    __tablename__ = "signing_keys"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

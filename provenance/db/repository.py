@@ -1,0 +1,101 @@
+"""``RecordRepository``: the only code that talks SQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from provenance.db.models import Record, RecordStatus, SigningKeyRow, utcnow
+from provenance.errors import AlreadyCertifiedError
+
+
+def new_record_id() -> str:
+    """A URL-safe random id, 128 bits."""
+    return secrets.token_hex(16)
+
+
+class RecordRepository:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    # --- writes -----------------------------------------------------------------------------
+    def add(self, record: Record) -> Record:
+        """Insert a record in one transaction; a duplicate hash raises AlreadyCertifiedError."""
+        with self._sessions.begin() as session:
+            session.add(record)
+            try:
+                session.flush()
+            except IntegrityError:
+                session.rollback()
+                raise AlreadyCertifiedError("These exact bytes are already certified.") from None
+        return record
+
+    def ensure_key(self, key_id: str, public_key_pem: str) -> None:
+        with self._sessions.begin() as session:
+            if session.get(SigningKeyRow, key_id) is None:
+                session.add(SigningKeyRow(key_id=key_id, public_key_pem=public_key_pem))
+
+    def set_status(self, record_id: str, status: str, **fields: object) -> None:
+        with self._sessions.begin() as session:
+            values: dict[str, object] = {"status": status, **fields}
+            if status == RecordStatus.REGISTERED:
+                values.setdefault("registered_at", utcnow())
+            session.execute(update(Record).where(Record.id == record_id).values(**values))
+
+    def requeue_all(self) -> int:
+        """Send every record back to ``pending`` (the chain they were on is gone)."""
+        with self._sessions.begin() as session:
+            result = session.execute(
+                update(Record)
+                .where(Record.status != RecordStatus.PENDING)
+                .values(status=RecordStatus.PENDING, tx_hash=None, block_number=None, registered_at=None)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # --- reads ------------------------------------------------------------------------------
+    def get(self, record_id: str) -> Record | None:
+        with self._sessions() as session:
+            return session.get(Record, record_id)
+
+    def by_sha256(self, sha256: str) -> Record | None:
+        with self._sessions() as session:
+            return session.scalars(select(Record).where(Record.sha256 == sha256)).first()
+
+    def by_watermark(self, watermark_id: int) -> Record | None:
+        with self._sessions() as session:
+            return session.scalars(select(Record).where(Record.watermark_id == watermark_id)).first()
+
+    def public_key(self, key_id: str) -> str | None:
+        with self._sessions() as session:
+            row = session.get(SigningKeyRow, key_id)
+            return row.public_key_pem if row else None
+
+    def watermark_taken(self, watermark_id: int) -> bool:
+        return self.by_watermark(watermark_id) is not None
+
+    def in_status(self, status: str, limit: int = 100) -> list[Record]:
+        with self._sessions() as session:
+            return list(
+                session.scalars(select(Record).where(Record.status == status).order_by(Record.created_at).limit(limit))
+            )
+
+    def counts(self) -> dict[str, int]:
+        with self._sessions() as session:
+            rows = session.execute(select(Record.status, func.count()).group_by(Record.status)).all()
+            return {status: int(n) for status, n in rows}
+
+    def keys(self) -> list[tuple[SigningKeyRow, int, dt.datetime | None]]:
+        """Every signing key with how many records it signed and the last time it did."""
+        with self._sessions() as session:
+            usage = dict(
+                (key_id, (n, last))
+                for key_id, n, last in session.execute(
+                    select(Record.key_id, func.count(), func.max(Record.created_at)).group_by(Record.key_id)
+                ).all()
+            )
+            rows = list(session.scalars(select(SigningKeyRow).order_by(SigningKeyRow.created_at)))
+            return [(row, *usage.get(row.key_id, (0, None))) for row in rows]

@@ -1,0 +1,76 @@
+"""Every error the service raises on purpose, in one place.
+
+Each carries an HTTP status, a stable machine-readable ``code`` and a message that tells the user
+what to do. The API turns them into ``{"error": code, "detail": message}``; the CLI prints the
+message on one line.
+"""
+
+from __future__ import annotations
+
+
+class ProvenanceError(Exception):
+    """Base class: something the caller or operator can act on."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InputError(ProvenanceError):
+    status_code = 400
+    code = "bad_request"
+
+
+class UnsupportedMediaError(InputError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLargeError(InputError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class TooManyPixelsError(InputError):
+    status_code = 413
+    code = "too_many_pixels"
+
+
+class CorruptImageError(InputError):
+    status_code = 422
+    code = "corrupt_image"
+
+
+class InvalidSourceTypeError(InputError):
+    status_code = 422
+    code = "invalid_source_type"
+
+
+class NotFoundError(ProvenanceError):
+    status_code = 404
+    code = "not_found"
+
+
+class AlreadyCertifiedError(ProvenanceError):
+    status_code = 409
+    code = "already_certified"
+
+
+class ConfigurationError(ProvenanceError):
+    """The operator's setup is wrong (missing key, unreachable RPC...)."""
+
+    status_code = 500
+    code = "configuration_error"
+
+
+class ChainError(ProvenanceError):
+    status_code = 502
+    code = "chain_error"
+
+
+class IpfsError(ProvenanceError):
+    status_code = 502
+    code = "ipfs_error"

@@ -1,0 +1,119 @@
+"""Stage 1, input: recognise, bound and decode an image; encode the certified copy.
+
+Limits are checked before any pixel is decoded: the byte size first, then the pixel count read
+from the header, so a decompression bomb is refused without allocating its pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from provenance.errors import CorruptImageError, PayloadTooLargeError, TooManyPixelsError, UnsupportedMediaError
+
+# Pillow's own bomb guard only warns below 2x its limit; we enforce ours from the header instead.
+Image.MAX_IMAGE_PIXELS = None
+
+FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Return ``png``, ``jpeg`` or ``webp`` from the magic bytes, or None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+@dataclass
+class DecodedImage:
+    """An image ready for marking: RGB pixels, the alpha channel if any, and where it came from."""
+
+    format: str
+    rgb: np.ndarray  # (height, width, 3) uint8
+    alpha: np.ndarray | None = None
+
+    @property
+    def mime_type(self) -> str:
+        return FORMATS[self.format]
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def check_limits(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, int, int]:
+    """Validate size, format and pixel count without decoding pixels. Returns (format, width, height)."""
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(f"The file is {len(data)} bytes; the limit is {max_bytes} bytes.")
+    if not data:
+        raise UnsupportedMediaError("The file is empty. Upload a PNG, JPEG or WebP image.")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise UnsupportedMediaError("Not a PNG, JPEG or WebP image. Upload one of those formats.")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Exception as exc:  # Pillow raises many types for broken headers
+        raise CorruptImageError(f"The {fmt.upper()} header cannot be read: {exc}") from None
+    if width <= 0 or height <= 0:
+        raise CorruptImageError("The image has no pixels.")
+    if width * height > max_pixels:
+        raise TooManyPixelsError(
+            f"The image is {width}x{height} ({width * height} pixels); the limit is {max_pixels} pixels."
+        )
+    return fmt, width, height
+
+
+def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
+    """Check limits, then decode to RGB (+ alpha). Raises an InputError subclass on bad input."""
+    fmt, _, _ = check_limits(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                alpha = None
+                if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                    rgba = img.convert("RGBA")
+                    alpha = np.asarray(rgba)[:, :, 3].copy()
+                    rgb = np.asarray(rgba)[:, :, :3].copy()
+                else:
+                    rgb = np.asarray(img.convert("RGB")).copy()
+    except Exception as exc:
+        raise CorruptImageError(f"The {fmt.upper()} data cannot be decoded: {exc}") from None
+    return DecodedImage(format=fmt, rgb=rgb, alpha=alpha)
+
+
+def encode(image: DecodedImage, *, png_compress_level: int = 1, jpeg_quality: int = 95) -> bytes:
+    """Encode pixels in the image's own format.
+
+    JPEG is written 4:4:4 (no chroma subsampling) because the watermark lives partly in colour.
+    PNG uses a fast compression level: the file is already final-size-insensitive for provenance,
+    and level 1 is several times faster than the default.
+    """
+    if image.alpha is not None:
+        pil = Image.fromarray(np.dstack([image.rgb, image.alpha]), "RGBA")
+    else:
+        pil = Image.fromarray(image.rgb, "RGB")
+    out = io.BytesIO()
+    if image.format == "png":
+        pil.save(out, "PNG", compress_level=png_compress_level)
+    elif image.format == "jpeg":
+        pil.convert("RGB").save(out, "JPEG", quality=jpeg_quality, subsampling=0)
+    elif image.format == "webp":
+        pil.save(out, "WEBP", quality=jpeg_quality, method=4)
+    else:  # pragma: no cover - formats are sniffed first
+        raise UnsupportedMediaError(f"Cannot encode {image.format}.")
+    return out.getvalue()
