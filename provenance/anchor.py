@@ -78,7 +78,12 @@ class Anchorer:
             try:
                 tx_hash = self.registry.submit(record.sha256, record.cid, nonce)
             except ChainError as exc:
-                self.repository.set_status(record.id, RecordStatus.FAILED, chain_error=exc.detail)
+                # Another process (the CLI beside a server) may have registered it a moment ago.
+                entry = self.registry.lookup(record.sha256)
+                if entry.registered and entry.block_number is not None:
+                    self._registered(record, entry.block_number, None)
+                else:
+                    self.repository.set_status(record.id, RecordStatus.FAILED, chain_error=exc.detail)
                 continue
             nonce += 1
             sent += 1

@@ -1,0 +1,149 @@
+"""Routes: parse the request, call one service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import Response
+
+from provenance import __version__, media
+from provenance.api.deps import ServicesDep, read_upload
+from provenance.api.schemas import (
+    C2paTrustOut,
+    CertifyOut,
+    ChainOut,
+    ErrorOut,
+    HealthOut,
+    KeysOut,
+    RecordOut,
+    SigningKeyOut,
+    VerifyOut,
+)
+from provenance.certify import CertifyOptions
+from provenance.errors import InputError, NotFoundError
+from provenance.ipfs.unixfs import cid_from_str
+from provenance.manifest import DEFAULT_SOURCE_TYPE
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422, 502)
+}
+router = APIRouter(responses=ERRORS)
+
+
+def _base_url(request: Request, services: ServicesDep) -> str:
+    if services.settings.public_url:
+        return services.settings.effective_public_url
+    return str(request.base_url).rstrip("/")
+
+
+@router.post("/v1/certify", status_code=201, response_model=CertifyOut, tags=["certify"])
+def certify(
+    request: Request,
+    services: ServicesDep,
+    file: Annotated[UploadFile | None, File(description="PNG, JPEG or WebP image")] = None,
+    source_type: Annotated[str, Form(description="IPTC digital source type")] = DEFAULT_SOURCE_TYPE,
+) -> CertifyOut:
+    """Watermark, sign (C2PA + ECDSA), pin and record an image; chain registration follows."""
+    data = read_upload(file, services.settings.max_upload_bytes)
+    options = CertifyOptions(source_type=source_type, filename=file.filename if file else None)
+    certified = services.certifier.certify(data, options)
+    return CertifyOut.of(certified.record, _base_url(request, services))
+
+
+@router.get("/v1/records/{record_id}", response_model=RecordOut, tags=["records"])
+def get_record(record_id: str, request: Request, services: ServicesDep) -> RecordOut:
+    record = services.repository.get(record_id)
+    if record is None:
+        raise NotFoundError(f"No record {record_id!r}.")
+    return RecordOut.of(record, _base_url(request, services))
+
+
+@router.get("/v1/records/{record_id}/image", tags=["records"], response_class=Response)
+def get_record_image(record_id: str, services: ServicesDep) -> Response:
+    """The certified bytes, exactly as signed."""
+    record = services.repository.get(record_id)
+    if record is None:
+        raise NotFoundError(f"No record {record_id!r}.")
+    return Response(
+        services.store.cat(record.cid),
+        media_type=record.media_type,
+        headers={"ETag": f'"{record.sha256}"', "Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+@router.post("/v1/verify", response_model=VerifyOut, tags=["verify"])
+def verify(
+    services: ServicesDep,
+    file: Annotated[UploadFile | None, File(description="The image to check")] = None,
+) -> VerifyOut:
+    """Report every check (c2pa, exact, watermark, chain, ipfs) and a verdict."""
+    data = read_upload(file, services.settings.max_upload_bytes)
+    result = services.verifier.verify(data)
+    return VerifyOut(**result.as_dict())
+
+
+@router.get("/v1/keys", response_model=KeysOut, tags=["keys"])
+def keys(services: ServicesDep) -> KeysOut:
+    """Every ECDSA key that signed records (old ones stay after rotation) and the C2PA trust root."""
+    active = services.keys.active().key_id
+    signing = [
+        SigningKeyOut(
+            key_id=row.key_id,
+            public_key_pem=row.public_key_pem,
+            active=row.key_id == active,
+            records_signed=count,
+            created_at=row.created_at,
+            last_used_at=last,
+        )
+        for row, count, last in services.repository.keys()
+    ]
+    anchors = services.credentials.trust_anchors_pem.decode() or None
+    return KeysOut(
+        signing_keys=signing,
+        c2pa=C2paTrustOut(root_certificate_pem=anchors, signer_chain_pem=services.credentials.chain_pem.decode()),
+    )
+
+
+@router.get("/v1/chain", response_model=ChainOut, tags=["chain"])
+def chain(services: ServicesDep) -> ChainOut:
+    registry = services.chain.registry
+    return ChainOut(
+        chain_id=registry.chain_id, rpc_url=registry.rpc_url, registry_address=registry.address, registry_abi=registry.abi
+    )
+
+
+@router.get("/ipfs/{cid}", tags=["ipfs"], response_class=Response)
+def ipfs_gateway(cid: str, services: ServicesDep) -> Response:
+    """Read-only gateway: the file behind a CID pinned here."""
+    try:
+        cid_from_str(cid)
+    except ValueError:
+        raise InputError(f"{cid!r} is not a CIDv1 (base32, starting with 'b').") from None
+    if not services.store.has(cid):
+        raise NotFoundError(f"{cid} is not pinned here.")
+    data = services.store.cat(cid)
+    fmt = media.sniff_format(data)
+    return Response(
+        data,
+        media_type=media.FORMATS.get(fmt or "", "application/octet-stream"),
+        headers={"Cache-Control": "public, max-age=31536000, immutable", "X-Ipfs-Path": f"/ipfs/{cid}", "ETag": f'"{cid}"'},
+    )
+
+
+@router.get("/healthz", response_model=HealthOut, tags=["health"])
+def healthz(services: ServicesDep) -> HealthOut:
+    status = "ok"
+    try:
+        block = services.chain.registry.w3.eth.block_number
+        chain_state = {"ok": True, "chain_id": services.chain.registry.chain_id, "block_number": block}
+    except Exception as exc:
+        status, chain_state = "degraded", {"ok": False, "error": str(exc)}
+    return HealthOut(
+        status=status,
+        version=__version__,
+        database=services.engine.url.get_backend_name(),
+        chain=chain_state,
+        ipfs=services.store.description,
+        records=services.repository.counts(),
+    )

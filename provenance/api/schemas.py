@@ -1,0 +1,123 @@
+"""API schemas, kept apart from the database models."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from provenance.db.models import Record
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="Stable machine-readable code.")
+    detail: Any = Field(description="What went wrong and what to do.")
+
+
+class CertifyOut(BaseModel):
+    record_id: str
+    sha256: str
+    cid: str
+    signature: str = Field(description="base64 DER ECDSA P-256 signature over the file bytes (SHA-256).")
+    key_id: str
+    watermark_id: int | None
+    watermarked: bool
+    status: str
+    image_url: str
+
+    @classmethod
+    def of(cls, record: Record, base_url: str) -> CertifyOut:
+        return cls(
+            record_id=record.id,
+            sha256=record.sha256,
+            cid=record.cid,
+            signature=record.signature,
+            key_id=record.key_id,
+            watermark_id=record.watermark_id,
+            watermarked=record.watermarked,
+            status=record.status,
+            image_url=f"{base_url}/v1/records/{record.id}/image",
+        )
+
+
+class RecordOut(CertifyOut):
+    media_type: str
+    size_bytes: int
+    width: int
+    height: int
+    source_type: str
+    watermark_note: str | None
+    original_filename: str | None
+    tx_hash: str | None
+    block_number: int | None
+    chain_id: int | None
+    registry_address: str | None
+    chain_error: str | None
+    created_at: dt.datetime
+    registered_at: dt.datetime | None
+    ipfs_url: str
+
+    @classmethod
+    def of(cls, record: Record, base_url: str) -> RecordOut:
+        base = CertifyOut.of(record, base_url).model_dump()
+        return cls(
+            **base,
+            media_type=record.media_type,
+            size_bytes=record.size_bytes,
+            width=record.width,
+            height=record.height,
+            source_type=record.source_type,
+            watermark_note=record.watermark_note,
+            original_filename=record.original_filename,
+            tx_hash=record.tx_hash,
+            block_number=record.block_number,
+            chain_id=record.chain_id,
+            registry_address=record.registry_address,
+            chain_error=record.chain_error,
+            created_at=record.created_at,
+            registered_at=record.registered_at,
+            ipfs_url=f"{base_url}/ipfs/{record.cid}",
+        )
+
+
+class VerifyOut(BaseModel):
+    verdict: Literal["authentic", "pending", "modified", "unknown", "invalid"]
+    record_id: str | None
+    checks: dict[str, dict[str, Any]] = Field(description="c2pa, exact, watermark, chain, ipfs")
+
+
+class SigningKeyOut(BaseModel):
+    key_id: str = Field(description="hex SHA-256 of the public key's DER SubjectPublicKeyInfo")
+    algorithm: str = "ECDSA P-256 SHA-256"
+    public_key_pem: str
+    active: bool
+    records_signed: int
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+
+
+class C2paTrustOut(BaseModel):
+    root_certificate_pem: str | None = Field(description="Trust anchor for this service's manifests.")
+    signer_chain_pem: str
+
+
+class KeysOut(BaseModel):
+    signing_keys: list[SigningKeyOut]
+    c2pa: C2paTrustOut
+
+
+class ChainOut(BaseModel):
+    chain_id: int
+    rpc_url: str
+    registry_address: str
+    registry_abi: list[dict[str, Any]]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    database: str
+    chain: dict[str, Any]
+    ipfs: str
+    records: dict[str, int]

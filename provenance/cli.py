@@ -1,0 +1,273 @@
+"""The ``provenance`` command line: serve, certify, verify, keys, chain."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from provenance import __version__
+from provenance.config import Settings
+from provenance.errors import ProvenanceError
+
+app = typer.Typer(help="Certify AI-generated images and verify them back.", no_args_is_help=True, add_completion=False)
+keys_app = typer.Typer(help="ECDSA signing keys.", invoke_without_command=True)
+chain_app = typer.Typer(help="The ProvenanceRegistry contract.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(chain_app, name="chain")
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./data or PROVENANCE_DATA_DIR).")]
+
+
+def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _open(settings: Settings, *, start_worker: bool = False):  # type: ignore[no-untyped-def]
+    from provenance.services import Services
+
+    return Services.open(settings, start_worker=start_worker)
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Start the HTTP API on the configured stack (embedded by default)."""
+    import uvicorn
+
+    from provenance.api.app import create_app
+
+    settings = _settings(data_dir, host=host, port=port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    err.print(f"provenance {__version__}: data in {settings.resolved_data_dir}, API on http://{settings.host}:{settings.port}/docs")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def _wait_registered(services: Any, record_ids: list[str], timeout_s: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        services.anchorer.run_once()
+        statuses = {rid: services.repository.get(rid).status for rid in record_ids}
+        if all(s in ("registered", "failed") for s in statuses.values()) or time.monotonic() > deadline:
+            return statuses
+        time.sleep(0.2)
+
+
+@app.command()
+def certify(
+    files: Annotated[list[Path], typer.Argument(help="Images to certify (PNG, JPEG, WebP).")],
+    data_dir: DataDir = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the certified copies (default: next to each file).")] = None,
+    source_type: Annotated[str, typer.Option(help="IPTC digital source type.")] = "trainedAlgorithmicMedia",
+    wait: Annotated[bool, typer.Option(help="Wait until the records are registered on chain.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per file.")] = False,
+) -> None:
+    """Certify images and write the certified copies (``NAME.certified.EXT``)."""
+    from provenance.certify import CertifyOptions
+
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        _fail(f"no such file: {', '.join(missing)}")
+    settings = _settings(data_dir)
+    services = _open(settings)
+    results: list[dict[str, Any]] = []
+    failures = 0
+    try:
+        with Progress(
+            TextColumn("[bold]certify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+            console=err, disable=as_json or len(files) < 2,
+        ) as progress:
+            task = progress.add_task("", total=len(files))
+            for path in files:
+                progress.update(task, description=path.name)
+                try:
+                    certified = services.certifier.certify(path.read_bytes(), CertifyOptions(source_type=source_type, filename=path.name))
+                except ProvenanceError as exc:
+                    failures += 1
+                    err.print(f"[red]error:[/red] {path}: {exc.detail}", highlight=False)
+                    progress.advance(task)
+                    continue
+                target_dir = out or path.parent
+                target_dir.mkdir(parents=True, exist_ok=True)
+                suffix = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}[certified.record.media_type]
+                target = target_dir / f"{path.stem}.certified{suffix}"
+                target.write_bytes(certified.data)
+                results.append({"file": str(path), "certified": str(target), "record_id": certified.record.id,
+                                "sha256": certified.record.sha256, "cid": certified.record.cid,
+                                "watermark_id": certified.record.watermark_id})
+                progress.advance(task)
+        if wait and results:
+            statuses = _wait_registered(services, [r["record_id"] for r in results], settings.tx_timeout_s)
+            for r in results:
+                record = services.repository.get(r["record_id"])
+                r.update(status=statuses[r["record_id"]], tx_hash=record.tx_hash, block_number=record.block_number)
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    finally:
+        services.close()
+    for r in results:
+        if as_json:
+            console.print_json(json.dumps(r))
+        else:
+            console.print(f"[green]certified[/green] {r['file']} -> {r['certified']}  record {r['record_id']}  "
+                          f"{r.get('status', 'pending')}", highlight=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _print_report(result: dict[str, Any]) -> None:
+    colour = {"authentic": "green", "pending": "yellow", "modified": "yellow", "unknown": "white", "invalid": "red"}
+    console.print(f"verdict: [bold {colour[result['verdict']]}]{result['verdict']}[/]  record: {result['record_id'] or '-'}")
+    checks = result["checks"]
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("details", overflow="fold")
+    c2pa = checks["c2pa"]
+    table.add_row("c2pa", "valid, trusted" if c2pa["trusted"] else ("valid" if c2pa["valid"] else ("invalid" if c2pa["present"] else "absent")),
+                  "; ".join(c2pa["failures"]) or (c2pa["summary"].get("title") or ""))
+    exact = checks["exact"]
+    table.add_row("exact", "match" if exact["matched"] else "no match",
+                  f"signature {'valid' if exact.get('signature_valid') else 'INVALID'}, key {exact['key_id'][:16]}…" if exact["matched"] else exact["sha256"])
+    wm = checks["watermark"]
+    table.add_row("watermark", "detected" if wm["detected"] else "not found",
+                  f"id {wm['watermark_id']}, {wm['corrected_errors']} byte errors corrected" if wm["detected"] else wm.get("reason", ""))
+    ch = checks["chain"]
+    table.add_row("chain", "registered" if ch.get("registered") else "not registered",
+                  f"block {ch.get('block_number')}, registry {ch['registry_address']} on chain {ch['chain_id']}" if ch.get("registered") else ch.get("error", ""))
+    ip = checks["ipfs"]
+    table.add_row("ipfs", "pinned" if ip["pinned"] else "not pinned", ip["cid"])
+    console.print(table)
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="Image to check.")],
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON report.")] = False,
+) -> None:
+    """Check an image: C2PA manifest, exact record, watermark, chain and IPFS."""
+    if not file.is_file():
+        _fail(f"no such file: {file}")
+    services = _open(_settings(data_dir))
+    try:
+        result = services.verifier.verify(file.read_bytes()).as_dict()
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    finally:
+        services.close()
+    if as_json:
+        console.print_json(json.dumps(result, default=str))
+    else:
+        _print_report(result)
+
+
+@keys_app.callback()
+def keys(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    """List signing keys (public halves only) and the C2PA trust root."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from provenance.db.repository import RecordRepository
+    from provenance.db.session import make_engine, migrate, session_factory
+    from provenance.pki import load_or_create
+    from provenance.signing import KeyStore
+
+    settings = _settings(data_dir)
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    migrate(engine)
+    repo = RecordRepository(session_factory(engine))
+    active = KeyStore(settings.resolved_data_dir / "keys", external_key_file=settings.signing_key_file).active()
+    repo.ensure_key(active.key_id, active.public_key_pem)
+    for row, count, _ in repo.keys():
+        marker = " (active)" if row.key_id == active.key_id else ""
+        console.print(f"[bold]{row.key_id}[/bold]{marker}  records signed: {count}", highlight=False)
+        console.print(row.public_key_pem.strip(), highlight=False)
+    creds = load_or_create(settings.resolved_data_dir / "c2pa", chain_path=settings.c2pa_cert_chain, key_path=settings.c2pa_private_key)
+    if creds.trust_anchors_pem:
+        console.print("[bold]C2PA root certificate[/bold]")
+        console.print(creds.trust_anchors_pem.decode().strip(), highlight=False)
+    engine.dispose()
+
+
+@keys_app.command("rotate")
+def keys_rotate(data_dir: DataDir = None) -> None:
+    """Create a new signing key; old records keep verifying with their own key."""
+    from provenance.signing import KeyStore
+
+    settings = _settings(data_dir)
+    try:
+        key = KeyStore(settings.resolved_data_dir / "keys", external_key_file=settings.signing_key_file).rotate()
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    console.print(f"new active key {key.key_id}")
+
+
+@chain_app.command("deploy")
+def chain_deploy(
+    rpc_url: Annotated[str | None, typer.Option(help="JSON-RPC URL (default RPC_URL).")] = None,
+    key_file: Annotated[Path | None, typer.Option(help="File with the deployer's hex private key (default CHAIN_KEY_FILE / CHAIN_PRIVATE_KEY).")] = None,
+) -> None:
+    """Deploy ProvenanceRegistry to a chain and print its address (set it as REGISTRY_ADDRESS)."""
+    from provenance.chain.registry import connect, deploy_registry
+    from provenance.chain.setup import load_chain_account
+
+    settings = Settings(**({"chain_key_file": key_file} if key_file else {}))
+    url = rpc_url or settings.rpc_url
+    if not url:
+        _fail("give --rpc-url or set RPC_URL")
+    try:
+        account = load_chain_account(settings)
+        if account is None:
+            _fail("no deployer key: set CHAIN_PRIVATE_KEY or CHAIN_KEY_FILE, or pass --key-file")
+        w3 = connect(url)
+        address, block = deploy_registry(w3, account, timeout_s=settings.tx_timeout_s)
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    console.print(f"ProvenanceRegistry deployed at {address} (block {block}, chain {w3.eth.chain_id})")
+    console.print(f"export REGISTRY_ADDRESS={address}", highlight=False)
+
+
+@chain_app.command("info")
+def chain_info(data_dir: DataDir = None) -> None:
+    """Show the chain and registry this data dir uses."""
+    services = _open(_settings(data_dir))
+    try:
+        r = services.chain.registry
+        console.print(json.dumps({"chain_id": r.chain_id, "rpc_url": r.rpc_url, "registry_address": r.address,
+                                  "block_number": r.w3.eth.block_number}, indent=2))
+    finally:
+        services.close()
+
+
+def main() -> None:
+    try:
+        app()
+    except ProvenanceError as exc:  # pragma: no cover - commands catch their own
+        err.print(f"error: {exc.detail}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Stage 1: input recognition and limits, before any pixel is decoded."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from provenance import media
+from provenance.errors import CorruptImageError, PayloadTooLargeError, TooManyPixelsError, UnsupportedMediaError
+from tests.conftest import encode, photo
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but whose data is tiny: a decompression bomb shape."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("fmt,kwargs", [("PNG", {}), ("JPEG", {"quality": 90}), ("WEBP", {"quality": 90})])
+def test_decodes_the_three_formats(fmt: str, kwargs: dict) -> None:
+    rgb = photo("coffee.png")
+    image = media.decode(encode(rgb, fmt, **kwargs), max_bytes=10**8, max_pixels=10**8)
+    assert image.format == fmt.lower() and (image.width, image.height) == (rgb.shape[1], rgb.shape[0])
+
+
+def test_alpha_survives_a_round_trip() -> None:
+    rgba = np.dstack([photo("coffee.png"), np.full(photo("coffee.png").shape[:2], 128, np.uint8)])
+    image = media.decode(encode(rgba), max_bytes=10**8, max_pixels=10**8)
+    assert image.alpha is not None and int(image.alpha.mean()) == 128
+    again = media.decode(media.encode(image), max_bytes=10**8, max_pixels=10**8)
+    assert np.array_equal(again.alpha, image.alpha) and np.array_equal(again.rgb, image.rgb)
+
+
+def test_size_limit_is_checked_first() -> None:
+    with pytest.raises(PayloadTooLargeError, match="limit is 100 bytes"):
+        media.decode(encode(photo("coffee.png")), max_bytes=100, max_pixels=10**8)
+
+
+def test_decompression_bomb_refused_from_the_header() -> None:
+    bomb = png_header_only(50_000, 50_000)  # 2.5 gigapixels claimed in under 200 bytes
+    assert len(bomb) < 200
+    with pytest.raises(TooManyPixelsError, match="50000x50000"):
+        media.check_limits(bomb, max_bytes=10**6, max_pixels=40_000_000)
+
+
+@pytest.mark.parametrize("data", [b"", b"hello world", b"GIF89a" + b"\x00" * 20])
+def test_unsupported_data(data: bytes) -> None:
+    with pytest.raises(UnsupportedMediaError):
+        media.decode(data, max_bytes=10**6, max_pixels=10**6)
+
+
+def test_truncated_image_is_corrupt() -> None:
+    data = encode(photo("coffee.png"))
+    with pytest.raises(CorruptImageError):
+        media.decode(data[: len(data) // 2], max_bytes=10**8, max_pixels=10**8)
