@@ -8,6 +8,7 @@ unpins what this call pinned. Anchoring on chain happens after the response, in 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -151,9 +152,7 @@ class Certifier:
                     self.store.remove(pinned.cid)
                 raise
         if self.on_recorded is not None:
-            with timer.stage("chain_submit"):
-                try:
-                    self.on_recorded(record)
-                except ProvenanceError:
-                    pass  # the record is pending; the anchor worker retries
+            # The record is pending either way; the anchor worker retries if this nudge fails.
+            with timer.stage("chain_submit"), contextlib.suppress(ProvenanceError):
+                self.on_recorded(record)
         return CertifiedImage(record=record, data=final, timings_ms=timer.ms)

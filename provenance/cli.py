@@ -26,7 +26,9 @@ app.add_typer(chain_app, name="chain")
 console = Console()
 err = Console(stderr=True)
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./data or PROVENANCE_DATA_DIR).")]
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (default ./data or PROVENANCE_DATA_DIR).")
+]
 
 
 def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
@@ -60,7 +62,9 @@ def serve(
 
     settings = _settings(data_dir, host=host, port=port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    err.print(f"provenance {__version__}: data in {settings.resolved_data_dir}, API on http://{settings.host}:{settings.port}/docs")
+    err.print(
+        f"provenance {__version__}: data in {settings.resolved_data_dir}, API on http://{settings.host}:{settings.port}/docs"
+    )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
@@ -78,7 +82,9 @@ def _wait_registered(services: Any, record_ids: list[str], timeout_s: float) -> 
 def certify(
     files: Annotated[list[Path], typer.Argument(help="Images to certify (PNG, JPEG, WebP).")],
     data_dir: DataDir = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the certified copies (default: next to each file).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for the certified copies (default: next to each file).")
+    ] = None,
     source_type: Annotated[str, typer.Option(help="IPTC digital source type.")] = "trainedAlgorithmicMedia",
     wait: Annotated[bool, typer.Option(help="Wait until the records are registered on chain.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per file.")] = False,
@@ -95,14 +101,21 @@ def certify(
     failures = 0
     try:
         with Progress(
-            TextColumn("[bold]certify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-            console=err, disable=as_json or len(files) < 2,
+            TextColumn("[bold]certify"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=err,
+            disable=as_json or len(files) < 2,
         ) as progress:
             task = progress.add_task("", total=len(files))
             for path in files:
                 progress.update(task, description=path.name)
                 try:
-                    certified = services.certifier.certify(path.read_bytes(), CertifyOptions(source_type=source_type, filename=path.name))
+                    certified = services.certifier.certify(
+                        path.read_bytes(), CertifyOptions(source_type=source_type, filename=path.name)
+                    )
                 except ProvenanceError as exc:
                     failures += 1
                     err.print(f"[red]error:[/red] {path}: {exc.detail}", highlight=False)
@@ -113,9 +126,16 @@ def certify(
                 suffix = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}[certified.record.media_type]
                 target = target_dir / f"{path.stem}.certified{suffix}"
                 target.write_bytes(certified.data)
-                results.append({"file": str(path), "certified": str(target), "record_id": certified.record.id,
-                                "sha256": certified.record.sha256, "cid": certified.record.cid,
-                                "watermark_id": certified.record.watermark_id})
+                results.append(
+                    {
+                        "file": str(path),
+                        "certified": str(target),
+                        "record_id": certified.record.id,
+                        "sha256": certified.record.sha256,
+                        "cid": certified.record.cid,
+                        "watermark_id": certified.record.watermark_id,
+                    }
+                )
                 progress.advance(task)
         if wait and results:
             statuses = _wait_registered(services, [r["record_id"] for r in results], settings.tx_timeout_s)
@@ -130,32 +150,57 @@ def certify(
         if as_json:
             console.print_json(json.dumps(r))
         else:
-            console.print(f"[green]certified[/green] {r['file']} -> {r['certified']}  record {r['record_id']}  "
-                          f"{r.get('status', 'pending')}", highlight=False)
+            console.print(
+                f"[green]certified[/green] {r['file']} -> {r['certified']}  record {r['record_id']}  "
+                f"{r.get('status', 'pending')}",
+                highlight=False,
+            )
     if failures:
         raise typer.Exit(1)
 
 
 def _print_report(result: dict[str, Any]) -> None:
     colour = {"authentic": "green", "pending": "yellow", "modified": "yellow", "unknown": "white", "invalid": "red"}
-    console.print(f"verdict: [bold {colour[result['verdict']]}]{result['verdict']}[/]  record: {result['record_id'] or '-'}")
+    console.print(
+        f"verdict: [bold {colour[result['verdict']]}]{result['verdict']}[/]  record: {result['record_id'] or '-'}"
+    )
     checks = result["checks"]
     table = Table(show_header=True, header_style="bold")
     table.add_column("check")
     table.add_column("result")
     table.add_column("details", overflow="fold")
     c2pa = checks["c2pa"]
-    table.add_row("c2pa", "valid, trusted" if c2pa["trusted"] else ("valid" if c2pa["valid"] else ("invalid" if c2pa["present"] else "absent")),
-                  "; ".join(c2pa["failures"]) or (c2pa["summary"].get("title") or ""))
+    table.add_row(
+        "c2pa",
+        "valid, trusted"
+        if c2pa["trusted"]
+        else ("valid" if c2pa["valid"] else ("invalid" if c2pa["present"] else "absent")),
+        "; ".join(c2pa["failures"]) or (c2pa["summary"].get("title") or ""),
+    )
     exact = checks["exact"]
-    table.add_row("exact", "match" if exact["matched"] else "no match",
-                  f"signature {'valid' if exact.get('signature_valid') else 'INVALID'}, key {exact['key_id'][:16]}…" if exact["matched"] else exact["sha256"])
+    table.add_row(
+        "exact",
+        "match" if exact["matched"] else "no match",
+        f"signature {'valid' if exact.get('signature_valid') else 'INVALID'}, key {exact['key_id'][:16]}…"
+        if exact["matched"]
+        else exact["sha256"],
+    )
     wm = checks["watermark"]
-    table.add_row("watermark", "detected" if wm["detected"] else "not found",
-                  f"id {wm['watermark_id']}, {wm['corrected_errors']} byte errors corrected" if wm["detected"] else wm.get("reason", ""))
+    table.add_row(
+        "watermark",
+        "detected" if wm["detected"] else "not found",
+        f"id {wm['watermark_id']}, {wm['corrected_errors']} byte errors corrected"
+        if wm["detected"]
+        else wm.get("reason", ""),
+    )
     ch = checks["chain"]
-    table.add_row("chain", "registered" if ch.get("registered") else "not registered",
-                  f"block {ch.get('block_number')}, registry {ch['registry_address']} on chain {ch['chain_id']}" if ch.get("registered") else ch.get("error", ""))
+    table.add_row(
+        "chain",
+        "registered" if ch.get("registered") else "not registered",
+        f"block {ch.get('block_number')}, registry {ch['registry_address']} on chain {ch['chain_id']}"
+        if ch.get("registered")
+        else ch.get("error", ""),
+    )
     ip = checks["ipfs"]
     table.add_row("ipfs", "pinned" if ip["pinned"] else "not pinned", ip["cid"])
     console.print(table)
@@ -200,11 +245,13 @@ def keys(ctx: typer.Context, data_dir: DataDir = None) -> None:
     repo = RecordRepository(session_factory(engine))
     active = KeyStore(settings.resolved_data_dir / "keys", external_key_file=settings.signing_key_file).active()
     repo.ensure_key(active.key_id, active.public_key_pem)
-    for row, count, _ in repo.keys():
+    for row, count, _ in repo.signing_keys():
         marker = " (active)" if row.key_id == active.key_id else ""
         console.print(f"[bold]{row.key_id}[/bold]{marker}  records signed: {count}", highlight=False)
         console.print(row.public_key_pem.strip(), highlight=False)
-    creds = load_or_create(settings.resolved_data_dir / "c2pa", chain_path=settings.c2pa_cert_chain, key_path=settings.c2pa_private_key)
+    creds = load_or_create(
+        settings.resolved_data_dir / "c2pa", chain_path=settings.c2pa_cert_chain, key_path=settings.c2pa_private_key
+    )
     if creds.trust_anchors_pem:
         console.print("[bold]C2PA root certificate[/bold]")
         console.print(creds.trust_anchors_pem.decode().strip(), highlight=False)
@@ -227,7 +274,10 @@ def keys_rotate(data_dir: DataDir = None) -> None:
 @chain_app.command("deploy")
 def chain_deploy(
     rpc_url: Annotated[str | None, typer.Option(help="JSON-RPC URL (default RPC_URL).")] = None,
-    key_file: Annotated[Path | None, typer.Option(help="File with the deployer's hex private key (default CHAIN_KEY_FILE / CHAIN_PRIVATE_KEY).")] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="File with the deployer's hex private key (default CHAIN_KEY_FILE / CHAIN_PRIVATE_KEY)."),
+    ] = None,
 ) -> None:
     """Deploy ProvenanceRegistry to a chain and print its address (set it as REGISTRY_ADDRESS)."""
     from provenance.chain.registry import connect, deploy_registry
@@ -255,8 +305,17 @@ def chain_info(data_dir: DataDir = None) -> None:
     services = _open(_settings(data_dir))
     try:
         r = services.chain.registry
-        console.print(json.dumps({"chain_id": r.chain_id, "rpc_url": r.rpc_url, "registry_address": r.address,
-                                  "block_number": r.w3.eth.block_number}, indent=2))
+        console.print(
+            json.dumps(
+                {
+                    "chain_id": r.chain_id,
+                    "rpc_url": r.rpc_url,
+                    "registry_address": r.address,
+                    "block_number": r.w3.eth.block_number,
+                },
+                indent=2,
+            )
+        )
     finally:
         services.close()
 

@@ -52,8 +52,7 @@ def source_type_uri(source_type: str) -> str:
     name = source_type.removeprefix(IPTC)
     if name not in SOURCE_TYPES:
         raise InvalidSourceTypeError(
-            f"Unknown source_type {source_type!r}. Use one of the IPTC digital source types: "
-            + ", ".join(SOURCE_TYPES)
+            f"Unknown source_type {source_type!r}. Use one of the IPTC digital source types: " + ", ".join(SOURCE_TYPES)
         )
     return IPTC + name
 
@@ -185,7 +184,9 @@ def _summarise(manifest: dict[str, Any]) -> tuple[dict[str, Any], str | None, in
     summary = {
         "label": manifest.get("label"),
         "title": manifest.get("title"),
-        "claim_generator": [f"{g.get('name')} {g.get('version', '')}".strip() for g in manifest.get("claim_generator_info", [])],
+        "claim_generator": [
+            f"{g.get('name')} {g.get('version', '')}".strip() for g in manifest.get("claim_generator_info", [])
+        ],
         "actions": [{"action": a.get("action"), "digitalSourceType": a.get("digitalSourceType")} for a in actions],
         "signer": signature.get("common_name") or signature.get("issuer"),
         "issuer": signature.get("issuer"),

@@ -31,9 +31,7 @@ def key_id_of(public_key: ec.EllipticCurvePublicKey) -> str:
 
 
 def public_pem(public_key: ec.EllipticCurvePublicKey) -> str:
-    return public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def verify_signature(public_key_pem: str, data: bytes, signature_b64: str) -> bool:
@@ -94,7 +92,9 @@ class KeyStore:
             raise ConfigurationError("The signing key comes from PROVENANCE_SIGNING_KEY_FILE; rotate it there.")
         key = ec.generate_private_key(ec.SECP256R1())
         key_id = key_id_of(key.public_key())
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         write_private(self.directory / f"{key_id}.pem", pem)
         write_atomic(self.directory / "active", key_id.encode())
         return SigningKey(key_id, key)

@@ -139,7 +139,11 @@ class Verifier:
     def _check_chain(self, ev: Evidence) -> dict[str, Any]:
         # Read live from the contract; the database is not asked.
         queried = ev.record.sha256 if ev.exact is None and ev.record is not None else ev.sha256
-        base = {"chain_id": self.registry.chain_id, "registry_address": self.registry.address, "queried_sha256": queried}
+        base = {
+            "chain_id": self.registry.chain_id,
+            "registry_address": self.registry.address,
+            "queried_sha256": queried,
+        }
         try:
             entry = self.registry.lookup(queried)
         except Exception as exc:  # an unreachable RPC is a result, not a crash

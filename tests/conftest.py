@@ -74,7 +74,7 @@ def _free_port() -> int:
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 (``make test`` installs the server)."""
     bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    initdb = shutil.which("initdb") or (str(bindirs[-1] / "initdb") if bindirs else None)
+    initdb = str(bindirs[-1] / "initdb") if bindirs else shutil.which("initdb")
     assert initdb, "PostgreSQL server binaries not found: run `make test`, which installs them"
     bindir = Path(initdb).parent
     workdir = Path(tempfile.mkdtemp(prefix="provenance-pg-"))
@@ -84,16 +84,33 @@ def postgres_url() -> Iterator[str]:
         run_as = ["runuser", "-u", "postgres", "--"]
     port = _free_port()
     pgdata = workdir / "pgdata"
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(pgdata), "-U", "provenance", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
     subprocess.run(
-        [*run_as, str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(workdir / "log"), "-w", "-o",
-         f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1", "start"],
-        check=True, capture_output=True,
+        [*run_as, str(bindir / "initdb"), "-D", str(pgdata), "-U", "provenance", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-l",
+            str(workdir / "log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
     )
     try:
-        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "provenance", "provenance"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "provenance", "provenance"],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql+psycopg://provenance@127.0.0.1:{port}/provenance"
     finally:
         subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "stop"], capture_output=True)

@@ -45,7 +45,16 @@ def certified_png(client: TestClient) -> dict:
 
 
 def test_certify_returns_every_field(certified_png: dict) -> None:
-    assert set(certified_png) >= {"record_id", "sha256", "cid", "signature", "key_id", "watermark_id", "status", "image_url"}
+    assert set(certified_png) >= {
+        "record_id",
+        "sha256",
+        "cid",
+        "signature",
+        "key_id",
+        "watermark_id",
+        "status",
+        "image_url",
+    }
     assert certified_png["image_url"].endswith(f"/v1/records/{certified_png['record_id']}/image")
     assert hashlib.sha256(certified_png["bytes"]).hexdigest() == certified_png["sha256"]
     assert certified_png["watermark_id"] is not None
@@ -116,9 +125,14 @@ def unrelated_images(count: int) -> Iterator[bytes]:
         if kind == 3:
             h, w = rng.integers(256, 480, 2)
             yy, xx = np.mgrid[0:h, 0:w]
-            rgb = np.stack([(xx * rng.uniform(0.2, 2) + yy * rng.uniform(0, 1)) % 256,
-                            (yy * rng.uniform(0.2, 2)) % 256,
-                            rng.integers(0, 256, (h, w))], axis=-1).astype(np.uint8)
+            rgb = np.stack(
+                [
+                    (xx * rng.uniform(0.2, 2) + yy * rng.uniform(0, 1)) % 256,
+                    (yy * rng.uniform(0.2, 2)) % 256,
+                    rng.integers(0, 256, (h, w)),
+                ],
+                axis=-1,
+            ).astype(np.uint8)
         else:
             src = sources[i % len(sources)]
             h = int(rng.integers(256, src.shape[0] + 1))
@@ -172,7 +186,9 @@ def test_bad_input_is_a_json_4xx_and_writes_nothing(
     assert _state(services) == before
 
 
-def test_missing_file_and_oversized_upload(client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_file_and_oversized_upload(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
     response = client.post("/v1/certify", data={"source_type": "digitalArt"})
     assert response.status_code == 400 and response.json()["error"] == "bad_request"
     monkeypatch.setattr(services.settings, "max_upload_bytes", 1000)
@@ -180,7 +196,9 @@ def test_missing_file_and_oversized_upload(client: TestClient, services: Service
     assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
 
 
-def test_database_failure_unpins_what_was_pinned(client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_database_failure_unpins_what_was_pinned(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = _state(services)
 
     def broken(record: object) -> None:

@@ -40,7 +40,11 @@ def test_register_lookup_and_event(registry: Web3Registry) -> None:
     tx = registry.submit(digest, "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")
     receipt = registry.w3.eth.wait_for_transaction_receipt(tx)
     entry = registry.lookup(digest)
-    assert entry.registered and entry.block_number == receipt["blockNumber"] and entry.registrant == registry.account.address
+    assert (
+        entry.registered
+        and entry.block_number == receipt["blockNumber"]
+        and entry.registrant == registry.account.address
+    )
     assert entry.cid == "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
     events = registry.contract.events.Registered().process_receipt(receipt)
     assert len(events) == 1 and events[0]["args"]["contentHash"] == bytes.fromhex(digest)
@@ -51,7 +55,9 @@ def test_duplicates_are_refused(registry: Web3Registry) -> None:
     digest = "22" * 32
     registry.w3.eth.wait_for_transaction_receipt(registry.submit(digest, "bafkreiaaa"))
     with pytest.raises(ContractLogicError):
-        registry.contract.functions.register(bytes.fromhex(digest), "bafkreibbb").call({"from": registry.account.address})
+        registry.contract.functions.register(bytes.fromhex(digest), "bafkreibbb").call(
+            {"from": registry.account.address}
+        )
 
 
 def test_unauthorized_writers_are_refused_until_allowed(registry: Web3Registry) -> None:
@@ -59,14 +65,16 @@ def test_unauthorized_writers_are_refused_until_allowed(registry: Web3Registry) 
     stranger = Account.create()
     w3.provider.make_request("anvil_setBalance", [stranger.address, hex(10**20)])
     call = registry.contract.functions.register(bytes.fromhex("33" * 32), "bafkreiccc")
-    with pytest.raises(ContractLogicError, match="NotWriter|0x"):
+    with pytest.raises(ContractLogicError, match=r"NotWriter|0x"):
         call.call({"from": stranger.address})
     with pytest.raises(ContractLogicError):  # only the owner manages writers
         registry.contract.functions.setWriter(stranger.address, True).call({"from": stranger.address})
     tx = registry.contract.functions.setWriter(stranger.address, True).build_transaction(
         {"from": registry.account.address, "nonce": w3.eth.get_transaction_count(registry.account.address)}
     )
-    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(registry.account.sign_transaction(tx).raw_transaction))
+    w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(registry.account.sign_transaction(tx).raw_transaction)
+    )
     call.call({"from": stranger.address})  # now allowed: no revert
 
 

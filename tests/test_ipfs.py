@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -41,14 +42,25 @@ def test_known_vectors(data: bytes, cid: str) -> None:
 
 def test_cids_match_an_independent_unixfs_importer(tmp_path: Path) -> None:
     """ipfs-only-hash (js-ipfs-unixfs-importer) with Kubo's CIDv1 settings, on files of 1 to 351 chunks."""
-    sizes = [1, 12, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 1_000_000, MAX_LINKS * CHUNK_SIZE,
-             MAX_LINKS * CHUNK_SIZE + 1, (2 * MAX_LINKS + 3) * CHUNK_SIZE + 12345]
+    sizes = [
+        1,
+        12,
+        CHUNK_SIZE - 1,
+        CHUNK_SIZE,
+        CHUNK_SIZE + 1,
+        1_000_000,
+        MAX_LINKS * CHUNK_SIZE,
+        MAX_LINKS * CHUNK_SIZE + 1,
+        (2 * MAX_LINKS + 3) * CHUNK_SIZE + 12345,
+    ]
     paths = []
     for size in sizes:
         path = tmp_path / f"f{size}"
         path.write_bytes(os.urandom(size))
         paths.append(path)
-    out = subprocess.run(["node", "-e", JS_HASH, *map(str, paths)], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["node", "-e", JS_HASH, *map(str, paths)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     expected = out.stdout.split()
     assert len(expected) == len(sizes)
     for path, cid in zip(paths, expected, strict=True):
@@ -86,7 +98,7 @@ class FakeKubo(BaseHTTPRequestHandler):
     here, so the client is tested against this protocol double backed by a real blockstore."""
 
     store: LocalBlockstore
-    calls: list[tuple[str, dict]] = []
+    calls: ClassVar[list[tuple[str, dict]]] = []
 
     def log_message(self, *args: object) -> None:
         pass
@@ -110,7 +122,13 @@ class FakeKubo(BaseHTTPRequestHandler):
         type(self).calls.append((url.path, params))
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if url.path == "/api/v0/add":
-            assert params == {"cid-version": "1", "raw-leaves": "true", "chunker": "size-262144", "hash": "sha2-256", "pin": "true"}
+            assert params == {
+                "cid-version": "1",
+                "raw-leaves": "true",
+                "chunker": "size-262144",
+                "hash": "sha2-256",
+                "pin": "true",
+            }
             boundary = self.headers["Content-Type"].split("boundary=")[1].encode()
             part = body.split(b"--" + boundary)[1]
             data = part.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n", 1)[0]

@@ -52,7 +52,9 @@ def test_manifest_signed_read_back_trusted(tmp_path: Path) -> None:
 
 
 def test_manifest_definition_has_soft_binding_and_source_type() -> None:
-    definition = build_manifest_definition(ManifestContent(record_id="r", source_type="digitalCapture", watermark_id=5), "image/png")
+    definition = build_manifest_definition(
+        ManifestContent(record_id="r", source_type="digitalCapture", watermark_id=5), "image/png"
+    )
     labels = [a["label"] for a in definition["assertions"]]
     assert labels == ["c2pa.actions.v2", "org.provenance.record", "c2pa.soft-binding"]
     assert definition["assertions"][0]["data"]["actions"][0]["digitalSourceType"].endswith("/digitalCapture")
@@ -84,12 +86,16 @@ def test_signature_is_accepted_by_openssl(tmp_path: Path) -> None:
     (tmp_path / "pub.pem").write_text(key.public_key_pem)
     result = subprocess.run(
         ["openssl", "dgst", "-sha256", "-verify", "pub.pem", "-signature", "sig.der", "file.png"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0 and "Verified OK" in result.stdout
     assert verify_signature(key.public_key_pem, data, signature)
     assert not verify_signature(key.public_key_pem, data + b"x", signature)
-    assert len(key.key_id) == 64 and sha256_hex(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert (
+        len(key.key_id) == 64 and sha256_hex(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
 
 
 def test_keys_rotate_and_stay_private(tmp_path: Path) -> None:

@@ -33,7 +33,9 @@ def test_reed_solomon_corrects_three_bytes_and_rejects_noise() -> None:
         bits[byte * 8 : byte * 8 + 8] ^= 1
     assert watermark.decode_payload(bits) == (WATERMARK_ID, 3)
     rng = np.random.default_rng(7)
-    accepted = sum(watermark.decode_payload(rng.integers(0, 2, watermark.PAYLOAD_BITS)) is not None for _ in range(2000))
+    accepted = sum(
+        watermark.decode_payload(rng.integers(0, 2, watermark.PAYLOAD_BITS)) is not None for _ in range(2000)
+    )
     assert accepted == 0
 
 

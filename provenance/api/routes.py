@@ -25,9 +25,7 @@ from provenance.errors import InputError, NotFoundError
 from provenance.ipfs.unixfs import cid_from_str
 from provenance.manifest import DEFAULT_SOURCE_TYPE
 
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422, 502)
-}
+ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422, 502)}
 router = APIRouter(responses=ERRORS)
 
 
@@ -96,7 +94,7 @@ def keys(services: ServicesDep) -> KeysOut:
             created_at=row.created_at,
             last_used_at=last,
         )
-        for row, count, last in services.repository.keys()
+        for row, count, last in services.repository.signing_keys()
     ]
     anchors = services.credentials.trust_anchors_pem.decode() or None
     return KeysOut(
@@ -109,7 +107,10 @@ def keys(services: ServicesDep) -> KeysOut:
 def chain(services: ServicesDep) -> ChainOut:
     registry = services.chain.registry
     return ChainOut(
-        chain_id=registry.chain_id, rpc_url=registry.rpc_url, registry_address=registry.address, registry_abi=registry.abi
+        chain_id=registry.chain_id,
+        rpc_url=registry.rpc_url,
+        registry_address=registry.address,
+        registry_abi=registry.abi,
     )
 
 
@@ -127,7 +128,11 @@ def ipfs_gateway(cid: str, services: ServicesDep) -> Response:
     return Response(
         data,
         media_type=media.FORMATS.get(fmt or "", "application/octet-stream"),
-        headers={"Cache-Control": "public, max-age=31536000, immutable", "X-Ipfs-Path": f"/ipfs/{cid}", "ETag": f'"{cid}"'},
+        headers={
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "X-Ipfs-Path": f"/ipfs/{cid}",
+            "ETag": f'"{cid}"',
+        },
     )
 
 

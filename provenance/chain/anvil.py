@@ -42,7 +42,9 @@ def free_port() -> int:
 
 def rpc_alive(url: str, timeout: float = 1.0) -> bool:
     try:
-        response = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=timeout)
+        response = httpx.post(
+            url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=timeout
+        )
         return response.status_code == 200 and "result" in response.json()
     except (httpx.HTTPError, ValueError):
         return False
@@ -80,11 +82,16 @@ class AnvilNode:
         log = open(self.directory / "anvil.log", "ab")  # noqa: SIM115 - handed to the child process
         cmd = [
             str(find_anvil(self.binary)),
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--state", str(self.directory / "anvil-state.json"),
-            "--state-interval", "1",
-            "--chain-id", str(ANVIL_CHAIN_ID),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--state",
+            str(self.directory / "anvil-state.json"),
+            "--state-interval",
+            "1",
+            "--chain-id",
+            str(ANVIL_CHAIN_ID),
         ]
         # Own session: a Ctrl-C in the terminal reaches the service, which then stops anvil cleanly.
         self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -93,7 +100,9 @@ class AnvilNode:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ConfigurationError(f"anvil exited with code {self.process.returncode}; see {self.directory / 'anvil.log'}")
+                raise ConfigurationError(
+                    f"anvil exited with code {self.process.returncode}; see {self.directory / 'anvil.log'}"
+                )
             if rpc_alive(url, timeout=0.5):
                 self.url = url
                 self._info.write_text(json.dumps({"pid": self.process.pid, "url": url}))

@@ -70,7 +70,9 @@ def open_chain(settings: Settings) -> ChainConnection:
             )
         registry = Web3Registry(w3, settings.registry_address, load_chain_account(settings), rpc_url=settings.rpc_url)
         if not registry.is_deployed():
-            raise ConfigurationError(f"No contract at REGISTRY_ADDRESS {registry.address} on chain {registry.chain_id}.")
+            raise ConfigurationError(
+                f"No contract at REGISTRY_ADDRESS {registry.address} on chain {registry.chain_id}."
+            )
         return ChainConnection(registry=registry, node=None)
 
     directory = chain_dir(settings)

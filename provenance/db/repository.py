@@ -88,7 +88,7 @@ class RecordRepository:
             rows = session.execute(select(Record.status, func.count()).group_by(Record.status)).all()
             return {status: int(n) for status, n in rows}
 
-    def keys(self) -> list[tuple[SigningKeyRow, int, dt.datetime | None]]:
+    def signing_keys(self) -> list[tuple[SigningKeyRow, int, dt.datetime | None]]:
         """Every signing key with how many records it signed and the last time it did."""
         with self._sessions() as session:
             usage = dict(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from alembic import command
 
 ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 

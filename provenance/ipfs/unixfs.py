@@ -115,7 +115,12 @@ def _parent(children: list[Node]) -> Node:
         _field_bytes(2, _field_bytes(1, c.cid) + _field_bytes(2, b"") + _field_varint(3, c.tree_size)) for c in children
     )
     block = links + _field_bytes(1, unixfs)
-    return Node(cid_bytes(DAG_PB, block), block, sum(c.file_size for c in children), len(block) + sum(c.tree_size for c in children))
+    return Node(
+        cid_bytes(DAG_PB, block),
+        block,
+        sum(c.file_size for c in children),
+        len(block) + sum(c.tree_size for c in children),
+    )
 
 
 def build_dag(data: bytes) -> tuple[Node, list[Node]]:

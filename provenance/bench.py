@@ -1,0 +1,127 @@
+"""``make bench``: certify and verify time per image, stage by stage, on one core.
+
+Runs the real embedded stack (SQLite, anvil, blockstore, the service CA) in a temporary data dir.
+Images are natural photos from scikit-image resized to 512x512 and 1024x1024. The process is
+pinned to one CPU core and single-threaded BLAS/OpenCV, as the targets are per core:
+
+- certify at most 100 ms per 512x512 image (chain confirmation excluded);
+- verify of an exact copy at most 30 ms;
+- the full ladder (certify plus chain submit) at most 150 ms.
+
+Timings are medians over the runs; compare figures within one run, machines here are noisy.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Single-threaded numerics before NumPy / OpenCV load: the targets are per core.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse
+import contextlib
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from provenance.config import Settings
+from provenance.services import Services
+
+CERTIFY_STAGES = ["decode", "watermark", "encode", "c2pa", "hash_sign", "cid_pin", "database", "chain_submit"]
+VERIFY_STAGES = ["decode", "exact", "c2pa", "watermark", "chain", "ipfs"]
+TARGETS = {"certify_512": 100.0, "verify_512": 30.0, "ladder_512": 150.0}
+
+
+def _photos(size: int) -> list[bytes]:
+    from skimage import data
+
+    out = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        rgb = getattr(data, name)()
+        h, w = rgb.shape[:2]
+        side = min(h, w)
+        square = rgb[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+        resized = cv2.resize(np.ascontiguousarray(square), (size, size), interpolation=cv2.INTER_AREA)
+        buf = io.BytesIO()
+        Image.fromarray(resized).save(buf, "PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def _median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r.get(key, 0.0) for r in rows)
+
+
+def run(sizes: list[int], runs: int) -> dict[str, float]:
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    cv2.setNumThreads(1)
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="provenance-bench-") as tmp:
+        services = Services.open(Settings(data_dir=Path(tmp)), start_worker=False)
+        try:
+            for size in sizes:
+                photos = _photos(size)
+                services.certifier.certify(photos[0])  # warm-up: imports, first key use, JIT-free caches
+                services.anchorer.run_once()
+                certify_rows, verify_rows, certified = [], [], []
+                for i in range(runs):
+                    item = services.certifier.certify(photos[i % len(photos)])
+                    start = time.perf_counter()
+                    services.anchorer.submit_pending()  # send the registration transaction, no waiting
+                    item.timings_ms["chain_submit"] = (time.perf_counter() - start) * 1000
+                    certify_rows.append(item.timings_ms)
+                    certified.append(item)
+                services.anchorer.run_once()  # confirmations, outside the timings
+                for item in certified:
+                    start = time.perf_counter()
+                    result = services.verifier.verify(item.data)
+                    total = (time.perf_counter() - start) * 1000
+                    assert result.verdict == "authentic", result.verdict
+                    verify_rows.append({**result.timings_ms, "total": total})
+
+                print(f"\n{size}x{size}, median of {runs} images, one core")
+                print(f"  {'certify stage':<16}{'ms':>8}")
+                for stage in CERTIFY_STAGES:
+                    print(f"  {stage:<16}{_median(certify_rows, stage):>8.1f}")
+                certify_total = statistics.median(
+                    sum(v for k, v in r.items() if k != "chain_submit") for r in certify_rows
+                )
+                ladder = statistics.median(sum(r.values()) for r in certify_rows)
+                print(f"  {'certify total':<16}{certify_total:>8.1f}   (chain confirmation excluded)")
+                print(f"  {'full ladder':<16}{ladder:>8.1f}   (certify + chain submit)")
+                print(f"  {'verify stage':<16}{'ms':>8}")
+                for stage in VERIFY_STAGES:
+                    print(f"  {stage:<16}{_median(verify_rows, stage):>8.1f}")
+                verify_total = _median(verify_rows, "total")
+                print(f"  {'verify total':<16}{verify_total:>8.1f}   (exact copy)")
+                results[f"certify_{size}"] = certify_total
+                results[f"ladder_{size}"] = ladder
+                results[f"verify_{size}"] = verify_total
+        finally:
+            services.close()
+    print("\ntargets (512x512):")
+    for key, limit in TARGETS.items():
+        if key in results:
+            verdict = "ok" if results[key] <= limit else "OVER"
+            print(f"  {key:<14}{results[key]:>8.1f} ms  <= {limit:.0f} ms  {verdict}")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    run(args.sizes, args.runs)
+
+
+if __name__ == "__main__":
+    main()
