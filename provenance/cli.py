@@ -62,6 +62,7 @@ def serve(
 
     settings = _settings(data_dir, host=host, port=port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per chain lookup is noise
     err.print(
         f"provenance {__version__}: data in {settings.resolved_data_dir}, API on http://{settings.host}:{settings.port}/docs"
     )
