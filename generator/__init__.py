@@ -7,3 +7,9 @@
 - ``generator.pipeline``: ``Generator``, which loads a model once and runs requests with progress
   reporting, cancellation, LoRA adapters and a scheduler chosen by name.
 """
+
+import os as _os
+
+# transformers and diffusers read these when first imported: keep their advice out of service logs.
+_os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+_os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")

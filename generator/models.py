@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.tiny import TINY_LABEL, TINY_MODEL_ID, ensure_tiny_model
-
+TINY_MODEL_ID = "tiny-random"
+TINY_LABEL = "tiny-random (testing only)"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -55,6 +55,8 @@ class ModelCatalog:
     def resolve(self, spec: str | None) -> ModelSource:
         spec = (spec or TINY_MODEL_ID).strip()
         if spec == TINY_MODEL_ID:
+            from generator.tiny import ensure_tiny_model  # imports diffusers: only when used
+
             folder = ensure_tiny_model(self.models_dir / TINY_MODEL_ID)
             return ModelSource(TINY_MODEL_ID, "builtin", str(folder), TINY_LABEL)
         target = self.aliases.get(spec, spec)

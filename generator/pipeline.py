@@ -22,19 +22,7 @@ import numpy as np
 import torch
 
 from generator.models import ModelCatalog, ModelError, ModelSource, WeightHasher
-
-SCHEDULERS = {
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "ddim": "DDIMScheduler",
-    "dpmpp_2m": "DPMSolverMultistepScheduler",
-    "dpmpp_sde": "DPMSolverSinglestepScheduler",
-    "pndm": "PNDMScheduler",
-    "lms": "LMSDiscreteScheduler",
-    "heun": "HeunDiscreteScheduler",
-    "unipc": "UniPCMultistepScheduler",
-    "lcm": "LCMScheduler",
-}
+from generator.schedulers import SCHEDULERS
 
 
 class GenerationCancelled(Exception):
@@ -116,7 +104,15 @@ class Generator:
 
     # --- loading ---------------------------------------------------------------------------
     def _load_pipe(self, source: ModelSource) -> Any:
+        import diffusers
+        import transformers
         from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        # Loading bars and advice belong to notebooks; the service reports progress its own way.
+        diffusers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
 
         try:
             if source.kind in ("builtin", "folder"):
@@ -203,11 +199,20 @@ class Generator:
                 raise ModelError(f"Cannot load LoRA {path.name!r}: {exc}") from None
             names.append(name)
             weights.append(lora.weight)
-            described.append({"file": path.name, "weight": lora.weight, "sha256": self.hasher.hash(path)})
+            described.append(
+                {
+                    "file": path.name,
+                    "path": str(path.resolve()),
+                    "weight": lora.weight,
+                    "sha256": self.hasher.hash(path),
+                }
+            )
         loaded.pipe.set_adapters(names, adapter_weights=weights)
         return described
 
-    def describe(self, request: GenerationRequest, loaded: _Loaded, scheduler: str, loras: list[dict[str, Any]]) -> dict[str, Any]:
+    def describe(
+        self, request: GenerationRequest, loaded: _Loaded, scheduler: str, loras: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         """The generation provenance recorded in the manifest and the database."""
         prompt: dict[str, Any]
         if self.prompt_privacy:
@@ -221,6 +226,7 @@ class Generator:
             "loras": loras,
             "pipeline_class": type(loaded.pipe).__name__,
             "scheduler": scheduler,
+            "scheduler_option": request.scheduler,
             "steps": request.steps,
             "guidance_scale": request.guidance_scale,
             "width": request.width,
@@ -262,7 +268,9 @@ class Generator:
                 with torch.inference_mode():
                     output = loaded.pipe(
                         prompt=[request.prompt] * request.num_images,
-                        negative_prompt=[request.negative_prompt] * request.num_images if request.negative_prompt else None,
+                        negative_prompt=[request.negative_prompt] * request.num_images
+                        if request.negative_prompt
+                        else None,
                         num_inference_steps=request.steps,
                         guidance_scale=request.guidance_scale,
                         width=request.width,
@@ -279,7 +287,11 @@ class Generator:
             described = self.describe(request, loaded, scheduler, loras)
             images = (np.clip(output.images, 0, 1) * 255).round().astype(np.uint8)
             return [
-                GeneratedImage(rgb=images[i], index=i, seed=request.seed + i,
-                               provenance={**described, "seed": request.seed + i, "index": i})
+                GeneratedImage(
+                    rgb=images[i],
+                    index=i,
+                    seed=request.seed + i,
+                    provenance={**described, "seed": request.seed + i, "index": i},
+                )
                 for i in range(request.num_images)
             ]

@@ -17,8 +17,6 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from generator.tokenizer import build_tokenizer
 
-TINY_MODEL_ID = "tiny-random"
-TINY_LABEL = "tiny-random (testing only)"
 WEIGHTS_SEED = 20260101
 
 
@@ -66,7 +64,10 @@ def build_tiny_pipeline() -> StableDiffusionPipeline:
         )
     )
     scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
         timestep_spacing="trailing",
         steps_offset=1,
     )

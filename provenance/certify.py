@@ -53,6 +53,8 @@ class CertifyOptions:
     filename: str | None = None
     title: str | None = None
     extra_manifest: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] | None = None  # generated images: recorded and put in the manifest
+    job_id: str | None = None
 
 
 class Certifier:
@@ -114,7 +116,7 @@ class Certifier:
                 source_type=options.source_type,
                 watermark_id=watermark_id,
                 title=options.title,
-                extra=options.extra_manifest,
+                extra={**options.extra_manifest, **({"generation": options.generation} if options.generation else {})},
             )
             final = self.manifest_signer.sign(marked, image.mime_type, content)
 
@@ -142,6 +144,8 @@ class Certifier:
             watermark_note=note,
             original_filename=(options.filename or None) and options.filename[:255],
             status=RecordStatus.PENDING,
+            generation=options.generation,
+            job_id=options.job_id,
         )
         with timer.stage("database"):
             try:

@@ -160,6 +160,132 @@ def certify(
         raise typer.Exit(1)
 
 
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    data_dir: DataDir = None,
+    num_images: Annotated[int, typer.Option("-n", "--num-images", help="Images to generate (1-8).")] = 1,
+    seed: Annotated[int | None, typer.Option(help="Seed of the first image (image i uses seed + i).")] = None,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
+    guidance_scale: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.")] = 7.5,
+    width: Annotated[int, typer.Option(help="Width, a multiple of 8.")] = 512,
+    height: Annotated[int, typer.Option(help="Height, a multiple of 8.")] = 512,
+    negative_prompt: Annotated[str | None, typer.Option(help="What not to draw.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name, diffusers folder or .safetensors checkpoint.")] = None,
+    lora: Annotated[list[str] | None, typer.Option(help="LoRA file, optionally PATH:WEIGHT; repeatable.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="euler, euler_a, ddim, dpmpp_2m, unipc, ...")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the certified images.")] = Path("."),
+    wait: Annotated[bool, typer.Option(help="Wait until the records are registered on chain.")] = True,
+) -> None:
+    """Generate images with diffusers and certify every one of them."""
+    loras = []
+    for item in lora or []:
+        path, _, weight = item.partition(":")
+        try:
+            loras.append({"path": path, "weight": float(weight) if weight else 1.0})
+        except ValueError:
+            _fail(f"bad LoRA weight in {item!r}: use PATH:WEIGHT")
+    settings = _settings(data_dir)
+    services = _open(settings)
+    written: list[tuple[Path, Any]] = []
+    try:
+        request = services.jobs.prepare(
+            {
+                "prompt": prompt,
+                "negative_prompt": negative_prompt,
+                "seed": seed,
+                "steps": steps,
+                "guidance_scale": guidance_scale,
+                "width": width,
+                "height": height,
+                "num_images": num_images,
+                "model": model,
+                "loras": loras,
+                "scheduler": scheduler,
+            }
+        )
+        job = services.jobs.jobs.create(request, "cli")
+        with Progress(
+            TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+        ) as progress:
+            task = progress.add_task("", total=steps)
+            services.jobs.runner.run(
+                job.id, on_step=lambda step, total: progress.update(task, completed=step, total=total)
+            )
+        finished = services.jobs.get(job.id)
+        if finished.status != "succeeded":
+            _fail(finished.error or finished.status)
+        out.mkdir(parents=True, exist_ok=True)
+        for record_id in finished.record_ids:
+            record = services.repository.get(record_id)
+            target = out / f"{record.id}.png"
+            target.write_bytes(services.store.cat(record.cid))
+            written.append((target, record))
+        if wait:
+            _wait_registered(services, [r.id for _, r in written], settings.tx_timeout_s)
+        for target, record in written:
+            record = services.repository.get(record.id)
+            console.print(
+                f"[green]generated[/green] {target}  record {record.id}  seed {record.generation['seed']}  "
+                f"{record.status}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    finally:
+        services.close()
+
+
+@app.command()
+def reproduce(
+    record_id: Annotated[str, typer.Argument(help="Record of a generated image.")],
+    data_dir: DataDir = None,
+    prompt: Annotated[str | None, typer.Option(help="The prompt, when only its SHA-256 was recorded.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Generate a recorded image again and compare the pixels with the certified file."""
+    from provenance.reproduce import reproduce as run_reproduce
+
+    services = _open(_settings(data_dir))
+    try:
+        report = run_reproduce(services, record_id, prompt=prompt)
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    finally:
+        services.close()
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+        return
+    if report.pixels_match:
+        console.print(f"[green]pixels match[/green]: record {record_id} reproduces bit for bit", highlight=False)
+    else:
+        console.print(
+            f"[yellow]pixels differ[/yellow]: PSNR {report.psnr_db:.2f} dB"
+            if report.psnr_db is not None
+            else "[yellow]pixels differ[/yellow]: sizes differ",
+            highlight=False,
+        )
+    console.print(f"weights match: {report.weights_match}; library versions match: {report.versions_match}")
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False)
+
+
+@app.command()
+def worker(data_dir: DataDir = None) -> None:
+    """Run a Celery generation worker (PROVENANCE_JOB_BACKEND=celery, REDIS_URL set)."""
+    import os
+
+    if data_dir is not None:
+        os.environ["PROVENANCE_DATA_DIR"] = str(data_dir)
+    from provenance.jobs.celery_app import run_worker
+
+    try:
+        run_worker()
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+
+
 def _print_report(result: dict[str, Any]) -> None:
     colour = {"authentic": "green", "pending": "yellow", "modified": "yellow", "unknown": "white", "invalid": "red"}
     console.print(

@@ -58,6 +58,28 @@ class Settings(BaseSettings):
     # ECDSA signing (stage 4). Unset: keys in <data_dir>/keys, rotated with `provenance keys rotate`.
     signing_key_file: Path | None = None
 
+    # Generation (generator/ and the job API).
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Model names -> local folder, checkpoint or hub id."
+    )
+    single_file_configs: dict[str, str] = Field(
+        default_factory=dict, description="Single-file checkpoint (name or path) -> local diffusers config folder."
+    )
+    default_model: str = "tiny-random"
+    allow_hub_downloads: bool = False
+    generator_device: str | None = Field(default=None, description="cuda, cuda:1, cpu; default: cuda if available.")
+    compile_unet: bool = False
+    prompt_privacy: bool = Field(default=False, description="Record only the SHA-256 of prompts, never their text.")
+    prompt_blocklist: list[str] = Field(default_factory=list, description="Terms refused in prompts (422).")
+    max_image_side: int = 2048
+    max_steps: int = 150
+    job_backend: str = Field(default="local", description="local (in-process worker) or celery.")
+    job_queue_size: int = 16
+    job_max_attempts: int = 2
+    redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
+    celery_queue: str = "provenance"
+    celery_visibility_timeout_s: float = 3600.0
+
     # Watermark (stage 2).
     watermark_enabled: bool = True
 

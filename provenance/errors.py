@@ -74,3 +74,28 @@ class ChainError(ProvenanceError):
 class IpfsError(ProvenanceError):
     status_code = 502
     code = "ipfs_error"
+
+
+class PromptRejectedError(InputError):
+    status_code = 422
+    code = "prompt_rejected"
+
+
+class UnknownModelError(InputError):
+    status_code = 422
+    code = "unknown_model"
+
+
+class QueueFullError(ProvenanceError):
+    status_code = 429
+    code = "queue_full"
+
+
+class JobFinishedError(ProvenanceError):
+    status_code = 409
+    code = "job_finished"
+
+
+class GenerationRequestError(InputError):
+    status_code = 422
+    code = "invalid_generation_request"

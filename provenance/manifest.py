@@ -172,7 +172,7 @@ class ManifestReport:
 
 
 def _summarise(manifest: dict[str, Any]) -> tuple[dict[str, Any], str | None, int | None]:
-    record_id = watermark_id = None
+    record_id = watermark_id = generation = None
     actions: list[dict[str, Any]] = []
     for assertion in manifest.get("assertions", []):
         label, data = assertion.get("label", ""), assertion.get("data", {})
@@ -180,6 +180,7 @@ def _summarise(manifest: dict[str, Any]) -> tuple[dict[str, Any], str | None, in
             actions.extend(data.get("actions", []))
         elif label == RECORD_ASSERTION:
             record_id, watermark_id = data.get("record_id"), data.get("watermark_id")
+            generation = data.get("generation")
     signature = manifest.get("signature_info", {})
     summary = {
         "label": manifest.get("label"),
@@ -192,6 +193,8 @@ def _summarise(manifest: dict[str, Any]) -> tuple[dict[str, Any], str | None, in
         "issuer": signature.get("issuer"),
         "signed_at": signature.get("time"),
     }
+    if generation:
+        summary["generation"] = generation
     return summary, record_id, watermark_id
 
 

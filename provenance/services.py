@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from provenance.anchor import Anchorer, AnchorWorker
 from provenance.certify import Certifier
@@ -13,15 +15,59 @@ from provenance.chain.setup import ChainConnection, open_chain
 from provenance.config import Settings
 from provenance.db.repository import RecordRepository
 from provenance.db.session import make_engine, migrate, session_factory
+from provenance.errors import ConfigurationError
 from provenance.ipfs import ContentStore
 from provenance.ipfs.blockstore import LocalBlockstore
 from provenance.ipfs.kubo import KuboClient
+from provenance.jobs.service import JobService
 from provenance.manifest import ManifestReader, ManifestSigner
 from provenance.pki import C2paCredentials, load_or_create
 from provenance.signing import KeyStore
 from provenance.verify import Verifier
 
 log = logging.getLogger(__name__)
+
+
+def open_jobs(settings: Settings, services: Services, *, start_worker: bool) -> JobService:
+    """The generation job service: catalog, runner (generator loaded lazily) and queue backend."""
+    from generator.models import ModelCatalog, WeightHasher
+    from provenance.jobs.runner import JobRunner
+    from provenance.jobs.store import JobRepository
+
+    models_dir = settings.resolved_data_dir / "models"
+    catalog = ModelCatalog(
+        models_dir,
+        aliases=settings.models,
+        single_file_configs=settings.single_file_configs,
+        allow_hub=settings.allow_hub_downloads,
+    )
+
+    def make_generator():  # type: ignore[no-untyped-def]
+        from generator.pipeline import Generator
+
+        return Generator(
+            catalog,
+            device=settings.generator_device,
+            compile_unet=settings.compile_unet,
+            prompt_privacy=settings.prompt_privacy,
+            hasher=WeightHasher(models_dir / "weight-hashes.json"),
+        )
+
+    runner = JobRunner(services, make_generator, settings.job_max_attempts)
+    queue: Any
+    if settings.job_backend == "celery":
+        from provenance.jobs.celery_app import CeleryJobQueue
+
+        queue = CeleryJobQueue(settings)
+    elif settings.job_backend == "local":
+        from provenance.jobs.local import LocalJobQueue
+
+        queue = LocalJobQueue(runner, max_queued=settings.job_queue_size)
+    else:
+        raise ConfigurationError(f"PROVENANCE_JOB_BACKEND must be 'local' or 'celery', not {settings.job_backend!r}.")
+    if start_worker:
+        queue.start()
+    return JobService(settings, JobRepository(services.sessions), catalog, runner, queue)
 
 
 def open_store(settings: Settings) -> ContentStore:
@@ -34,6 +80,7 @@ def open_store(settings: Settings) -> ContentStore:
 class Services:
     settings: Settings
     engine: Engine
+    sessions: sessionmaker[Session]
     repository: RecordRepository
     keys: KeyStore
     credentials: C2paCredentials
@@ -43,6 +90,7 @@ class Services:
     worker: AnchorWorker | None
     certifier: Certifier
     verifier: Verifier
+    jobs: JobService = field(init=False)
 
     @classmethod
     def open(cls, settings: Settings, *, start_worker: bool = True) -> Services:
@@ -51,7 +99,8 @@ class Services:
         data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.effective_database_url)
         migrate(engine)
-        repository = RecordRepository(session_factory(engine))
+        sessions = session_factory(engine)
+        repository = RecordRepository(sessions)
         keys = KeyStore(data_dir / "keys", external_key_file=settings.signing_key_file)
         active = keys.active()
         repository.ensure_key(active.key_id, active.public_key_pem)
@@ -88,9 +137,25 @@ class Services:
         )
         if worker is not None:
             worker.start()
-        return cls(settings, engine, repository, keys, credentials, store, chain, anchorer, worker, certifier, verifier)
+        services = cls(
+            settings,
+            engine,
+            sessions,
+            repository,
+            keys,
+            credentials,
+            store,
+            chain,
+            anchorer,
+            worker,
+            certifier,
+            verifier,
+        )
+        services.jobs = open_jobs(settings, services, start_worker=start_worker)
+        return services
 
     def close(self) -> None:
+        self.jobs.close()
         if self.worker is not None:
             self.worker.stop()
         self.chain.close()

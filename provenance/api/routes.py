@@ -14,13 +14,18 @@ from provenance.api.schemas import (
     CertifyOut,
     ChainOut,
     ErrorOut,
+    GenerationIn,
     HealthOut,
+    JobAccepted,
+    JobOut,
+    JobProgress,
     KeysOut,
     RecordOut,
     SigningKeyOut,
     VerifyOut,
 )
 from provenance.certify import CertifyOptions
+from provenance.db.models import GenerationJob
 from provenance.errors import InputError, NotFoundError
 from provenance.ipfs.unixfs import cid_from_str
 from provenance.manifest import DEFAULT_SOURCE_TYPE
@@ -152,3 +157,45 @@ def healthz(services: ServicesDep) -> HealthOut:
         ipfs=services.store.description,
         records=services.repository.counts(),
     )
+
+
+def _job_out(job: GenerationJob, request: Request, services: ServicesDep) -> JobOut:
+    base = _base_url(request, services)
+    records = [r for r in (services.repository.get(rid) for rid in job.record_ids or []) if r is not None]
+    return JobOut(
+        job_id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        progress=JobProgress(step=job.step, steps=job.steps),
+        attempts=job.attempts,
+        records=[CertifyOut.of(r, base) for r in records],
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+@router.post(
+    "/v1/generations",
+    status_code=202,
+    response_model=JobAccepted,
+    tags=["generate"],
+    responses={429: {"model": ErrorOut}},
+)
+def create_generation(body: GenerationIn, request: Request, services: ServicesDep) -> JobAccepted:
+    """Queue a text-to-image job; every image it makes is certified."""
+    job = services.jobs.submit(body.model_dump())
+    return JobAccepted(
+        job_id=job.id, status=job.status, status_url=f"{_base_url(request, services)}/v1/generations/{job.id}"
+    )
+
+
+@router.get("/v1/generations/{job_id}", response_model=JobOut, tags=["generate"])
+def get_generation(job_id: str, request: Request, services: ServicesDep) -> JobOut:
+    return _job_out(services.jobs.get(job_id), request, services)
+
+
+@router.delete("/v1/generations/{job_id}", response_model=JobOut, tags=["generate"])
+def cancel_generation(job_id: str, request: Request, services: ServicesDep) -> JobOut:
+    """Cancel a queued or running job (a running job stops at its next denoising step)."""
+    return _job_out(services.jobs.cancel(job_id), request, services)

@@ -57,6 +57,8 @@ class RecordOut(CertifyOut):
     created_at: dt.datetime
     registered_at: dt.datetime | None
     ipfs_url: str
+    generation: dict[str, Any] | None = Field(default=None, description="Model, weights, seed... of generated images.")
+    job_id: str | None = None
 
     @classmethod
     def of(cls, record: Record, base_url: str) -> RecordOut:
@@ -78,6 +80,8 @@ class RecordOut(CertifyOut):
             created_at=record.created_at,
             registered_at=record.registered_at,
             ipfs_url=f"{base_url}/ipfs/{record.cid}",
+            generation=record.generation,
+            job_id=record.job_id,
         )
 
 
@@ -121,3 +125,51 @@ class HealthOut(BaseModel):
     chain: dict[str, Any]
     ipfs: str
     records: dict[str, int]
+
+
+class LoraIn(BaseModel):
+    path: str = Field(description="Path of a LoRA .safetensors file on the generation machine.")
+    weight: float = Field(default=1.0, ge=-4.0, le=4.0)
+
+
+class GenerationIn(BaseModel):
+    """A text-to-image request. Limits on size and steps come from the settings."""
+
+    model_config = {"extra": "forbid"}
+
+    prompt: str = Field(min_length=1, max_length=2000)
+    negative_prompt: str | None = Field(default=None, max_length=2000)
+    seed: int | None = Field(default=None, ge=0, lt=2**32, description="Default: random; recorded either way.")
+    steps: int = Field(default=25, ge=1)
+    guidance_scale: float = Field(default=7.5, ge=0.0, le=30.0)
+    width: int = Field(default=512, ge=64)
+    height: int = Field(default=512, ge=64)
+    num_images: int = Field(default=1, ge=1, le=8)
+    model: str | None = Field(
+        default=None, description="Model name, local folder or checkpoint; default from settings."
+    )
+    loras: list[LoraIn] = Field(default_factory=list, max_length=8)
+    scheduler: str | None = Field(default=None, description="euler, euler_a, ddim, dpmpp_2m, unipc, ...")
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: str
+    status_url: str
+
+
+class JobProgress(BaseModel):
+    step: int
+    steps: int
+
+
+class JobOut(BaseModel):
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: JobProgress
+    attempts: int
+    records: list[CertifyOut]
+    error: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None

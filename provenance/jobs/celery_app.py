@@ -1,0 +1,105 @@
+"""The Celery backend: GPU workers on many machines, Redis as broker, the same job code.
+
+Start a worker with ``provenance worker`` (or ``celery -A provenance.jobs.celery_app worker``)
+using the same settings as the API (database, data dir or Kubo, chain). Tasks are acknowledged
+late and rejected when their worker dies, so Redis hands them to another worker after the
+visibility timeout; the job's ``attempts`` counter then decides between a retry and ``failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import redis
+from celery import Celery, signals
+
+from provenance.config import Settings
+from provenance.errors import ConfigurationError, QueueFullError
+
+if TYPE_CHECKING:
+    from provenance.jobs.runner import JobRunner
+
+log = logging.getLogger(__name__)
+TASK_NAME = "provenance.generate"
+
+
+def make_celery(settings: Settings) -> Celery:
+    if not settings.redis_url:
+        raise ConfigurationError("The celery job backend needs REDIS_URL (e.g. redis://127.0.0.1:6379/0).")
+    celery = Celery("provenance", broker=settings.redis_url)
+    celery.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=settings.celery_queue,
+        broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return celery
+
+
+class CeleryJobQueue:
+    """The API side: enqueue job ids; the bound is the broker queue's length."""
+
+    name = "celery"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.celery = make_celery(settings)
+        self._redis = redis.Redis.from_url(settings.redis_url or "")
+
+    def start(self) -> None:
+        pass
+
+    def check_capacity(self) -> None:
+        try:
+            waiting = int(self._redis.llen(self.settings.celery_queue))  # type: ignore[arg-type]
+        except redis.RedisError as exc:
+            raise ConfigurationError(f"Redis at {self.settings.redis_url} is unreachable: {exc}") from None
+        if waiting >= self.settings.job_queue_size:
+            raise QueueFullError(f"The generation queue is full ({waiting} jobs waiting); retry later.")
+
+    def enqueue(self, job_id: str) -> None:
+        self.celery.send_task(TASK_NAME, args=[job_id], queue=self.settings.celery_queue)
+
+    def stop(self) -> None:
+        self._redis.close()
+
+
+# --- worker side -------------------------------------------------------------------------------
+# The worker reads the same environment as the API (REDIS_URL, DATABASE_URL, PROVENANCE_DATA_DIR...).
+_settings = Settings()
+app = make_celery(_settings) if _settings.redis_url else Celery("provenance")
+_state: dict[str, object] = {}
+
+
+def _runner() -> JobRunner:
+    if "runner" not in _state:
+        from provenance.services import Services
+
+        services = Services.open(Settings(), start_worker=False)
+        _state["services"] = services
+        _state["runner"] = services.jobs.runner
+    return _state["runner"]  # type: ignore[return-value]
+
+
+@signals.worker_shutdown.connect
+def _close(**_: object) -> None:
+    services = _state.pop("services", None)
+    if services is not None:
+        services.close()  # type: ignore[attr-defined]
+
+
+@app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
+def generate(job_id: str) -> None:
+    _runner().run(job_id)
+
+
+def run_worker(loglevel: str = "INFO") -> None:
+    """Start a worker in this process (``provenance worker``). Settings come from the environment."""
+    settings = Settings()
+    if not settings.redis_url:
+        raise ConfigurationError("A worker needs REDIS_URL (e.g. redis://127.0.0.1:6379/0).")
+    app.worker_main(["worker", "--pool=solo", "--concurrency=1", "-Q", settings.celery_queue, f"--loglevel={loglevel}"])

@@ -1,0 +1,60 @@
+"""The in-process job backend: one worker thread on the one GPU, a bounded queue.
+
+Generation and certification overlap: while the certification thread watermarks, signs and pins
+the images of one job (CPU), the worker thread already runs the next job's diffusion (GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from provenance.errors import QueueFullError
+from provenance.jobs.runner import JobRunner
+
+log = logging.getLogger(__name__)
+_STOP = "__stop__"
+
+
+class LocalJobQueue:
+    name = "local"
+
+    def __init__(self, runner: JobRunner, *, max_queued: int) -> None:
+        self.runner = runner
+        self.max_queued = max_queued
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._certify = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certify")
+        self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
+
+    def start(self) -> None:
+        # Jobs a previous process left queued or running come back first; `start` counts attempts.
+        for job in self.runner.jobs.unfinished(self.name):
+            self._queue.put(job.id)
+        self._thread.start()
+
+    def check_capacity(self) -> None:
+        if self._queue.qsize() >= self.max_queued:
+            raise QueueFullError(f"The generation queue is full ({self.max_queued} jobs waiting); retry later.")
+
+    def enqueue(self, job_id: str) -> None:
+        self._queue.put(job_id)
+
+    def _run(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id == _STOP:
+                return
+            try:
+                generated = self.runner.generate_phase(job_id)
+                if generated is not None:
+                    self._certify.submit(self.runner.certify_phase, job_id, generated[1])
+            except Exception:  # never let one job kill the worker
+                log.exception("job %s crashed the worker loop", job_id)
+
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+        self._certify.shutdown(wait=True)

@@ -1,0 +1,118 @@
+"""``JobService``: what the API and CLI call to submit, read and cancel generation jobs."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+from typing import Any, Protocol
+
+from generator.models import ModelCatalog, ModelError
+from generator.schedulers import SCHEDULER_NAMES
+from provenance.config import Settings
+from provenance.db.models import GenerationJob
+from provenance.errors import (
+    GenerationRequestError,
+    JobFinishedError,
+    NotFoundError,
+    PromptRejectedError,
+    UnknownModelError,
+)
+from provenance.jobs.runner import JobRunner
+from provenance.jobs.store import JobRepository
+
+
+class JobQueue(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def check_capacity(self) -> None: ...
+
+    def enqueue(self, job_id: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class PromptFilter:
+    """Refuses prompts containing a blocklisted term (whole words, case-insensitive)."""
+
+    def __init__(self, terms: list[str]) -> None:
+        self.terms = [t.strip() for t in terms if t.strip()]
+        self._patterns = [re.compile(rf"(?<!\w){re.escape(t)}(?!\w)", re.IGNORECASE) for t in self.terms]
+
+    def check(self, *texts: str | None) -> None:
+        for text in texts:
+            if not text:
+                continue
+            for term, pattern in zip(self.terms, self._patterns, strict=True):
+                if pattern.search(text):
+                    raise PromptRejectedError(f"The prompt contains the blocked term {term!r}.")
+
+
+class JobService:
+    def __init__(
+        self, settings: Settings, jobs: JobRepository, catalog: ModelCatalog, runner: JobRunner, queue: JobQueue
+    ):
+        self.settings = settings
+        self.jobs = jobs
+        self.catalog = catalog
+        self.runner = runner
+        self.queue = queue
+        self.prompt_filter = PromptFilter(settings.prompt_blocklist)
+
+    def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Check what a schema cannot (limits from settings, prompt filter, model) and fill defaults."""
+        settings = self.settings
+        problems = []
+        for name in ("width", "height"):
+            value = int(request.get(name, 512))
+            if value % 8 or not 64 <= value <= settings.max_image_side:
+                problems.append(f"{name} must be a multiple of 8 between 64 and {settings.max_image_side}, not {value}")
+        if not 1 <= int(request.get("steps", 25)) <= settings.max_steps:
+            problems.append(f"steps must be between 1 and {settings.max_steps}")
+        if not 1 <= int(request.get("num_images", 1)) <= 8:
+            problems.append("num_images must be between 1 and 8")
+        if request.get("scheduler") is not None and request["scheduler"] not in SCHEDULER_NAMES:
+            problems.append(f"scheduler must be one of {', '.join(SCHEDULER_NAMES)}")
+        if problems:
+            raise GenerationRequestError("; ".join(problems))
+        self.prompt_filter.check(request.get("prompt"), request.get("negative_prompt"))
+        request = {**request, "model": request.get("model") or settings.default_model}
+        if request.get("seed") is None:
+            request["seed"] = secrets.randbits(32)
+        try:
+            self.catalog.resolve(request["model"])
+        except ModelError as exc:
+            raise UnknownModelError(str(exc)) from None
+        for lora in request.get("loras") or ():
+            if not Path(lora["path"]).is_file():
+                raise UnknownModelError(f"LoRA file {lora['path']!r} not found.")
+        return request
+
+    def submit(self, request: dict[str, Any]) -> GenerationJob:
+        """Validate, then queue the job (429 when the queue is full)."""
+        request = self.prepare(request)
+        self.queue.check_capacity()
+        job = self.jobs.create(request, self.queue.name)
+        try:
+            self.queue.enqueue(job.id)
+        except Exception:
+            self.jobs.delete(job.id)
+            raise
+        return job
+
+    def get(self, job_id: str) -> GenerationJob:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"No generation job {job_id!r}.")
+        return job
+
+    def cancel(self, job_id: str) -> GenerationJob:
+        job = self.get(job_id)
+        if not self.jobs.cancel(job_id):
+            raise JobFinishedError(f"Job {job_id} has already {job.status}; nothing to cancel.")
+        return self.get(job_id)
+
+    def close(self) -> None:
+        self.queue.stop()
