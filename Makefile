@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: install run test lint bench contracts postgres-server clean
+.PHONY: install run test lint bench bench-gen contracts test-servers clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -23,10 +23,11 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# PostgreSQL server binaries for the tests that run against a real PostgreSQL.
-postgres-server:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+# Servers the tests start on 127.0.0.1: PostgreSQL (database tests) and Redis (Celery workers).
+test-servers:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; \
+	fi
 
 run: install
 	$(BIN)/provenance serve
@@ -34,11 +35,14 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install postgres-server lint
+test: install test-servers lint
 	$(BIN)/pytest
 
 bench: install
 	$(BIN)/python -m provenance.bench
+
+bench-gen: install
+	$(BIN)/python -m generator.bench
 
 contracts: $(NPM_STAMP)
 	node contracts/compile.js
