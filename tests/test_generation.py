@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def test_prompt_privacy_records_only_the_hash(tmp_path: Path) -> None:
     private = Generator(ModelCatalog(tmp_path), device="cpu", prompt_privacy=True)
     prov = private.generate(GenerationRequest("my secret prompt", seed=1, **SMALL))[0].provenance
     assert "prompt" not in prov and "my secret prompt" not in json.dumps(prov)
-    assert prov["prompt_sha256"] == __import__("hashlib").sha256(b"my secret prompt").hexdigest()
+    assert prov["prompt_sha256"] == hashlib.sha256(b"my secret prompt").hexdigest()
 
 
 def test_schedulers_by_name_and_lora_with_weight(generator: Generator, tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ def test_schedulers_by_name_and_lora_with_weight(generator: Generator, tmp_path:
     full = generator.generate(GenerationRequest("a fox", seed=3, loras=(LoraSpec(str(lora), 1.0),), **SMALL))[0]
     off = generator.generate(GenerationRequest("a fox", seed=3, loras=(LoraSpec(str(lora), 0.0),), **SMALL))[0]
     assert not np.array_equal(base.rgb, full.rgb) and np.array_equal(base.rgb, off.rgb)
-    assert full.provenance["loras"][0]["sha256"] == __import__("hashlib").sha256(lora.read_bytes()).hexdigest()
+    assert full.provenance["loras"][0]["sha256"] == hashlib.sha256(lora.read_bytes()).hexdigest()
     after = generator.generate(GenerationRequest("a fox", seed=3, **SMALL))[0]
     assert np.array_equal(base.rgb, after.rgb), "adapters are unloaded after the request"
 
@@ -210,3 +211,30 @@ def test_worker_restart_retries_or_fails_unfinished_jobs(tmp_path: Path) -> None
         assert failed.status == "failed" and "gave up" not in (failed.error or "") and "giving up" in failed.error
     finally:
         second.close()
+
+
+def test_single_file_checkpoint_loads_offline_with_a_config_folder(tmp_path: Path) -> None:
+    """A .safetensors in the original SD 1.x layout, as model sites distribute them."""
+    from tests.ldm_checkpoint import sd1_topology_pipeline, write_single_file
+
+    pipe = sd1_topology_pipeline()
+    pipe.save_pretrained(tmp_path / "diffusers")
+    checkpoint = write_single_file(pipe, tmp_path / "downloads" / "my-model.safetensors")
+    config_dir = tmp_path / "configs"
+    pipe.save_pretrained(config_dir)
+    for weights in config_dir.rglob("*.safetensors"):
+        weights.unlink()  # a config folder carries no weights
+    catalog = ModelCatalog(
+        tmp_path / "models", aliases={"my-model": str(checkpoint)}, single_file_configs={"my-model": str(config_dir)}
+    )
+    generator = Generator(catalog, device="cpu")
+    from_file = generator.generate(GenerationRequest("a boat", seed=4, model="my-model", **SMALL))[0]
+    from_folder = generator.generate(GenerationRequest("a boat", seed=4, model=str(tmp_path / "diffusers"), **SMALL))[0]
+    assert np.array_equal(from_file.rgb, from_folder.rgb), "same weights, same pixels"
+    model = from_file.provenance["model"]
+    assert model["kind"] == "single_file" and model["id"] == "my-model"
+    assert model["weights_sha256"] == {"my-model.safetensors": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
+
+    without_config = Generator(ModelCatalog(tmp_path / "models2"), device="cpu")
+    with pytest.raises(Exception, match="config folder"):
+        without_config.generate(GenerationRequest("a boat", model=str(checkpoint), **SMALL))
