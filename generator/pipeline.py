@@ -154,7 +154,16 @@ class Generator:
         if self.compile_unet:
             pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
 
+    def register(self, model_id: str, pipe: Any, *, label: str | None = None) -> None:
+        """Use an already-built pipeline under ``model_id`` (benchmarks, embedding applications)."""
+        pipe.to(self.device)
+        self._optimise(pipe)
+        source = ModelSource(model_id, "in_memory", model_id, label or model_id)
+        self._loaded[model_id] = _Loaded(source, pipe, {}, dict(pipe.scheduler.config))
+
     def load(self, spec: str | None) -> _Loaded:
+        if spec in self._loaded:
+            return self._loaded[spec]
         source = self.catalog.resolve(spec)
         if source.id not in self._loaded:
             pipe = self._load_pipe(source)

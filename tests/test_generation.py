@@ -238,3 +238,16 @@ def test_single_file_checkpoint_loads_offline_with_a_config_folder(tmp_path: Pat
     without_config = Generator(ModelCatalog(tmp_path / "models2"), device="cpu")
     with pytest.raises(Exception, match="config folder"):
         without_config.generate(GenerationRequest("a boat", model=str(checkpoint), **SMALL))
+
+
+def test_benchmark_architectures_are_the_published_sizes() -> None:
+    """bench-gen's sd15 / sdxl pipelines have exactly the published parameter counts (built on 'meta')."""
+    from generator.architectures import build
+
+    sizes = {}
+    for arch in ("sd15", "sdxl"):
+        pipe = build(arch, "meta", torch.float16)
+        names = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if arch == "sdxl" else [])
+        sizes[arch] = {n: sum(p.numel() for p in getattr(pipe, n).parameters()) for n in names}
+    assert sizes["sd15"] == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
+    assert sizes["sdxl"]["unet"] == 2_567_463_684 and sizes["sdxl"]["text_encoder_2"] == 694_659_840
