@@ -400,6 +400,7 @@ def keys_rotate(data_dir: DataDir = None) -> None:
 
 @chain_app.command("deploy")
 def chain_deploy(
+    data_dir: DataDir = None,
     rpc_url: Annotated[str | None, typer.Option(help="JSON-RPC URL (default RPC_URL).")] = None,
     key_file: Annotated[
         Path | None,
@@ -422,6 +423,14 @@ def chain_deploy(
         address, block = deploy_registry(w3, account, timeout_s=settings.tx_timeout_s)
     except ProvenanceError as exc:
         _fail(exc.detail)
+    # Keep a note of every deployment next to the service's other state.
+    log_file = _settings(data_dir).resolved_data_dir / "chain" / "deployments.jsonl"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a") as fh:
+        fh.write(
+            json.dumps({"chain_id": w3.eth.chain_id, "rpc_url": url, "registry_address": address, "block": block})
+            + "\n"
+        )
     console.print(f"ProvenanceRegistry deployed at {address} (block {block}, chain {w3.eth.chain_id})")
     console.print(f"export REGISTRY_ADDRESS={address}", highlight=False)
 

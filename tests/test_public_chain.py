@@ -6,6 +6,7 @@ the same JSON-RPC, and the service treats it exactly as it would treat Sepolia.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -43,7 +44,17 @@ def test_deploy_with_the_cli_then_serve_against_the_rpc(tmp_path: Path, external
     key_file.chmod(0o600)
     env = {**os.environ, "CHAIN_KEY_FILE": str(key_file)}
     deployed = subprocess.run(
-        [sys.executable, "-m", "provenance.cli", "chain", "deploy", "--rpc-url", external_rpc],
+        [
+            sys.executable,
+            "-m",
+            "provenance.cli",
+            "chain",
+            "deploy",
+            "--rpc-url",
+            external_rpc,
+            "--data-dir",
+            str(tmp_path / "ops"),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -52,6 +63,8 @@ def test_deploy_with_the_cli_then_serve_against_the_rpc(tmp_path: Path, external
     assert deployed.returncode == 0, deployed.stderr
     address = re.search(r"REGISTRY_ADDRESS=(0x[0-9a-fA-F]{40})", deployed.stdout).group(1)  # type: ignore[union-attr]
     assert account.key.hex() not in deployed.stdout + deployed.stderr
+    logged = json.loads((tmp_path / "ops" / "chain" / "deployments.jsonl").read_text())
+    assert logged["registry_address"] == address and logged["chain_id"] == 31337
 
     settings = Settings(
         data_dir=tmp_path / "data",
