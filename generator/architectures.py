@@ -12,12 +12,12 @@ import torch
 from diffusers import (
     AutoencoderKL,
     EulerDiscreteScheduler,
-    StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from generator.tiny import sd_pipeline
 from generator.tokenizer import build_tokenizer
 
 VAE_CONFIG: dict[str, Any] = {
@@ -104,16 +104,7 @@ def build(arch: str, device: str, dtype: torch.dtype) -> Any:
         unet = UNet2DConditionModel(**(SD15_UNET if arch == "sd15" else SDXL_UNET))
         text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, **CLIP_BIGG)) if arch == "sdxl" else None
     if arch == "sd15":
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        pipe = sd_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
     else:
         pipe = StableDiffusionXLPipeline(
             vae=vae,

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from generator.tokenizer import build_tokenizer
 
@@ -49,7 +50,14 @@ def build_tiny_pipeline() -> StableDiffusionPipeline:
     )
     torch.manual_seed(WEIGHTS_SEED + 2)
     tokenizer = build_tokenizer()
-    text_encoder = CLIPTextModel(
+    return sd_pipeline(
+        vae=vae, text_encoder=tiny_text_encoder(tokenizer), tokenizer=tokenizer, unet=unet, scheduler=tiny_scheduler()
+    )
+
+
+def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    """A 2-layer, 32-wide CLIP text encoder over the byte tokenizer's vocabulary."""
+    return CLIPTextModel(
         CLIPTextConfig(
             hidden_size=32,
             intermediate_size=64,
@@ -63,7 +71,11 @@ def build_tiny_pipeline() -> StableDiffusionPipeline:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = EulerDiscreteScheduler(
+
+
+def tiny_scheduler() -> EulerDiscreteScheduler:
+    """Stable Diffusion's noise schedule, Euler steps with trailing timestep spacing."""
+    return EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -71,15 +83,12 @@ def build_tiny_pipeline() -> StableDiffusionPipeline:
         timestep_spacing="trailing",
         steps_offset=1,
     )
+
+
+def sd_pipeline(**components: Any) -> StableDiffusionPipeline:
+    """A StableDiffusionPipeline from components, without the safety checker (it needs downloaded weights)."""
     return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
 
 
