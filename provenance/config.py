@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     anvil_binary: Path | None = Field(default=None, description="Path to anvil; default: the npm package.")
     anvil_port: int = Field(default=0, description="0 picks a free port.")
     tx_timeout_s: float = 120.0
+    anchor_mode: str = Field(default="single", description="single: one transaction per image; batch: Merkle roots.")
+    batch_max_items: int = Field(default=256, ge=1, le=65536)
+    batch_max_seconds: float = Field(default=10.0, ge=0.0)
+    confirmations: int = Field(default=1, ge=1, description="Blocks (including its own) before a tx counts.")
+    nft_address: str | None = Field(default=None, validation_alias=_env("NFT_ADDRESS"))
+    nft_royalty_bps: int = Field(default=500, ge=0, le=10000)
+    voucher_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     anchor_poll_interval_s: float = 0.2
 
     # C2PA (stage 3). Unset: the service's own CA in the data dir.

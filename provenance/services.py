@@ -115,7 +115,24 @@ class Services:
         if chain.redeployed:
             requeued = repository.requeue_all()
             log.warning("The dev chain was reset; registry redeployed, %d records queued again.", requeued)
-        anchorer = Anchorer(repository, chain.registry)
+
+        def on_chain_reset() -> None:
+            chain.redeploy()
+            repository.requeue_all()
+
+        anchorer = Anchorer(
+            repository,
+            chain.registry,
+            store=store,
+            mode=settings.anchor_mode,
+            batch_max_items=settings.batch_max_items,
+            batch_max_seconds=settings.batch_max_seconds,
+            confirmations=settings.confirmations,
+            on_chain_reset=on_chain_reset if chain.node is not None else None,
+        )
+        if chain.node is not None and not chain.redeployed:
+            # anvil dumps its state every second: a kill can lose the last blocks. Repair from the database.
+            anchorer.reconcile()
         worker = AnchorWorker(anchorer, poll_interval_s=settings.anchor_poll_interval_s) if start_worker else None
         certifier = Certifier(
             repository=repository,

@@ -137,29 +137,51 @@ class Verifier:
         return report
 
     def _check_chain(self, ev: Evidence) -> dict[str, Any]:
-        # Read live from the contract; the database is not asked.
-        queried = ev.record.sha256 if ev.exact is None and ev.record is not None else ev.sha256
+        # Read live from the contract; the database only says where to look (which batch root).
+        record = ev.record
+        queried = record.sha256 if ev.exact is None and record is not None else ev.sha256
         base = {
             "chain_id": self.registry.chain_id,
             "registry_address": self.registry.address,
             "queried_sha256": queried,
         }
         try:
-            entry = self.registry.lookup(queried)
+            if record is not None and record.batch_root:
+                ev.chain = self._batch_entry(record, base)
+            else:
+                entry = self.registry.lookup(queried)
+                ev.chain = {
+                    **base,
+                    "mode": "single",
+                    "registered": entry.registered,
+                    "registrant": entry.registrant,
+                    "block_number": entry.block_number,
+                    "timestamp": entry.timestamp,
+                    "cid": entry.cid,
+                }
         except Exception as exc:  # an unreachable RPC is a result, not a crash
             ev.chain = {**base, "registered": False, "error": f"chain lookup failed: {exc}"}
             return ev.chain
-        ev.chain = {
+        if record is not None:
+            ev.chain["tx_hash"] = record.tx_hash
+        return ev.chain
+
+    def _batch_entry(self, record: Record, base: dict[str, Any]) -> dict[str, Any]:
+        assert record.batch_root is not None
+        entry = self.registry.batch(record.batch_root)
+        included = self.registry.is_registered(record.sha256, record.batch_root, record.merkle_proof or [])
+        return {
             **base,
-            "registered": entry.registered,
+            "mode": "batch",
+            "registered": entry.anchored and included,
+            "batch_root": record.batch_root,
+            "proof": record.merkle_proof,
+            "proof_valid": included,
+            "leaves_cid": entry.leaves_cid,
             "registrant": entry.registrant,
             "block_number": entry.block_number,
             "timestamp": entry.timestamp,
-            "cid": entry.cid,
         }
-        if ev.record is not None:
-            ev.chain["tx_hash"] = ev.record.tx_hash
-        return ev.chain
 
     def _check_ipfs(self, ev: Evidence) -> dict[str, Any]:
         cid = ev.record.cid if ev.record is not None else compute_cid(ev.data)

@@ -23,6 +23,18 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class BatchEntry:
+    """What the contract says about a batch root."""
+
+    anchored: bool
+    registrant: str | None = None
+    block_number: int | None = None
+    timestamp: int | None = None
+    count: int | None = None
+    leaves_cid: str | None = None
+
+
+@dataclass(frozen=True)
 class TxOutcome:
     """A mined transaction: success flag and block."""
 
@@ -41,6 +53,16 @@ class Registry(Protocol):
 
     def is_known(self, tx_hash: str) -> bool: ...
 
+    def resync_nonce(self) -> None: ...
+
     def lookup(self, sha256_hex: str) -> Entry: ...
 
     def next_nonce(self) -> int: ...
+
+    def submit_batch(self, root_hex: str, leaves_cid: str, count: int) -> str: ...
+
+    def batch(self, root_hex: str) -> BatchEntry: ...
+
+    def is_registered(self, sha256_hex: str, root_hex: str | None = None, proof: list[str] | None = None) -> bool: ...
+
+    def block_number(self) -> int: ...

@@ -55,6 +55,9 @@ class Record(Base):
     # Generated images: the generation parameters (model, weights, seed...) and the job.
     generation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    # Batched anchoring: the Merkle root the record's hash is a leaf of, and its inclusion proof.
+    batch_root: Mapped[str | None] = mapped_column(String(66), index=True, nullable=True)
+    merkle_proof: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class SigningKeyRow(Base):
@@ -93,3 +96,46 @@ class GenerationJob(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AnchorBatch(Base):
+    """One Merkle root anchored for many records; its leaves are published on IPFS."""
+
+    __tablename__ = "anchor_batches"
+
+    root: Mapped[str] = mapped_column(String(66), primary_key=True)
+    leaves_cid: Mapped[str] = mapped_column(String(128))
+    count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True, default=RecordStatus.PENDING)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    chain_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    registered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class NftToken(Base):
+    """A minted token: token id = the content hash."""
+
+    __tablename__ = "nft_tokens"
+
+    token_id: Mapped[str] = mapped_column(String(66), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(32), unique=True)
+    owner: Mapped[str] = mapped_column(String(42))
+    metadata_cid: Mapped[str] = mapped_column(String(128))
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    minted_via: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NftVoucher(Base):
+    """An EIP-712 voucher the service signed (the signature itself is not kept)."""
+
+    __tablename__ = "nft_vouchers"
+
+    nonce: Mapped[str] = mapped_column(String(78), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(32), index=True)
+    to: Mapped[str] = mapped_column(String(42))
+    expiry: Mapped[int] = mapped_column(BigInteger)
+    metadata_cid: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from provenance.db.models import Record, RecordStatus, SigningKeyRow, utcnow
+from provenance.db.models import AnchorBatch, Record, RecordStatus, SigningKeyRow, utcnow
 from provenance.errors import AlreadyCertifiedError
 
 
@@ -47,14 +47,102 @@ class RecordRepository:
             session.execute(update(Record).where(Record.id == record_id).values(**values))
 
     def requeue_all(self) -> int:
-        """Send every record back to ``pending`` (the chain they were on is gone)."""
+        """Send every record and batch back to ``pending`` (the chain they were on is gone).
+
+        Batched records keep their batch and proof: the same root is anchored again.
+        """
         with self._sessions.begin() as session:
             result = session.execute(
                 update(Record)
                 .where(Record.status != RecordStatus.PENDING)
                 .values(status=RecordStatus.PENDING, tx_hash=None, block_number=None, registered_at=None)
             )
+            session.execute(
+                update(AnchorBatch)
+                .where(AnchorBatch.status != RecordStatus.PENDING)
+                .values(status=RecordStatus.PENDING, tx_hash=None, block_number=None, registered_at=None)
+            )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def requeue(self, record_ids: list[str] = (), batch_roots: list[str] = ()) -> None:  # type: ignore[assignment]
+        """Send these records and batches back to ``pending`` (the chain lost them)."""
+        reset = {"status": RecordStatus.PENDING, "tx_hash": None, "block_number": None, "registered_at": None}
+        with self._sessions.begin() as session:
+            if record_ids:
+                session.execute(update(Record).where(Record.id.in_(record_ids)).values(**reset))
+            if batch_roots:
+                session.execute(update(AnchorBatch).where(AnchorBatch.root.in_(batch_roots)).values(**reset))
+                session.execute(update(Record).where(Record.batch_root.in_(batch_roots)).values(**reset))
+
+    # --- batches ----------------------------------------------------------------------------
+    def pending_unbatched(self, limit: int) -> list[Record]:
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(Record)
+                    .where(Record.status == RecordStatus.PENDING, Record.batch_root.is_(None))
+                    .order_by(Record.created_at)
+                    .limit(limit)
+                )
+            )
+
+    def create_batch(self, batch: AnchorBatch, proofs: dict[str, list[str]]) -> None:
+        """Insert a batch and give each of its records the root and its proof, in one transaction."""
+        with self._sessions.begin() as session:
+            session.add(batch)
+            for record_id, proof in proofs.items():
+                session.execute(
+                    update(Record)
+                    .where(Record.id == record_id, Record.batch_root.is_(None))
+                    .values(batch_root=batch.root, merkle_proof=proof)
+                )
+
+    def batches_in_status(self, status: str, limit: int = 100) -> list[AnchorBatch]:
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(AnchorBatch)
+                    .where(AnchorBatch.status == status)
+                    .order_by(AnchorBatch.created_at)
+                    .limit(limit)
+                )
+            )
+
+    def get_batch(self, root: str) -> AnchorBatch | None:
+        with self._sessions() as session:
+            return session.get(AnchorBatch, root)
+
+    def set_batch_status(self, root: str, status: str, **fields: object) -> None:
+        """Update a batch; when it becomes registered, so do its records (same tx, same block)."""
+        with self._sessions.begin() as session:
+            values: dict[str, object] = {"status": status, **fields}
+            if status == RecordStatus.REGISTERED:
+                values.setdefault("registered_at", utcnow())
+            batch_columns = {"status", "tx_hash", "block_number", "chain_error", "registered_at"}
+            batch_values = {k: v for k, v in values.items() if k in batch_columns}
+            session.execute(update(AnchorBatch).where(AnchorBatch.root == root).values(**batch_values))
+            record_values = {
+                k: v
+                for k, v in values.items()
+                if k
+                in ("status", "tx_hash", "block_number", "registered_at", "chain_id", "registry_address", "chain_error")
+            }
+            session.execute(update(Record).where(Record.batch_root == root).values(**record_values))
+
+    def registered(self, *, batched: bool, limit: int = 100_000) -> list[tuple[str, str]]:
+        """(record id or batch root, sha256 or root) of everything the database believes is on chain."""
+        with self._sessions() as session:
+            if batched:
+                rows = session.execute(
+                    select(AnchorBatch.root).where(AnchorBatch.status == RecordStatus.REGISTERED).limit(limit)
+                )
+                return [(r, r) for (r,) in rows]
+            rows = session.execute(
+                select(Record.id, Record.sha256)
+                .where(Record.status == RecordStatus.REGISTERED, Record.batch_root.is_(None))
+                .limit(limit)
+            )
+            return [(rid, sha) for rid, sha in rows]
 
     # --- reads ------------------------------------------------------------------------------
     def get(self, record_id: str) -> Record | None:

@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {ERC2981} from "@openzeppelin/contracts/token/common/ERC2981.sol";
+import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
+import {ERC721URIStorage} from "@openzeppelin/contracts/token/ERC721/extensions/ERC721URIStorage.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+
+interface IProvenanceRegistry {
+    function isRegistered(bytes32 contentHash, bytes32 root, bytes32[] calldata proof) external view returns (bool);
+}
+
+/// @title ProvenanceNFT
+/// @notice Certified works as ERC-721 tokens: a token can be minted only for content registered in
+///         the ProvenanceRegistry (on its own, or in an anchored Merkle batch with a proof), one token
+///         per content hash (the token id is the hash). tokenURI is ipfs://<metadata CID>.
+///         ERC-2981 royalties; EIP-4906 metadata events (ERC721URIStorage).
+///         Lazy minting: the service signs an EIP-712 voucher; the holder redeems it from their own
+///         wallet and pays the gas. Vouchers expire and each nonce works once.
+contract ProvenanceNFT is ERC721URIStorage, ERC2981, EIP712, Ownable {
+    bytes32 public constant VOUCHER_TYPEHASH =
+        keccak256("MintVoucher(bytes32 contentHash,string metadataCid,address to,uint256 nonce,uint256 expiry)");
+
+    IProvenanceRegistry public immutable registry;
+    mapping(address => bool) public isMinter;
+    mapping(uint256 => bool) public nonceUsed;
+
+    event MinterChanged(address indexed minter, bool allowed);
+
+    error NotMinter(address caller);
+    error NotRegistered(bytes32 contentHash);
+    error AlreadyMinted(bytes32 contentHash);
+    error VoucherExpired(uint256 expiry);
+    error VoucherUsed(uint256 nonce);
+    error InvalidSigner(address signer);
+    error NotVoucherHolder(address caller, address to);
+    error EmptyCid();
+
+    struct MintVoucher {
+        bytes32 contentHash;
+        string metadataCid;
+        address to;
+        uint256 nonce;
+        uint256 expiry;
+    }
+
+    constructor(address registry_, address royaltyReceiver, uint96 royaltyBps)
+        ERC721("Provenance Certified Works", "PCW")
+        EIP712("ProvenanceNFT", "1")
+        Ownable(msg.sender)
+    {
+        registry = IProvenanceRegistry(registry_);
+        isMinter[msg.sender] = true;
+        emit MinterChanged(msg.sender, true);
+        _setDefaultRoyalty(royaltyReceiver, royaltyBps);
+    }
+
+    function setMinter(address minter, bool allowed) external onlyOwner {
+        isMinter[minter] = allowed;
+        emit MinterChanged(minter, allowed);
+    }
+
+    function setDefaultRoyalty(address receiver, uint96 bps) external onlyOwner {
+        _setDefaultRoyalty(receiver, bps);
+    }
+
+    /// @notice Custodial mint by the service.
+    function mint(address to, bytes32 contentHash, string calldata metadataCid, bytes32 root, bytes32[] calldata proof)
+        external
+        returns (uint256 tokenId)
+    {
+        if (!isMinter[msg.sender]) revert NotMinter(msg.sender);
+        return _mintCertified(to, contentHash, metadataCid, root, proof);
+    }
+
+    /// @notice Redeem a voucher signed by a minter; the caller must be the voucher's `to`.
+    function redeem(MintVoucher calldata voucher, bytes calldata signature, bytes32 root, bytes32[] calldata proof)
+        external
+        returns (uint256 tokenId)
+    {
+        if (msg.sender != voucher.to) revert NotVoucherHolder(msg.sender, voucher.to);
+        if (block.timestamp > voucher.expiry) revert VoucherExpired(voucher.expiry);
+        if (nonceUsed[voucher.nonce]) revert VoucherUsed(voucher.nonce);
+        address signer = ECDSA.recover(_hashTypedDataV4(_voucherStructHash(voucher)), signature);
+        if (!isMinter[signer]) revert InvalidSigner(signer);
+        nonceUsed[voucher.nonce] = true;
+        return _mintCertified(voucher.to, voucher.contentHash, voucher.metadataCid, root, proof);
+    }
+
+    /// @notice The EIP-712 digest a voucher is signed over (for wallets and tests).
+    function voucherDigest(MintVoucher calldata voucher) external view returns (bytes32) {
+        return _hashTypedDataV4(_voucherStructHash(voucher));
+    }
+
+    function _voucherStructHash(MintVoucher calldata v) private pure returns (bytes32) {
+        return keccak256(
+            abi.encode(VOUCHER_TYPEHASH, v.contentHash, keccak256(bytes(v.metadataCid)), v.to, v.nonce, v.expiry)
+        );
+    }
+
+    function _mintCertified(
+        address to,
+        bytes32 contentHash,
+        string calldata metadataCid,
+        bytes32 root,
+        bytes32[] calldata proof
+    ) private returns (uint256 tokenId) {
+        if (bytes(metadataCid).length == 0) revert EmptyCid();
+        if (!registry.isRegistered(contentHash, root, proof)) revert NotRegistered(contentHash);
+        tokenId = uint256(contentHash);
+        if (_ownerOf(tokenId) != address(0)) revert AlreadyMinted(contentHash);
+        _safeMint(to, tokenId);
+        _setTokenURI(tokenId, string.concat("ipfs://", metadataCid));
+    }
+
+    function _baseURI() internal pure override returns (string memory) {
+        return "";
+    }
+
+    function supportsInterface(bytes4 interfaceId) public view override(ERC721URIStorage, ERC2981) returns (bool) {
+        return super.supportsInterface(interfaceId);
+    }
+}

@@ -1,0 +1,82 @@
+"""``ProvenanceNFT`` over web3.py: custodial mints and EIP-712 mint vouchers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.exceptions import ContractLogicError
+
+from provenance.chain.artifacts import load_artifact
+from provenance.chain.transactions import TxSender
+from provenance.errors import ChainError
+
+NFT = "ProvenanceNFT"
+VOUCHER_TYPES = {
+    "MintVoucher": [
+        {"name": "contentHash", "type": "bytes32"},
+        {"name": "metadataCid", "type": "string"},
+        {"name": "to", "type": "address"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "expiry", "type": "uint256"},
+    ]
+}
+
+
+def deploy_nft(sender: TxSender, registry_address: str, royalty_receiver: str, royalty_bps: int) -> tuple[str, int]:
+    return sender.deploy(load_artifact(NFT), registry_address, royalty_receiver, royalty_bps)
+
+
+class Web3Nft:
+    def __init__(self, w3: Web3, address: str, sender: TxSender | None, *, timeout_s: float = 120.0) -> None:
+        self.w3 = w3
+        self.address = Web3.to_checksum_address(address)
+        self.sender = sender
+        self.timeout_s = timeout_s
+        self.contract = w3.eth.contract(address=self.address, abi=load_artifact(NFT)["abi"])
+
+    @property
+    def abi(self) -> list[dict[str, Any]]:
+        return load_artifact(NFT)["abi"]
+
+    def owner_of(self, token_id: int) -> str | None:
+        try:
+            return Web3.to_checksum_address(self.contract.functions.ownerOf(token_id).call())
+        except ContractLogicError:
+            return None
+
+    def token_uri(self, token_id: int) -> str:
+        return str(self.contract.functions.tokenURI(token_id).call())
+
+    def mint(
+        self, to: str, sha256_hex: str, metadata_cid: str, root_hex: str | None, proof: list[str]
+    ) -> tuple[str, int]:
+        """Custodial mint; waits for the receipt. Returns (tx hash, block number)."""
+        if self.sender is None:
+            raise ChainError("No chain key configured to mint with.")
+        function = self.contract.functions.mint(
+            Web3.to_checksum_address(to),
+            bytes.fromhex(sha256_hex),
+            metadata_cid,
+            bytes.fromhex(root_hex.removeprefix("0x")) if root_hex else bytes(32),
+            [bytes.fromhex(p.removeprefix("0x")) for p in proof],
+        )
+        tx_hash, _ = self.sender.call(function)
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout_s)  # type: ignore[arg-type]
+        if receipt["status"] != 1:
+            raise ChainError(f"The mint transaction {tx_hash} reverted.")
+        return tx_hash, int(receipt["blockNumber"])
+
+    def domain(self) -> dict[str, Any]:
+        return {
+            "name": "ProvenanceNFT",
+            "version": "1",
+            "chainId": int(self.w3.eth.chain_id),
+            "verifyingContract": self.address,
+        }
+
+    def sign_voucher(self, signer: LocalAccount, message: dict[str, Any]) -> str:
+        """EIP-712 signature (65 bytes, hex) of a MintVoucher by a minter key."""
+        signed = signer.sign_typed_data(self.domain(), VOUCHER_TYPES, message)
+        return "0x" + bytes(signed.signature).hex()
