@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: install run test lint bench bench-gen contracts test-servers clean
+.PHONY: install run test lint bench bench-chain bench-gen contracts test-servers clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -40,6 +40,9 @@ test: install test-servers lint
 
 bench: install
 	$(BIN)/python -m provenance.bench
+
+bench-chain: install
+	$(BIN)/python -m provenance.chain.bench
 
 bench-gen: install
 	$(BIN)/python -m generator.bench

@@ -272,6 +272,24 @@ def reproduce(
 
 
 @app.command()
+def mint(
+    record_id: Annotated[str, typer.Argument(help="Record to mint (it must be registered on chain).")],
+    to: Annotated[str, typer.Option("--to", help="Address that receives the token.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Mint a certified record as an NFT (custodial: the service pays the gas)."""
+    services = _open(_settings(data_dir))
+    try:
+        result = services.nft.mint(record_id, to)
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    finally:
+        services.close()
+    console.print(f"minted token {result.token_id} to {result.owner}", highlight=False)
+    console.print(f"tx {result.tx_hash}  contract {result.contract}  uri {result.token_uri}", highlight=False)
+
+
+@app.command()
 def worker(data_dir: DataDir = None) -> None:
     """Run a Celery generation worker (PROVENANCE_JOB_BACKEND=celery, REDIS_URL set)."""
     import os

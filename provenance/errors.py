@@ -99,3 +99,23 @@ class JobFinishedError(ProvenanceError):
 class GenerationRequestError(InputError):
     status_code = 422
     code = "invalid_generation_request"
+
+
+class InvalidAddressError(InputError):
+    status_code = 422
+    code = "invalid_address"
+
+
+class NotRegisteredError(ProvenanceError):
+    status_code = 409
+    code = "not_registered"
+
+
+class AlreadyMintedError(ProvenanceError):
+    status_code = 409
+    code = "already_minted"
+
+
+class NftUnavailableError(ProvenanceError):
+    status_code = 503
+    code = "nft_unavailable"

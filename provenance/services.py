@@ -13,7 +13,7 @@ from provenance.anchor import Anchorer, AnchorWorker
 from provenance.certify import Certifier
 from provenance.chain.setup import ChainConnection, open_chain
 from provenance.config import Settings
-from provenance.db.repository import RecordRepository
+from provenance.db.repository import NftRepository, RecordRepository
 from provenance.db.session import make_engine, migrate, session_factory
 from provenance.errors import ConfigurationError
 from provenance.ipfs import ContentStore
@@ -21,6 +21,7 @@ from provenance.ipfs.blockstore import LocalBlockstore
 from provenance.ipfs.kubo import KuboClient
 from provenance.jobs.service import JobService
 from provenance.manifest import ManifestReader, ManifestSigner
+from provenance.nft import NftService
 from provenance.pki import C2paCredentials, load_or_create
 from provenance.signing import KeyStore
 from provenance.verify import Verifier
@@ -91,6 +92,7 @@ class Services:
     certifier: Certifier
     verifier: Verifier
     jobs: JobService = field(init=False)
+    nft: NftService = field(init=False)
 
     @classmethod
     def open(cls, settings: Settings, *, start_worker: bool = True) -> Services:
@@ -169,6 +171,9 @@ class Services:
             verifier,
         )
         services.jobs = open_jobs(settings, services, start_worker=start_worker)
+        services.nft = NftService(
+            repository, NftRepository(sessions), store, chain.nft, voucher_ttl_s=settings.voucher_ttl_s
+        )
         return services
 
     def close(self) -> None:

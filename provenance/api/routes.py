@@ -20,9 +20,12 @@ from provenance.api.schemas import (
     JobOut,
     JobProgress,
     KeysOut,
+    MintIn,
+    MintOut,
     RecordOut,
     SigningKeyOut,
     VerifyOut,
+    VoucherIn,
 )
 from provenance.certify import CertifyOptions
 from provenance.db.models import GenerationJob
@@ -110,12 +113,16 @@ def keys(services: ServicesDep) -> KeysOut:
 
 @router.get("/v1/chain", response_model=ChainOut, tags=["chain"])
 def chain(services: ServicesDep) -> ChainOut:
-    registry = services.chain.registry
+    registry, nft = services.chain.registry, services.chain.nft
     return ChainOut(
         chain_id=registry.chain_id,
         rpc_url=registry.rpc_url,
         registry_address=registry.address,
         registry_abi=registry.abi,
+        nft_address=nft.address if nft else None,
+        nft_abi=nft.abi if nft else None,
+        anchor_mode=services.settings.anchor_mode,
+        confirmations=services.settings.confirmations,
     )
 
 
@@ -199,3 +206,18 @@ def get_generation(job_id: str, request: Request, services: ServicesDep) -> JobO
 def cancel_generation(job_id: str, request: Request, services: ServicesDep) -> JobOut:
     """Cancel a queued or running job (a running job stops at its next denoising step)."""
     return _job_out(services.jobs.cancel(job_id), request, services)
+
+
+@router.post(
+    "/v1/nft/mint", status_code=201, response_model=MintOut, tags=["nft"], responses={503: {"model": ErrorOut}}
+)
+def nft_mint(body: MintIn, services: ServicesDep) -> MintOut:
+    """Custodial mint of a registered record to ``to``: one token per content hash."""
+    result = services.nft.mint(body.record_id, body.to)
+    return MintOut(**result.__dict__)
+
+
+@router.post("/v1/nft/vouchers", status_code=201, tags=["nft"], responses={503: {"model": ErrorOut}})
+def nft_voucher(body: VoucherIn, services: ServicesDep) -> dict[str, object]:
+    """An EIP-712 lazy-mint voucher: the holder redeems it from their own wallet and pays the gas."""
+    return services.nft.voucher(body.record_id, body.to, body.ttl_s)

@@ -116,6 +116,27 @@ class ChainOut(BaseModel):
     rpc_url: str
     registry_address: str
     registry_abi: list[dict[str, Any]]
+    nft_address: str | None
+    nft_abi: list[dict[str, Any]] | None
+    anchor_mode: str
+    confirmations: int
+
+
+class MintIn(BaseModel):
+    record_id: str
+    to: str = Field(description="Ethereum address that receives the token.")
+
+
+class MintOut(BaseModel):
+    token_id: str = Field(description="The content hash, as uint256 hex.")
+    tx_hash: str
+    token_uri: str
+    contract: str
+    owner: str
+
+
+class VoucherIn(MintIn):
+    ttl_s: int | None = Field(default=None, ge=60, le=365 * 24 * 3600, description="Validity; default from settings.")
 
 
 class HealthOut(BaseModel):

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from provenance.db.models import AnchorBatch, Record, RecordStatus, SigningKeyRow, utcnow
+from provenance.db.models import AnchorBatch, NftToken, NftVoucher, Record, RecordStatus, SigningKeyRow, utcnow
 from provenance.errors import AlreadyCertifiedError
 
 
@@ -187,3 +187,22 @@ class RecordRepository:
             )
             rows = list(session.scalars(select(SigningKeyRow).order_by(SigningKeyRow.created_at)))
             return [(row, *usage.get(row.key_id, (0, None))) for row in rows]
+
+
+class NftRepository:
+    """Minted tokens and signed vouchers."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def token_for(self, record_id: str) -> NftToken | None:
+        with self._sessions() as session:
+            return session.scalars(select(NftToken).where(NftToken.record_id == record_id)).first()
+
+    def add_token(self, token: NftToken) -> None:
+        with self._sessions.begin() as session:
+            session.merge(token)
+
+    def add_voucher(self, voucher: NftVoucher) -> None:
+        with self._sessions.begin() as session:
+            session.add(voucher)

@@ -1,0 +1,163 @@
+"""NFT minting for certified works: custodial mints and lazy-mint vouchers.
+
+A token exists only for content the registry holds (alone, or as a proven leaf of an anchored
+batch), one per content hash; the token id is the hash. Its ``tokenURI`` is ``ipfs://`` of an
+ERC-721 metadata JSON pinned like the image. A voucher is an EIP-712 message signed by the
+service's minter key; its holder redeems it from their own wallet and pays the gas. Vouchers carry
+a random 256-bit nonce (each works once, on chain) and an expiry.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from web3 import Web3
+
+from provenance.chain.nft import VOUCHER_TYPES, Web3Nft
+from provenance.db.models import NftToken, NftVoucher, Record, RecordStatus
+from provenance.db.repository import NftRepository, RecordRepository
+from provenance.errors import (
+    AlreadyMintedError,
+    InvalidAddressError,
+    NftUnavailableError,
+    NotFoundError,
+    NotRegisteredError,
+)
+from provenance.ipfs import ContentStore
+
+
+def metadata_for(record: Record) -> dict[str, Any]:
+    """ERC-721 metadata JSON for a certified work."""
+    attributes: list[dict[str, Any]] = [
+        {"trait_type": "sha256", "value": record.sha256},
+        {"trait_type": "record_id", "value": record.id},
+        {"trait_type": "digital_source_type", "value": record.source_type},
+        {"trait_type": "width", "value": record.width},
+        {"trait_type": "height", "value": record.height},
+    ]
+    gen = record.generation or {}
+    if gen:
+        attributes += [
+            {"trait_type": "model", "value": gen.get("model", {}).get("label")},
+            {"trait_type": "seed", "value": gen.get("seed")},
+            {"trait_type": "steps", "value": gen.get("steps")},
+            {"trait_type": "scheduler", "value": gen.get("scheduler")},
+        ]
+    return {
+        "name": f"Certified work {record.id[:8]}",
+        "description": "An image certified by provenance: invisible watermark, signed C2PA manifest, "
+        f"ECDSA signature and on-chain registration. Record {record.id}.",
+        "image": f"ipfs://{record.cid}",
+        "attributes": attributes,
+    }
+
+
+@dataclass
+class MintResult:
+    token_id: str
+    tx_hash: str
+    token_uri: str
+    contract: str
+    owner: str
+
+
+class NftService:
+    def __init__(
+        self,
+        records: RecordRepository,
+        tokens: NftRepository,
+        store: ContentStore,
+        nft: Web3Nft | None,
+        *,
+        voucher_ttl_s: int,
+    ) -> None:
+        self.records = records
+        self.tokens = tokens
+        self.store = store
+        self.nft = nft
+        self.voucher_ttl_s = voucher_ttl_s
+
+    def _contract(self) -> Web3Nft:
+        if self.nft is None:
+            raise NftUnavailableError("No NFT contract is configured: set NFT_ADDRESS (see `provenance chain deploy`).")
+        return self.nft
+
+    def _prepare(self, record_id: str, to: str) -> tuple[Web3Nft, Record, str, str]:
+        contract = self._contract()
+        if not Web3.is_address(to):
+            raise InvalidAddressError(f"{to!r} is not an Ethereum address (0x followed by 40 hex digits).")
+        record = self.records.get(record_id)
+        if record is None:
+            raise NotFoundError(f"No record {record_id!r}.")
+        if record.status != RecordStatus.REGISTERED:
+            raise NotRegisteredError(
+                f"Record {record_id} is {record.status}, not yet registered on chain; retry shortly."
+            )
+        if contract.owner_of(int(record.sha256, 16)) is not None or self.tokens.token_for(record_id) is not None:
+            raise AlreadyMintedError(f"Record {record_id} is already minted (token id 0x{record.sha256}).")
+        metadata_cid = self.store.add(json.dumps(metadata_for(record), indent=1).encode()).cid
+        return contract, record, Web3.to_checksum_address(to), metadata_cid
+
+    def mint(self, record_id: str, to: str) -> MintResult:
+        """Custodial mint: the service sends the transaction and waits for it."""
+        contract, record, owner, metadata_cid = self._prepare(record_id, to)
+        tx_hash, _ = contract.mint(owner, record.sha256, metadata_cid, record.batch_root, record.merkle_proof or [])
+        token_id = "0x" + record.sha256
+        self.tokens.add_token(
+            NftToken(
+                token_id=token_id,
+                record_id=record.id,
+                owner=owner,
+                metadata_cid=metadata_cid,
+                tx_hash=tx_hash,
+                minted_via="custodial",
+            )
+        )
+        return MintResult(token_id, tx_hash, contract.token_uri(int(record.sha256, 16)), contract.address, owner)
+
+    def voucher(self, record_id: str, to: str, ttl_s: int | None = None) -> dict[str, Any]:
+        """An EIP-712 voucher the holder redeems with ``redeem(voucher, signature, root, proof)``."""
+        contract, record, owner, metadata_cid = self._prepare(record_id, to)
+        assert contract.sender is not None
+        nonce = secrets.randbits(256)
+        expiry = int(time.time()) + (ttl_s or self.voucher_ttl_s)
+        message = {
+            "contentHash": "0x" + record.sha256,
+            "metadataCid": metadata_cid,
+            "to": owner,
+            "nonce": nonce,
+            "expiry": expiry,
+        }
+        signable = {**message, "contentHash": bytes.fromhex(record.sha256)}
+        signature = contract.sign_voucher(contract.sender.account, signable)
+        self.tokens.add_voucher(
+            NftVoucher(nonce=str(nonce), record_id=record.id, to=owner, expiry=expiry, metadata_cid=metadata_cid)
+        )
+        return {
+            "domain": contract.domain(),
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                **VOUCHER_TYPES,
+            },
+            "primaryType": "MintVoucher",
+            "message": {**message, "nonce": str(nonce)},
+            "signature": signature,
+            "signer": contract.sender.address,
+            "redeem": {
+                "contract": contract.address,
+                "function": "redeem((bytes32,string,address,uint256,uint256),bytes,bytes32,bytes32[])",
+                "root": record.batch_root or "0x" + "00" * 32,
+                "proof": record.merkle_proof or [],
+            },
+            "token_id": "0x" + record.sha256,
+            "token_uri": f"ipfs://{metadata_cid}",
+        }
