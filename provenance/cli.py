@@ -356,10 +356,22 @@ def verify(
     file: Annotated[Path, typer.Argument(help="Image to check.")],
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON report.")] = False,
+    bundle: Annotated[
+        Path | None, typer.Option(help="A provenance bundle: verify without the service or its database.")
+    ] = None,
+    rpc: Annotated[str | None, typer.Option(help="With --bundle: any JSON-RPC endpoint of the bundle's chain.")] = None,
 ) -> None:
-    """Check an image: C2PA manifest, exact record, watermark, chain and IPFS."""
+    """Check an image: C2PA manifest, exact record, watermark, chain and IPFS.
+
+    With --bundle and --rpc nothing of the service is used: the hash, the ECDSA signature, the
+    chain entry or Merkle proof (read through the RPC) and the C2PA manifest are checked against
+    the bundle alone.
+    """
     if not file.is_file():
         _fail(f"no such file: {file}")
+    if bundle is not None:
+        _verify_bundle(file, bundle, rpc, as_json)
+        return
     services = _open(_settings(data_dir))
     try:
         result = services.verifier.verify(file.read_bytes()).as_dict()
@@ -371,6 +383,36 @@ def verify(
         console.print_json(json.dumps(result, default=str))
     else:
         _print_report(result)
+
+
+def _verify_bundle(file: Path, bundle_path: Path, rpc: str | None, as_json: bool) -> None:
+    from provenance.bundle import verify_with_bundle
+
+    if rpc is None:
+        _fail("--bundle needs --rpc URL (a JSON-RPC endpoint of the bundle's chain)")
+    try:
+        bundle = json.loads(bundle_path.read_text())
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read the bundle {bundle_path}: {exc}")
+    try:
+        report = verify_with_bundle(file.read_bytes(), bundle, rpc).as_dict()
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    except (KeyError, TypeError) as exc:
+        _fail(f"the bundle is incomplete: missing {exc}")
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+        return
+    colour = {"authentic": "green", "invalid": "red", "mismatch": "red"}[report["verdict"]]
+    console.print(f"verdict: [bold {colour}]{report['verdict']}[/]  (bundle, no service)")
+    for name, check in report["checks"].items():
+        state = "[green]ok[/green]" if check["ok"] else "[red]FAILED[/red]"
+        detail = check.get("error") or ", ".join(
+            f"{k}={v}" for k, v in check.items() if k not in ("ok", "summary", "failures")
+        )
+        console.print(f"  {name:<10} {state}  {detail}", highlight=False, soft_wrap=True)
+    if report["verdict"] != "authentic":
+        raise typer.Exit(1)
 
 
 @keys_app.callback()

@@ -27,6 +27,7 @@ from provenance.api.schemas import (
     VerifyOut,
     VoucherIn,
 )
+from provenance.bundle import build_bundle, bundle_bytes
 from provenance.certify import CertifyOptions
 from provenance.db.models import GenerationJob
 from provenance.errors import InputError, NotFoundError
@@ -75,6 +76,28 @@ def get_record_image(record_id: str, services: ServicesDep) -> Response:
         services.store.cat(record.cid),
         media_type=record.media_type,
         headers={"ETag": f'"{record.sha256}"', "Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+@router.get("/v1/records/{record_id}/bundle", tags=["records"], response_class=Response)
+def get_record_bundle(record_id: str, services: ServicesDep) -> Response:
+    """Everything a verifier needs without this service (also pinned on IPFS: see ``X-Bundle-Cid``)."""
+    record = services.repository.get(record_id)
+    if record is None:
+        raise NotFoundError(f"No record {record_id!r}.")
+    data = bundle_bytes(
+        build_bundle(
+            record,
+            public_key_pem=services.repository.public_key(record.key_id) or "",
+            credentials=services.credentials,
+            chain_id=services.chain.registry.chain_id,
+            registry_address=services.chain.registry.address,
+            batch=services.repository.get_batch(record.batch_root) if record.batch_root else None,
+        )
+    )
+    cid = services.store.add(data).cid
+    return Response(
+        data, media_type="application/json", headers={"X-Bundle-Cid": cid, "X-Record-Status": record.status}
     )
 
 
