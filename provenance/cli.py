@@ -467,11 +467,12 @@ def chain_deploy(
         typer.Option(help="File with the deployer's hex private key (default CHAIN_KEY_FILE / CHAIN_PRIVATE_KEY)."),
     ] = None,
 ) -> None:
-    """Deploy ProvenanceRegistry to a chain and print its address (set it as REGISTRY_ADDRESS)."""
-    from provenance.chain.registry import connect, deploy_registry
-    from provenance.chain.setup import load_chain_account
+    """Deploy ProvenanceRegistry and ProvenanceNFT to a chain and print their addresses."""
+    from provenance.chain.registry import connect
+    from provenance.chain.setup import deploy_contracts, load_chain_account
+    from provenance.chain.transactions import TxSender
 
-    settings = Settings(**({"chain_key_file": key_file} if key_file else {}))
+    settings = _settings(data_dir, **({"chain_key_file": key_file} if key_file else {}))
     url = rpc_url or settings.rpc_url
     if not url:
         _fail("give --rpc-url or set RPC_URL")
@@ -479,20 +480,21 @@ def chain_deploy(
         account = load_chain_account(settings)
         if account is None:
             _fail("no deployer key: set CHAIN_PRIVATE_KEY or CHAIN_KEY_FILE, or pass --key-file")
-        w3 = connect(url)
-        address, block = deploy_registry(w3, account, timeout_s=settings.tx_timeout_s)
+        deployment = deploy_contracts(TxSender(connect(url), account), settings.nft_royalty_bps, settings.tx_timeout_s)
     except ProvenanceError as exc:
         _fail(exc.detail)
     # Keep a note of every deployment next to the service's other state.
-    log_file = _settings(data_dir).resolved_data_dir / "chain" / "deployments.jsonl"
+    log_file = settings.resolved_data_dir / "chain" / "deployments.jsonl"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("a") as fh:
-        fh.write(
-            json.dumps({"chain_id": w3.eth.chain_id, "rpc_url": url, "registry_address": address, "block": block})
-            + "\n"
-        )
-    console.print(f"ProvenanceRegistry deployed at {address} (block {block}, chain {w3.eth.chain_id})")
-    console.print(f"export REGISTRY_ADDRESS={address}", highlight=False)
+        fh.write(json.dumps({**deployment, "rpc_url": url}) + "\n")
+    console.print(
+        f"ProvenanceRegistry at {deployment['registry_address']} (block {deployment['registry_block']}), "
+        f"ProvenanceNFT at {deployment['nft_address']}, chain {deployment['chain_id']}",
+        highlight=False,
+    )
+    console.print(f"export REGISTRY_ADDRESS={deployment['registry_address']}", highlight=False)
+    console.print(f"export NFT_ADDRESS={deployment['nft_address']}", highlight=False)
 
 
 @chain_app.command("info")

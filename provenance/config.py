@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     nft_royalty_bps: int = Field(default=500, ge=0, le=10000)
     voucher_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     anchor_poll_interval_s: float = 0.2
+    chain_health_check_s: float = Field(
+        default=5.0, description="How often the worker checks the registry is still there."
+    )
 
     # C2PA (stage 3). Unset: the service's own CA in the data dir.
     c2pa_cert_chain: Path | None = Field(default=None, description="PEM chain, leaf first, root excluded.")

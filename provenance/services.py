@@ -135,7 +135,13 @@ class Services:
         if chain.node is not None and not chain.redeployed:
             # anvil dumps its state every second: a kill can lose the last blocks. Repair from the database.
             anchorer.reconcile()
-        worker = AnchorWorker(anchorer, poll_interval_s=settings.anchor_poll_interval_s) if start_worker else None
+        worker = (
+            AnchorWorker(
+                anchorer, poll_interval_s=settings.anchor_poll_interval_s, health_check_s=settings.chain_health_check_s
+            )
+            if start_worker
+            else None
+        )
         certifier = Certifier(
             repository=repository,
             keys=keys,

@@ -177,3 +177,18 @@ def test_anvil_killed_mid_batch_loses_nothing_and_anchors_nothing_twice(tmp_path
             assert second.verifier.verify(item.data).verdict == "authentic"
     finally:
         second.close()
+
+
+def test_reset_dev_chain_is_detected_and_repaired_while_running(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", anchor_poll_interval_s=0.05, chain_health_check_s=0.2)
+    services = Services.open(settings)
+    try:
+        items = [services.certifier.certify(data) for data in small_images(2, seed=6)]
+        wait_for(lambda: all(services.repository.get(i.record.id).status == "registered" for i in items))
+        rpc(services, "anvil_reset")  # the dev chain starts over from genesis: no contracts, no balances
+        assert not services.chain.registry.is_deployed()
+        wait_for(lambda: services.chain.redeployed and services.chain.registry.is_deployed(), timeout=30)
+        wait_for(lambda: all(services.verifier.verify(i.data).verdict == "authentic" for i in items), timeout=30)
+        assert services.chain.registry.counts()[0] == 2
+    finally:
+        services.close()

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from provenance.api.app import create_app
 from provenance.bundle import verify_with_bundle
 from provenance.config import Settings
 from provenance.ipfs.unixfs import compute_cid
 from provenance.services import Services
+from provenance.signing import KeyStore
 from tests.conftest import decode, encode, photo, wait_for
 from tests.test_batches import small_images
 
@@ -71,7 +73,7 @@ def test_cli_verifies_with_only_the_bundle_and_an_rpc(client: TestClient, servic
     assert mismatch.returncode == 1 and "mismatch" in mismatch.stdout
 
 
-def test_tampered_bundle_or_wrong_chain_fails(client: TestClient, services: Services) -> None:
+def test_tampered_bundle_or_wrong_chain_fails(client: TestClient, services: Services, tmp_path: Path) -> None:
     body = client.post("/v1/certify", files={"file": ("m.png", encode(photo("motorcycle_left.png")))}).json()
     wait_for(lambda: client.get(f"/v1/records/{body['record_id']}").json()["status"] == "registered")
     data = client.get(f"/v1/records/{body['record_id']}/image").content
@@ -81,8 +83,6 @@ def test_tampered_bundle_or_wrong_chain_fails(client: TestClient, services: Serv
 
     forged_key = json.loads(json.dumps(bundle))
     import tempfile
-
-    from provenance.signing import KeyStore
 
     other_key = KeyStore(Path(tempfile.mkdtemp())).active()
     forged_key["signature"]["public_key_pem"] = other_key.public_key_pem
@@ -104,11 +104,7 @@ def test_batched_bundle_checks_the_proof_on_chain(tmp_path: Path) -> None:
     try:
         items = [services.certifier.certify(d) for d in small_images(3, seed=11)]
         services.anchorer.run_once()
-        from fastapi.testclient import TestClient as Client
-
-        from provenance.api.app import create_app
-
-        with Client(create_app(services=services)) as local:
+        with TestClient(create_app(services=services)) as local:
             bundle = local.get(f"/v1/records/{items[2].record.id}/bundle").json()
         assert bundle["chain"]["mode"] == "batch" and bundle["chain"]["merkle"]["leaves_cid"]
         report = verify_with_bundle(items[2].data, bundle, services.chain.registry.rpc_url)

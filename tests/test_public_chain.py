@@ -65,12 +65,15 @@ def test_deploy_with_the_cli_then_serve_against_the_rpc(tmp_path: Path, external
     assert account.key.hex() not in deployed.stdout + deployed.stderr
     logged = json.loads((tmp_path / "ops" / "chain" / "deployments.jsonl").read_text())
     assert logged["registry_address"] == address and logged["chain_id"] == 31337
+    nft_address = re.search(r"NFT_ADDRESS=(0x[0-9a-fA-F]{40})", deployed.stdout).group(1)  # type: ignore[union-attr]
+    assert logged["nft_address"] == nft_address
 
     settings = Settings(
         data_dir=tmp_path / "data",
         rpc_url=external_rpc,
         chain_key_file=key_file,
         registry_address=address,
+        nft_address=nft_address,
         anchor_poll_interval_s=0.05,
     )
     services = Services.open(settings)
@@ -81,6 +84,8 @@ def test_deploy_with_the_cli_then_serve_against_the_rpc(tmp_path: Path, external
         assert services.chain.registry.lookup(certified.record.sha256).registrant == account.address
         assert services.verifier.verify(certified.data).verdict == "authentic"
         assert not (tmp_path / "data" / "chain").exists(), "no embedded chain when RPC_URL is set"
+        minted = services.nft.mint(certified.record.id, account.address)
+        assert services.chain.nft.owner_of(int(minted.token_id, 16)) == account.address
     finally:
         services.close()
 

@@ -48,7 +48,10 @@ class ChainConnection:
             raise ConfigurationError(
                 "The registry is missing on an external chain: check RPC_URL and REGISTRY_ADDRESS."
             )
-        registry_address, nft_address = _deploy_all(self.registry.sender, self.settings, chain_dir(self.settings))
+        sender = self.registry.sender
+        self.registry.w3.provider.make_request("anvil_setBalance", [sender.address, hex(10**22)])  # type: ignore[arg-type]
+        sender.resync()
+        registry_address, nft_address = _deploy_all(sender, self.settings, chain_dir(self.settings))
         self.registry.rebind(registry_address)
         self.nft = Web3Nft(self.registry.w3, nft_address, self.registry.sender, timeout_s=self.settings.tx_timeout_s)
         self.redeployed = True
