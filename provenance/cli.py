@@ -202,7 +202,8 @@ def generate(
                 "model": model,
                 "loras": loras,
                 "scheduler": scheduler,
-            }
+            },
+            trusted=True,  # the operator's own command line may name any local file
         )
         job = services.jobs.jobs.create(request, "cli")
         with Progress(

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         default_factory=dict, description="Single-file checkpoint (name or path) -> local diffusers config folder."
     )
     default_model: str = "tiny-random"
+    lora_dir: Path | None = Field(
+        default=None, description="Folder of LoRA files API callers may name; default <data_dir>/loras."
+    )
     allow_hub_downloads: bool = False
     generator_device: str | None = Field(default=None, description="cuda, cuda:1, cpu; default: cuda if available.")
     compile_unet: bool = False
@@ -96,6 +99,10 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_lora_dir(self) -> Path:
+        return (self.lora_dir or self.resolved_data_dir / "loras").expanduser().resolve()
 
     @property
     def effective_database_url(self) -> str:

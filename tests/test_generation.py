@@ -123,7 +123,7 @@ def test_generate_and_certify_through_the_api(client: TestClient) -> None:
         ({"prompt": ""}, "validation_error", "prompt"),
         ({"prompt": "x", "model": "no-such-model"}, "unknown_model", "Unknown model"),
         ({"prompt": "x", "model": "someone/some-model"}, "unknown_model", "offline"),
-        ({"prompt": "x", "loras": [{"path": "/nope.safetensors"}]}, "unknown_model", "LoRA"),
+        ({"prompt": "x", "loras": [{"path": "nope.safetensors"}]}, "unknown_model", "LoRA"),
     ],
 )
 def test_bad_requests_are_422_with_the_reason(client: TestClient, body: dict, code: str, fragment: str) -> None:
@@ -140,21 +140,45 @@ def test_prompt_blocklist(client: TestClient, services: Services, monkeypatch: p
     assert client.post("/v1/generations", json={"prompt": "a forbiddenthing", **SMALL}).status_code == 202
 
 
-def test_broken_checkpoint_fails_the_job_with_a_clear_error(client: TestClient, tmp_path: Path) -> None:
-    folder = tmp_path / "broken"
+def test_broken_checkpoint_fails_the_job_with_a_clear_error(client: TestClient, services: Services) -> None:
+    folder = services.settings.resolved_data_dir / "models" / "broken"
     build_tiny_pipeline().save_pretrained(folder)
     (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
-    job = run_job(client, {"prompt": "x", "model": str(folder), **SMALL})
+    job = run_job(client, {"prompt": "x", "model": "broken", **SMALL})
     assert job["status"] == "failed" and "Cannot load model" in job["error"] and job["records"] == []
 
 
-def test_local_folder_model_is_recorded_by_path(client: TestClient, tmp_path: Path) -> None:
-    folder = tmp_path / "my-model"
+def test_local_folder_model_and_lora_from_the_operators_folders(
+    client: TestClient, services: Services, tmp_path: Path
+) -> None:
+    folder = services.settings.resolved_data_dir / "models" / "my-model"
     build_tiny_pipeline().save_pretrained(folder)
-    job = run_job(client, {"prompt": "x", "model": str(folder), **SMALL})
+    lora = make_lora(tmp_path / "made")
+    lora_dir = services.settings.resolved_lora_dir
+    lora_dir.mkdir(parents=True, exist_ok=True)
+    (lora_dir / "style.safetensors").write_bytes(lora.read_bytes())
+    job = run_job(
+        client, {"prompt": "x", "model": "my-model", "loras": [{"path": "style.safetensors", "weight": 0.7}], **SMALL}
+    )
     assert job["status"] == "succeeded"
     gen = client.get(f"/v1/records/{job['records'][0]['record_id']}").json()["generation"]
-    assert gen["model"]["kind"] == "folder" and gen["model"]["id"] == str(folder)
+    assert gen["model"]["kind"] == "folder" and gen["model"]["id"] == str(folder.resolve())
+    assert gen["loras"][0]["file"] == "style.safetensors" and gen["loras"][0]["weight"] == 0.7
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": "x", "model": "/etc"},
+        {"prompt": "x", "model": "../../../tmp"},
+        {"prompt": "x", "loras": [{"path": "/etc/passwd"}]},
+        {"prompt": "x", "loras": [{"path": "../keys/active"}]},
+    ],
+)
+def test_api_callers_cannot_name_server_paths(client: TestClient, body: dict) -> None:
+    response = client.post("/v1/generations", json={**body, **SMALL})
+    assert response.status_code == 422 and response.json()["error"] == "unknown_model"
+    assert "must be a name inside" in response.json()["detail"]
 
 
 def test_queue_full_is_429(client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Protocol
 
-from generator.models import ModelCatalog, ModelError
+from generator.models import HUB_ID, TINY_MODEL_ID, ModelCatalog, ModelError
 from generator.schedulers import SCHEDULER_NAMES
 from provenance.config import Settings
 from provenance.db.models import GenerationJob
@@ -61,8 +61,20 @@ class JobService:
         self.queue = queue
         self.prompt_filter = PromptFilter(settings.prompt_blocklist)
 
-    def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Check what a schema cannot (limits from settings, prompt filter, model) and fill defaults."""
+    def _confine(self, value: str, root: Path, what: str) -> str:
+        """API callers name files inside the operator's folders only, never arbitrary server paths."""
+        candidate = (root / value).resolve()
+        if not candidate.is_relative_to(root.resolve()):
+            raise UnknownModelError(f"{what} {value!r} must be a name inside {root.name}/, not a path outside it.")
+        return str(candidate)
+
+    def prepare(self, request: dict[str, Any], *, trusted: bool = False) -> dict[str, Any]:
+        """Check what a schema cannot (limits from settings, prompt filter, model) and fill defaults.
+
+        ``trusted`` callers (the operator's CLI) may name any local path; API callers name models from
+        ``PROVENANCE_MODELS``, the built-in tiny model, or folders/checkpoints inside the models folder,
+        and LoRA files inside the LoRA folder.
+        """
         settings = self.settings
         problems = []
         for name in ("width", "height"):
@@ -79,6 +91,15 @@ class JobService:
             raise GenerationRequestError("; ".join(problems))
         self.prompt_filter.check(request.get("prompt"), request.get("negative_prompt"))
         request = {**request, "model": request.get("model") or settings.default_model}
+        if not trusted:
+            model = request["model"]
+            local = (self.catalog.models_dir / model).exists()
+            if model not in self.catalog.aliases and model != TINY_MODEL_ID and (local or not HUB_ID.match(model)):
+                request["model"] = self._confine(model, self.catalog.models_dir, "model")
+            request["loras"] = [
+                {**lora, "path": self._confine(lora["path"], settings.resolved_lora_dir, "LoRA")}
+                for lora in request.get("loras") or ()
+            ]
         if request.get("seed") is None:
             request["seed"] = secrets.randbits(32)
         try:
