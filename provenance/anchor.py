@@ -22,6 +22,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from provenance.chain import Registry
 from provenance.db.models import AnchorBatch, Record, RecordStatus, utcnow
@@ -46,6 +48,17 @@ def leaves_document(tree: MerkleTree, content_hashes: list[str]) -> bytes:
         },
         indent=1,
     ).encode()
+
+
+@dataclass(frozen=True)
+class _Track:
+    """How one kind of anchored item (a record, or a batch root) is read, sent and updated."""
+
+    items: Callable[[str], list[Any]]  # the items in a status
+    key: Callable[[Any], str]
+    block_on_chain: Callable[[Any], int | None]  # the block the contract registered it in, or None
+    send: Callable[[Any], str]  # sends its transaction, returns the tx hash
+    set_status: Callable[..., None]  # (key, status, **fields)
 
 
 class Anchorer:
@@ -88,67 +101,100 @@ class Anchorer:
     def _deep_enough(self, block_number: int, head: int) -> bool:
         return head - block_number + 1 >= self.confirmations
 
-    # --- single registrations ---------------------------------------------------------------
-    def confirm_submitted(self) -> int:
+    # --- the state machine, the same for records and for batch roots --------------------------
+    def _records(self) -> _Track:
+        def on_chain(record: Record) -> int | None:
+            entry = self.registry.lookup(record.sha256)
+            return entry.block_number if entry.registered else None
+
+        return _Track(
+            items=lambda status: [r for r in self.repository.in_status(status) if r.batch_root is None],
+            key=lambda record: record.id,
+            block_on_chain=on_chain,
+            send=lambda record: self.registry.submit(record.sha256, record.cid),
+            set_status=self.repository.set_status,
+        )
+
+    def _batches(self) -> _Track:
+        def on_chain(batch: AnchorBatch) -> int | None:
+            entry = self.registry.batch(batch.root)
+            return entry.block_number if entry.anchored else None
+
+        return _Track(
+            items=self.repository.batches_in_status,
+            key=lambda batch: batch.root,
+            block_on_chain=on_chain,
+            send=lambda batch: self.registry.submit_batch(batch.root, batch.leaves_cid, batch.count),
+            set_status=self.repository.set_batch_status,
+        )
+
+    def _register(self, track: _Track, item: Any, block_number: int, tx_hash: str | None) -> None:
+        track.set_status(track.key(item), RecordStatus.REGISTERED, **self._chain_fields(block_number, tx_hash))
+
+    def _settle(self, track: _Track, item: Any, head: int) -> bool:
+        """If the item is on chain already (sent just before a crash, or by another process), take
+        that as its registration: no second transaction. True when the chain has it."""
+        block = track.block_on_chain(item)
+        if block is None:
+            return False
+        if self._deep_enough(block, head):
+            self._register(track, item, block, item.tx_hash)
+        return True
+
+    def _confirm(self, track: _Track) -> int:
         done = 0
         head = self.registry.block_number()
-        for record in self.repository.in_status(RecordStatus.SUBMITTED):
-            if record.batch_root is not None:
-                continue
-            assert record.tx_hash is not None
-            outcome = self.registry.outcome(record.tx_hash)
+        for item in track.items(RecordStatus.SUBMITTED):
+            outcome = self.registry.outcome(item.tx_hash)
             if outcome is not None and outcome.success:
                 if self._deep_enough(outcome.block_number, head):
-                    self.repository.set_status(
-                        record.id, RecordStatus.REGISTERED, **self._chain_fields(outcome.block_number, record.tx_hash)
-                    )
+                    self._register(track, item, outcome.block_number, item.tx_hash)
                     done += 1
                 continue
-            if outcome is None and self.registry.is_known(record.tx_hash):
+            if outcome is None and self.registry.is_known(item.tx_hash):
                 continue  # still waiting to be mined
             # Reverted, dropped or never sent: the contract decides what happened.
-            entry = self.registry.lookup(record.sha256)
-            if entry.registered and entry.block_number is not None:
-                if self._deep_enough(entry.block_number, head):
-                    self.repository.set_status(
-                        record.id, RecordStatus.REGISTERED, **self._chain_fields(entry.block_number, None)
-                    )
+            block = track.block_on_chain(item)
+            if block is not None:
+                if self._deep_enough(block, head):
+                    self._register(track, item, block, None)
                     done += 1
-            elif outcome is None:  # dropped: its nonce is free again
+            elif outcome is None:  # dropped: its nonce is free again, send it again
                 self.registry.resync_nonce()
-                self.repository.set_status(record.id, RecordStatus.PENDING, tx_hash=None)
+                track.set_status(track.key(item), RecordStatus.PENDING, tx_hash=None)
             else:
-                self.repository.set_status(
-                    record.id, RecordStatus.FAILED, chain_error=f"transaction {record.tx_hash} reverted"
+                track.set_status(
+                    track.key(item), RecordStatus.FAILED, chain_error=f"transaction {item.tx_hash} reverted"
                 )
         return done
 
-    def _settle_record(self, record: Record, head: int) -> bool:
-        """If the hash is on chain already (sent just before a crash, or by another process),
-        take that as the registration: no second transaction. True when settled."""
-        entry = self.registry.lookup(record.sha256)
-        if not entry.registered or entry.block_number is None:
-            return False
-        if self._deep_enough(entry.block_number, head):
-            fields = self._chain_fields(entry.block_number, record.tx_hash)
-            self.repository.set_status(record.id, RecordStatus.REGISTERED, **fields)
-        return True
-
-    def submit_pending(self) -> int:
+    def _submit(self, track: _Track) -> int:
         sent = 0
         head = self.registry.block_number()
-        for record in self.repository.in_status(RecordStatus.PENDING):
-            if record.batch_root is not None or self._settle_record(record, head):
+        for item in track.items(RecordStatus.PENDING):
+            if self._settle(track, item, head):
                 continue
             try:
-                tx_hash = self.registry.submit(record.sha256, record.cid)
+                tx_hash = track.send(item)
             except ChainError as exc:
-                if not self._settle_record(record, head):
-                    self.repository.set_status(record.id, RecordStatus.FAILED, chain_error=exc.detail)
+                if not self._settle(track, item, head):
+                    track.set_status(track.key(item), RecordStatus.FAILED, chain_error=exc.detail)
                 continue
             sent += 1
-            self.repository.set_status(record.id, RecordStatus.SUBMITTED, tx_hash=tx_hash)
+            track.set_status(track.key(item), RecordStatus.SUBMITTED, tx_hash=tx_hash)
         return sent
+
+    def confirm_submitted(self) -> int:
+        return self._confirm(self._records())
+
+    def submit_pending(self) -> int:
+        return self._submit(self._records())
+
+    def confirm_batches(self) -> int:
+        return self._confirm(self._batches())
+
+    def submit_batches(self) -> int:
+        return self._submit(self._batches())
 
     # --- batches ------------------------------------------------------------------------------
     def form_batches(self, *, force: bool = False) -> int:
@@ -178,62 +224,6 @@ class Anchorer:
         self.repository.create_batch(
             AnchorBatch(root=root, leaves_cid=leaves_cid, count=len(records), status=RecordStatus.PENDING), proofs
         )
-
-    def _settle_batch(self, batch: AnchorBatch, head: int) -> bool:
-        entry = self.registry.batch(batch.root)
-        if not entry.anchored or entry.block_number is None:
-            return False
-        if self._deep_enough(entry.block_number, head):
-            fields = self._chain_fields(entry.block_number, batch.tx_hash)
-            self.repository.set_batch_status(batch.root, RecordStatus.REGISTERED, **fields)
-        return True
-
-    def submit_batches(self) -> int:
-        sent = 0
-        head = self.registry.block_number()
-        for batch in self.repository.batches_in_status(RecordStatus.PENDING):
-            if self._settle_batch(batch, head):
-                continue
-            try:
-                tx_hash = self.registry.submit_batch(batch.root, batch.leaves_cid, batch.count)
-            except ChainError as exc:
-                if not self._settle_batch(batch, head):
-                    self.repository.set_batch_status(batch.root, RecordStatus.FAILED, chain_error=exc.detail)
-                continue
-            sent += 1
-            self.repository.set_batch_status(batch.root, RecordStatus.SUBMITTED, tx_hash=tx_hash)
-        return sent
-
-    def confirm_batches(self) -> int:
-        done = 0
-        head = self.registry.block_number()
-        for batch in self.repository.batches_in_status(RecordStatus.SUBMITTED):
-            assert batch.tx_hash is not None
-            outcome = self.registry.outcome(batch.tx_hash)
-            if outcome is not None and outcome.success:
-                if self._deep_enough(outcome.block_number, head):
-                    self.repository.set_batch_status(
-                        batch.root, RecordStatus.REGISTERED, **self._chain_fields(outcome.block_number, batch.tx_hash)
-                    )
-                    done += 1
-                continue
-            if outcome is None and self.registry.is_known(batch.tx_hash):
-                continue
-            entry = self.registry.batch(batch.root)
-            if entry.anchored and entry.block_number is not None:
-                if self._deep_enough(entry.block_number, head):
-                    self.repository.set_batch_status(
-                        batch.root, RecordStatus.REGISTERED, **self._chain_fields(entry.block_number, None)
-                    )
-                    done += 1
-            elif outcome is None:  # dropped: its nonce is free again
-                self.registry.resync_nonce()
-                self.repository.set_batch_status(batch.root, RecordStatus.PENDING, tx_hash=None)
-            else:
-                self.repository.set_batch_status(
-                    batch.root, RecordStatus.FAILED, chain_error=f"transaction {batch.tx_hash} reverted"
-                )
-        return done
 
     # --- repair -------------------------------------------------------------------------------
     def reconcile(self) -> int:
