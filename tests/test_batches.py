@@ -35,7 +35,7 @@ def rpc(services: Services, method: str, *params: object) -> object:
 
 @pytest.fixture
 def batched(tmp_path: Path):  # type: ignore[no-untyped-def]
-    settings = Settings(data_dir=tmp_path / "data", anchor_mode="batch", batch_max_items=4, batch_max_seconds=0.3)
+    settings = Settings(data_dir=tmp_path / "data", anchor_mode="batch", batch_max_items=4, batch_max_seconds=3.0)
     services = Services.open(settings, start_worker=False)
     yield services
     services.close()
