@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from provenance import media, watermark
 from provenance.chain import Registry
 from provenance.db.models import Record
@@ -116,8 +118,8 @@ class Verifier:
             ev.manifest_record = self.repository.get(ev.c2pa.record_id)
         return ev.c2pa.as_dict()
 
-    def _check_watermark(self, ev: Evidence, image: media.DecodedImage) -> dict[str, Any]:
-        ev.detection = watermark.detect(image.rgb)
+    def _check_watermark(self, ev: Evidence, rgb: np.ndarray) -> dict[str, Any]:
+        ev.detection = watermark.detect(rgb)
         report: dict[str, Any] = {
             "detected": ev.detection.detected,
             "method": watermark.METHOD,
@@ -208,13 +210,13 @@ class Verifier:
                 timings[name] = (time.perf_counter() - start) * 1000
 
         start = time.perf_counter()
-        image = media.decode(data, max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
+        fmt, rgb = media.decode_rgb(data, max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
         timings["decode"] = (time.perf_counter() - start) * 1000
-        ev = Evidence(data=data, mime_type=image.mime_type, sha256=sha256_hex(data))
+        ev = Evidence(data=data, mime_type=media.FORMATS[fmt], sha256=sha256_hex(data))
         checks: dict[str, dict[str, Any]] = {}
         checks["exact"] = timed("exact", self._check_exact, ev)
         checks["c2pa"] = timed("c2pa", self._check_c2pa, ev)
-        checks["watermark"] = timed("watermark", self._check_watermark, ev, image)
+        checks["watermark"] = timed("watermark", self._check_watermark, ev, rgb)
         checks["chain"] = timed("chain", self._check_chain, ev)
         checks["ipfs"] = timed("ipfs", self._check_ipfs, ev)
         record = ev.record

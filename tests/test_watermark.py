@@ -13,7 +13,7 @@ from tests.conftest import PHOTOS, decode, encode, photo
 WATERMARK_ID = 0xC0FFEE42
 
 
-def test_fast_embedder_is_bit_identical_to_the_library() -> None:
+def test_fast_embedder_matches_the_library() -> None:
     rgb = photo("astronaut.png")
     bits = watermark.encode_payload(WATERMARK_ID)
     encoder = WatermarkEncoder()
@@ -21,9 +21,21 @@ def test_fast_embedder_is_bit_identical_to_the_library() -> None:
     stock = encoder.encode(np.ascontiguousarray(rgb[:, :, ::-1]), "dwtDctSvd", scales=watermark.SCALES)
     ours = watermark.embed(rgb, WATERMARK_ID)[:, :, ::-1]
     assert np.abs(stock.astype(int) - ours.astype(int)).max() <= 1  # float rounding at most
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_library_and_fast_path_read_each_others_marks(name: str) -> None:
+    """Blocks whose largest singular value sits exactly on a quantisation step (flat areas) may move to
+    either of two equally valid levels depending on float evaluation order; the bits never differ."""
+    rgb = photo(name)
+    bits = watermark.encode_payload(WATERMARK_ID)
+    encoder = WatermarkEncoder()
+    encoder.set_watermark("bits", list(bits))
+    stock = encoder.encode(np.ascontiguousarray(rgb[:, :, ::-1]), "dwtDctSvd", scales=watermark.SCALES)
+    ours = np.ascontiguousarray(watermark.embed(rgb, WATERMARK_ID)[:, :, ::-1])
     decoder = WatermarkDecoder("bits", watermark.PAYLOAD_BITS)
-    read_by_library = np.array(decoder.decode(np.ascontiguousarray(ours), "dwtDctSvd", scales=watermark.SCALES))
-    assert np.array_equal(read_by_library.astype(np.uint8), bits)
+    read_by_library = np.array(decoder.decode(ours, "dwtDctSvd", scales=watermark.SCALES)).astype(np.uint8)
+    assert np.array_equal(read_by_library, bits)
     assert watermark.detect(np.ascontiguousarray(stock[:, :, ::-1])).watermark_id == WATERMARK_ID
 
 
