@@ -80,6 +80,7 @@ class Certifier:
         self.max_pixels = max_pixels
         self.watermark_enabled = watermark_enabled
         self.on_recorded = on_recorded
+        self._known_keys: set[str] = set()
 
     def _new_watermark_id(self) -> int:
         while True:
@@ -149,7 +150,9 @@ class Certifier:
         )
         with timer.stage("database"):
             try:
-                self.repository.ensure_key(key.key_id, key.public_key_pem)
+                if key.key_id not in self._known_keys:  # a rotated key is recorded with its first record
+                    self.repository.ensure_key(key.key_id, key.public_key_pem)
+                    self._known_keys.add(key.key_id)
                 self.repository.add(record)
             except BaseException:
                 if pinned.created:

@@ -67,6 +67,7 @@ class KeyStore:
     def __init__(self, directory: Path, *, external_key_file: Path | None = None) -> None:
         self.directory = directory
         self._external = external_key_file
+        self._cached: tuple[int, SigningKey] | None = None
 
     def _load(self, path: Path) -> SigningKey:
         try:
@@ -78,13 +79,25 @@ class KeyStore:
         return SigningKey(key_id_of(key.public_key()), key)
 
     def active(self) -> SigningKey:
-        """The key new records are signed with; created on first use."""
-        if self._external is not None:
-            return self._load(self._external)
-        pointer = self.directory / "active"
-        if not pointer.exists():
+        """The key new records are signed with; created on first use.
+
+        Loaded once and kept until the key file (or the ``active`` pointer, when another process such
+        as ``provenance keys rotate`` changes it) has a new modification time: one ``stat`` per call.
+        """
+        path = self._external if self._external is not None else self.directory / "active"
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            if self._external is not None:
+                raise ConfigurationError(f"Signing key file {path} does not exist.") from None
             return self.rotate()
-        return self._load(self.directory / f"{pointer.read_text().strip()}.pem")
+        if self._cached is None or self._cached[0] != stamp:
+            if self._external is not None:
+                key = self._load(self._external)
+            else:
+                key = self._load(self.directory / f"{path.read_text().strip()}.pem")
+            self._cached = (stamp, key)
+        return self._cached[1]
 
     def rotate(self) -> SigningKey:
         """Create a new key and make it active. Old keys stay for verification."""

@@ -105,3 +105,11 @@ def test_keys_rotate_and_stay_private(tmp_path: Path) -> None:
     assert store.active().key_id == second.key_id != first.key_id
     for pem in (tmp_path / "keys").glob("*.pem"):
         assert pem.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_rotation_by_another_process_is_picked_up(tmp_path: Path) -> None:
+    server, cli = KeyStore(tmp_path / "keys"), KeyStore(tmp_path / "keys")
+    first = server.active()
+    assert server.active() is first, "loaded once, not per call"
+    rotated = cli.rotate()
+    assert server.active().key_id == rotated.key_id != first.key_id
