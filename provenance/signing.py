@@ -110,4 +110,6 @@ class KeyStore:
         )
         write_private(self.directory / f"{key_id}.pem", pem)
         write_atomic(self.directory / "active", key_id.encode())
-        return SigningKey(key_id, key)
+        signing_key = SigningKey(key_id, key)
+        self._cached = ((self.directory / "active").stat().st_mtime_ns, signing_key)
+        return signing_key
