@@ -169,9 +169,7 @@ class Generator:
             pipe = self._load_pipe(source)
             pipe.to(self.device)
             self._optimise(pipe)
-            weights = self.hasher.weights_of(Path(source.location)) if source.kind != "hub" else {}
-            if source.kind == "hub":
-                weights = self._hub_weights(pipe)
+            weights = self._hub_weights(pipe) if source.kind == "hub" else self.hasher.weights_of(Path(source.location))
             self._loaded[source.id] = _Loaded(source, pipe, weights, dict(pipe.scheduler.config))
         return self._loaded[source.id]
 

@@ -37,21 +37,26 @@ def build_tiny_pipeline() -> StableDiffusionPipeline:
         norm_num_groups=8,
     )
     torch.manual_seed(WEIGHTS_SEED + 1)
-    vae = AutoencoderKL(
+    vae = tiny_vae(layers_per_block=1)
+    torch.manual_seed(WEIGHTS_SEED + 2)
+    tokenizer = build_tokenizer()
+    return sd_pipeline(
+        vae=vae, text_encoder=tiny_text_encoder(tokenizer), tokenizer=tokenizer, unet=unet, scheduler=tiny_scheduler()
+    )
+
+
+def tiny_vae(layers_per_block: int) -> AutoencoderKL:
+    """A 4-level VAE (8x downsampling, like Stable Diffusion's) at tiny widths."""
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
+        layers_per_block=layers_per_block,
         latent_channels=4,
         norm_num_groups=8,
         sample_size=256,
-    )
-    torch.manual_seed(WEIGHTS_SEED + 2)
-    tokenizer = build_tokenizer()
-    return sd_pipeline(
-        vae=vae, text_encoder=tiny_text_encoder(tokenizer), tokenizer=tokenizer, unet=unet, scheduler=tiny_scheduler()
     )
 
 

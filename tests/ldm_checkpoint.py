@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
 
-from generator.tiny import sd_pipeline, tiny_scheduler, tiny_text_encoder
+from generator.tiny import sd_pipeline, tiny_scheduler, tiny_text_encoder, tiny_vae
 from generator.tokenizer import build_tokenizer
 
 
@@ -32,17 +32,7 @@ def sd1_topology_pipeline(seed: int = 7) -> StableDiffusionPipeline:
         attention_head_dim=8,
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=2,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=256,
-    )
+    vae = tiny_vae(layers_per_block=2)
     tokenizer = build_tokenizer()
     return sd_pipeline(
         vae=vae, text_encoder=tiny_text_encoder(tokenizer), tokenizer=tokenizer, unet=unet, scheduler=tiny_scheduler()

@@ -63,25 +63,25 @@ class TxSender:
         with self._lock:
             self._next_nonce = 0
 
-    def call(self, function: Any, *, nonce: int | None = None, fee_bump: float = 1.0) -> tuple[str, int]:
-        """Send a contract function call (``contract.functions.f(...)``)."""
+    def _unsigned(self, buildable: Any) -> dict[str, Any]:
+        """A contract call or constructor as a bare transaction; ``send`` fills nonce, gas and fees."""
         try:
-            tx = function.build_transaction({"from": self.account.address, "gas": 1})  # gas set below
+            # A placeholder gas keeps web3 from estimating here: ``send`` estimates with headroom.
+            tx = dict(buildable.build_transaction({"from": self.account.address, "gas": 1}))
         except ContractLogicError as exc:
             raise ChainError(f"The contract refuses this transaction: {exc}") from None
-        tx.pop("gas", None)
-        for key in ("nonce", "maxFeePerGas", "maxPriorityFeePerGas", "gasPrice"):
+        for key in ("gas", "nonce", "maxFeePerGas", "maxPriorityFeePerGas", "gasPrice"):
             tx.pop(key, None)
-        return self.send(tx, nonce=nonce, fee_bump=fee_bump)
+        return tx
+
+    def call(self, function: Any, *, nonce: int | None = None, fee_bump: float = 1.0) -> tuple[str, int]:
+        """Send a contract function call (``contract.functions.f(...)``)."""
+        return self.send(self._unsigned(function), nonce=nonce, fee_bump=fee_bump)
 
     def deploy(self, artifact: dict[str, Any], *args: Any, timeout_s: float = 120.0) -> tuple[str, int]:
         """Deploy a contract and wait for it; returns (address, block number)."""
         contract = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-        tx = contract.constructor(*args).build_transaction({"from": self.account.address, "gas": 1})
-        tx.pop("gas", None)
-        for key in ("nonce", "maxFeePerGas", "maxPriorityFeePerGas", "gasPrice"):
-            tx.pop(key, None)
-        tx_hash, _ = self.send(tx)
+        tx_hash, _ = self.send(self._unsigned(contract.constructor(*args)))
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
         if receipt["status"] != 1 or not receipt.get("contractAddress"):
             raise ChainError(f"Deployment of {artifact.get('contractName')} failed in transaction {tx_hash}.")

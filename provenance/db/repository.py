@@ -64,7 +64,7 @@ class RecordRepository:
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    def requeue(self, record_ids: list[str] = (), batch_roots: list[str] = ()) -> None:  # type: ignore[assignment]
+    def requeue(self, record_ids: list[str], batch_roots: list[str]) -> None:
         """Send these records and batches back to ``pending`` (the chain lost them)."""
         reset = {"status": RecordStatus.PENDING, "tx_hash": None, "block_number": None, "registered_at": None}
         with self._sessions.begin() as session:
