@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-pragma solidity ^0.8.24;
+// Exact, as in ProvenanceRegistry.sol: the committed artifacts must be reproducible.
+pragma solidity 0.8.37;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {ERC2981} from "@openzeppelin/contracts/token/common/ERC2981.sol";
 import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
 import {ERC721URIStorage} from "@openzeppelin/contracts/token/ERC721/extensions/ERC721URIStorage.sol";
@@ -19,7 +21,9 @@ interface IProvenanceRegistry {
 ///         ERC-2981 royalties; EIP-4906 metadata events (ERC721URIStorage).
 ///         Lazy minting: the service signs an EIP-712 voucher; the holder redeems it from their own
 ///         wallet and pays the gas. Vouchers expire and each nonce works once.
-contract ProvenanceNFT is ERC721URIStorage, ERC2981, EIP712, Ownable {
+///         The owner (the admin key) manages minters and royalties; minters (the service's hot
+///         key) mint and sign vouchers. Ownership moves in two steps (Ownable2Step).
+contract ProvenanceNFT is ERC721URIStorage, ERC2981, EIP712, Ownable2Step {
     bytes32 public constant VOUCHER_TYPEHASH =
         keccak256("MintVoucher(bytes32 contentHash,string metadataCid,address to,uint256 nonce,uint256 expiry)");
 
@@ -37,6 +41,7 @@ contract ProvenanceNFT is ERC721URIStorage, ERC2981, EIP712, Ownable {
     error InvalidSigner(address signer);
     error NotVoucherHolder(address caller, address to);
     error EmptyCid();
+    error RenounceDisabled();
 
     struct MintVoucher {
         bytes32 contentHash;
@@ -46,14 +51,18 @@ contract ProvenanceNFT is ERC721URIStorage, ERC2981, EIP712, Ownable {
         uint256 expiry;
     }
 
-    constructor(address registry_, address royaltyReceiver, uint96 royaltyBps)
+    /// @param initialOwner the admin: manages minters and royalties.
+    /// @param minter the hot key that mints and signs vouchers; address(0) for none yet.
+    constructor(address registry_, address royaltyReceiver, uint96 royaltyBps, address initialOwner, address minter)
         ERC721("Provenance Certified Works", "PCW")
         EIP712("ProvenanceNFT", "1")
-        Ownable(msg.sender)
+        Ownable(initialOwner)
     {
         registry = IProvenanceRegistry(registry_);
-        isMinter[msg.sender] = true;
-        emit MinterChanged(msg.sender, true);
+        if (minter != address(0)) {
+            isMinter[minter] = true;
+            emit MinterChanged(minter, true);
+        }
         _setDefaultRoyalty(royaltyReceiver, royaltyBps);
     }
 
@@ -64,6 +73,11 @@ contract ProvenanceNFT is ERC721URIStorage, ERC2981, EIP712, Ownable {
 
     function setDefaultRoyalty(address receiver, uint96 bps) external onlyOwner {
         _setDefaultRoyalty(receiver, bps);
+    }
+
+    /// @notice Disabled: without an owner no minter could ever be removed.
+    function renounceOwnership() public view override onlyOwner {
+        revert RenounceDisabled();
     }
 
     /// @notice Custodial mint by the service.

@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-pragma solidity ^0.8.24;
+// An exact version: the committed artifacts are reproduced byte for byte, and a verifier compares
+// the deployed code with them, so the compiler must never float.
+pragma solidity 0.8.37;
 
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {EnumerableSet} from "@openzeppelin/contracts/utils/structs/EnumerableSet.sol";
 
 /// @title ProvenanceRegistry
 /// @notice One entry per content hash (the SHA-256 of a certified file): who registered it, in
@@ -10,7 +15,17 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///         IPFS (leavesCid) so anyone can rebuild every proof. Leaves are
 ///         keccak256(bytes.concat(keccak256(abi.encode(contentHash)))) and inner nodes hash sorted
 ///         pairs, as OpenZeppelin's MerkleProof and StandardMerkleTree do.
-contract ProvenanceRegistry {
+///
+///         The registry is also the trust root a verifier pins (chain id + this address): its owner
+///         (an admin key kept apart from the hot writer key) publishes
+///           - the writers, each with the block ranges in which it was allowed to write,
+///           - the ECDSA P-256 signing keys (by key id = SHA-256 of the DER SubjectPublicKeyInfo),
+///             each valid from the block it was published until the block it was revoked,
+///           - the SHA-256 fingerprints of the C2PA trust anchors.
+contract ProvenanceRegistry is Ownable2Step {
+    using EnumerableSet for EnumerableSet.Bytes32Set;
+    using EnumerableSet for EnumerableSet.AddressSet;
+
     struct Entry {
         address registrant;
         uint64 blockNumber;
@@ -26,54 +41,123 @@ contract ProvenanceRegistry {
         string leavesCid;
     }
 
-    address public owner;
-    mapping(address => bool) public isWriter;
+    /// @dev A writer was allowed in [since, until); until == 0 while it still is.
+    struct Range {
+        uint64 since;
+        uint64 until;
+    }
+
+    /// @dev A signing key is valid in [validFrom, revokedAt); revokedAt == 0 until revoked.
+    struct SigningKey {
+        bool published;
+        uint64 validFrom;
+        uint64 revokedAt;
+    }
+
     mapping(bytes32 => Entry) private _entries;
     uint256 public count;
     mapping(bytes32 => Batch) private _batches;
     uint256 public batchCount;
 
+    // Every range is kept (not only the last) so that a record written while a writer was allowed
+    // stays verifiable after the writer is removed and allowed again.
+    mapping(address => Range[]) private _writerRanges;
+    EnumerableSet.AddressSet private _writers;
+    mapping(bytes32 => SigningKey) private _keys;
+    EnumerableSet.Bytes32Set private _trustAnchors;
+
     event Registered(bytes32 indexed contentHash, address indexed registrant, string cid);
     event BatchAnchored(bytes32 indexed root, address indexed registrant, string leavesCid, uint32 count);
     event WriterChanged(address indexed writer, bool allowed);
-    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
+    event KeyPublished(bytes32 indexed keyId, uint64 blockNumber);
+    event KeyRevoked(bytes32 indexed keyId, uint64 blockNumber);
+    event TrustAnchorAdded(bytes32 indexed fingerprint, uint64 blockNumber);
+    event TrustAnchorRemoved(bytes32 indexed fingerprint, uint64 blockNumber);
 
-    error NotOwner(address caller);
     error NotWriter(address caller);
     error AlreadyRegistered(bytes32 contentHash);
     error EmptyHash();
     error EmptyCid();
     error EmptyBatch();
     error ZeroAddress();
+    error KeyAlreadyPublished(bytes32 keyId);
+    error KeyNotPublished(bytes32 keyId);
+    error KeyAlreadyRevoked(bytes32 keyId);
+    error TrustAnchorAlreadyAdded(bytes32 fingerprint);
+    error TrustAnchorNotFound(bytes32 fingerprint);
+    error RenounceDisabled();
 
-    modifier onlyOwner() {
-        if (msg.sender != owner) revert NotOwner(msg.sender);
+    modifier onlyWriter() {
+        if (!isWriter(msg.sender)) revert NotWriter(msg.sender);
         _;
     }
 
-    constructor() {
-        owner = msg.sender;
-        isWriter[msg.sender] = true;
-        emit OwnershipTransferred(address(0), msg.sender);
-        emit WriterChanged(msg.sender, true);
+    /// @param initialOwner the admin: manages writers, signing keys and trust anchors.
+    /// @param writer the hot key that registers content; address(0) for none yet.
+    constructor(address initialOwner, address writer) Ownable(initialOwner) {
+        if (writer != address(0)) _setWriter(writer, true);
     }
 
-    /// @notice Allow or forbid an address to register content.
+    // --- admin (owner only) ---------------------------------------------------------------------
+
+    /// @notice Allow or forbid an address to register content, from this block on.
     function setWriter(address writer, bool allowed) external onlyOwner {
         if (writer == address(0)) revert ZeroAddress();
-        isWriter[writer] = allowed;
+        _setWriter(writer, allowed);
+    }
+
+    /// @notice Publish an ECDSA signing key: signatures by it count from this block on.
+    function publishKey(bytes32 keyId) external onlyOwner {
+        if (keyId == bytes32(0)) revert EmptyHash();
+        if (_keys[keyId].published) revert KeyAlreadyPublished(keyId);
+        _keys[keyId] = SigningKey(true, uint64(block.number), 0);
+        emit KeyPublished(keyId, uint64(block.number));
+    }
+
+    /// @notice Revoke a signing key: it is not valid in this block or any later one.
+    function revokeKey(bytes32 keyId) external onlyOwner {
+        SigningKey storage k = _keys[keyId];
+        if (!k.published) revert KeyNotPublished(keyId);
+        if (k.revokedAt != 0) revert KeyAlreadyRevoked(keyId);
+        k.revokedAt = uint64(block.number);
+        emit KeyRevoked(keyId, uint64(block.number));
+    }
+
+    /// @notice Trust a C2PA root certificate, by the SHA-256 of its DER encoding.
+    function addTrustAnchor(bytes32 fingerprint) external onlyOwner {
+        if (fingerprint == bytes32(0)) revert EmptyHash();
+        if (!_trustAnchors.add(fingerprint)) revert TrustAnchorAlreadyAdded(fingerprint);
+        emit TrustAnchorAdded(fingerprint, uint64(block.number));
+    }
+
+    function removeTrustAnchor(bytes32 fingerprint) external onlyOwner {
+        if (!_trustAnchors.remove(fingerprint)) revert TrustAnchorNotFound(fingerprint);
+        emit TrustAnchorRemoved(fingerprint, uint64(block.number));
+    }
+
+    /// @notice Disabled: a registry without an owner could never revoke a compromised key.
+    function renounceOwnership() public view override onlyOwner {
+        revert RenounceDisabled();
+    }
+
+    function _setWriter(address writer, bool allowed) private {
+        Range[] storage ranges = _writerRanges[writer];
+        bool current = ranges.length > 0 && ranges[ranges.length - 1].until == 0;
+        if (allowed == current) return; // nothing changes: no new range, no event
+        if (allowed) {
+            ranges.push(Range(uint64(block.number), 0));
+            _writers.add(writer);
+        } else {
+            ranges[ranges.length - 1].until = uint64(block.number);
+            _writers.remove(writer);
+        }
         emit WriterChanged(writer, allowed);
     }
 
-    function transferOwnership(address newOwner) external onlyOwner {
-        if (newOwner == address(0)) revert ZeroAddress();
-        emit OwnershipTransferred(owner, newOwner);
-        owner = newOwner;
-    }
+    // --- writers ----------------------------------------------------------------------------------
 
     /// @notice Register a content hash once, with the CID of the file.
-    function register(bytes32 contentHash, string calldata cid) external {
-        if (!isWriter[msg.sender]) revert NotWriter(msg.sender);
+    function register(bytes32 contentHash, string calldata cid) external onlyWriter {
         if (contentHash == bytes32(0)) revert EmptyHash();
         if (bytes(cid).length == 0) revert EmptyCid();
         if (_entries[contentHash].registrant != address(0)) revert AlreadyRegistered(contentHash);
@@ -85,8 +169,7 @@ contract ProvenanceRegistry {
     }
 
     /// @notice Anchor a Merkle root of many content hashes, with the CID of its published leaves.
-    function anchorBatch(bytes32 root, string calldata leavesCid, uint32 leafCount) external {
-        if (!isWriter[msg.sender]) revert NotWriter(msg.sender);
+    function anchorBatch(bytes32 root, string calldata leavesCid, uint32 leafCount) external onlyWriter {
         if (root == bytes32(0)) revert EmptyHash();
         if (bytes(leavesCid).length == 0) revert EmptyCid();
         if (leafCount == 0) revert EmptyBatch();
@@ -97,6 +180,52 @@ contract ProvenanceRegistry {
         }
         emit BatchAnchored(root, msg.sender, leavesCid, leafCount);
     }
+
+    // --- views: the trust root --------------------------------------------------------------------
+
+    /// @notice True if `writer` may register content now.
+    function isWriter(address writer) public view returns (bool) {
+        Range[] storage ranges = _writerRanges[writer];
+        return ranges.length > 0 && ranges[ranges.length - 1].until == 0;
+    }
+
+    /// @notice True if `writer` was allowed to register content in block `blockNumber`.
+    function writerAt(address writer, uint64 blockNumber) external view returns (bool) {
+        Range[] storage ranges = _writerRanges[writer];
+        for (uint256 i = ranges.length; i > 0; --i) {
+            Range storage r = ranges[i - 1];
+            if (r.since <= blockNumber && (r.until == 0 || blockNumber < r.until)) return true;
+        }
+        return false;
+    }
+
+    /// @notice The addresses allowed to write now.
+    function writers() external view returns (address[] memory) {
+        return _writers.values();
+    }
+
+    /// @notice A signing key's record: revokedAt is 0 while it is not revoked.
+    function signingKey(bytes32 keyId) external view returns (bool published, uint64 validFrom, uint64 revokedAt) {
+        SigningKey storage k = _keys[keyId];
+        return (k.published, k.validFrom, k.revokedAt);
+    }
+
+    /// @notice True if the key was published and not revoked in block `blockNumber`.
+    function keyValidAt(bytes32 keyId, uint64 blockNumber) external view returns (bool) {
+        SigningKey storage k = _keys[keyId];
+        return k.published && k.validFrom <= blockNumber && (k.revokedAt == 0 || blockNumber < k.revokedAt);
+    }
+
+    function isTrustAnchor(bytes32 fingerprint) external view returns (bool) {
+        return _trustAnchors.contains(fingerprint);
+    }
+
+    /// @notice The SHA-256 fingerprints of the C2PA trust anchors trusted now.
+    function trustAnchors() external view returns (bytes32[] memory) {
+        return _trustAnchors.values();
+    }
+
+    // --- views: content ---------------------------------------------------------------------------
 
     /// @notice What the registry holds for a batch root. `anchored` is false for an unknown root.
     function batch(bytes32 root)

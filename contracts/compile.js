@@ -36,6 +36,12 @@ const output = JSON.parse(
   solc.compile(JSON.stringify({ language: "Solidity", sources, settings: SETTINGS }), { import: findImports })
 );
 const errors = (output.errors || []).filter((e) => e.severity === "error");
+// Warnings in our own sources do not stop the build but are shown: they often point at a real
+// mistake. Those inside OpenZeppelin are its maintainers' business and only noise here.
+const ours = (e) => !((e.sourceLocation && e.sourceLocation.file) || "").startsWith("@");
+for (const w of (output.errors || []).filter((e) => e.severity === "warning" && ours(e))) {
+  console.error(w.formattedMessage);
+}
 if (errors.length) {
   for (const e of errors) console.error(e.formattedMessage);
   process.exit(1);

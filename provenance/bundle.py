@@ -1,30 +1,35 @@
 """The provenance bundle: one self-contained JSON with everything a verifier needs.
 
 Built from a record, pinned on IPFS, and checked by ``verify_with_bundle`` with no access to the
-service or its database: recompute the hash, check the ECDSA signature with the bundled key, ask
-the chain (any RPC endpoint) about the hash or the Merkle root and proof, and validate the C2PA
-manifest against the bundled trust anchor.
+service or its database: recompute the hash, check the ECDSA signature, ask the chain (any RPC
+endpoint) about the hash or the Merkle root and proof, and validate the C2PA manifest.
+
+A bundle is the sender's words. Nothing in it is trusted on its own say: the verifier pins the
+registry (``TrustRoot``), and every key, anchor and registrant the bundle names must be published
+on that registry by its owner. A bundle that names another registry, a key the registry never
+published (or revoked before the registration), a registrant that was not a writer, or a C2PA
+anchor the registry does not list is ``untrusted``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-import httpx
 from cryptography.hazmat.primitives import serialization
+from pydantic import BaseModel, Field
 
 from provenance import __version__, media
-from provenance.chain.registry import JsonRpc, function_selector
+from provenance.chain.reader import RegistryReader
 from provenance.db.models import AnchorBatch, Record
-from provenance.errors import InputError
+from provenance.errors import InputError, ProvenanceError
 from provenance.ipfs.unixfs import compute_cid
 from provenance.manifest import ManifestReader
 from provenance.merkle import verify_proof
 from provenance.pki import C2paCredentials
 from provenance.signing import sha256_hex, verify_signature
+from provenance.trust import TrustDocument, TrustRoot, certificate_fingerprint, split_certificates
 
 FORMAT = "provenance-bundle/1"
 
@@ -80,120 +85,245 @@ def bundle_bytes(bundle: dict[str, Any]) -> bytes:
     return json.dumps(bundle, sort_keys=True, indent=1).encode()
 
 
-@dataclass
-class BundleReport:
-    verdict: str
-    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+BundleVerdict = Literal["authentic", "untrusted", "invalid", "mismatch"]
+EXIT_CODES: dict[str, int] = {"authentic": 0, "mismatch": 1, "invalid": 1, "untrusted": 1}
+
+
+class BundleReport(BaseModel):
+    """The result of checking a file against a bundle and a pinned registry."""
+
+    verdict: BundleVerdict
+    reasons: list[str] = Field(default_factory=list, description="Why the verdict is not authentic, first cause first.")
+    pinned: TrustRoot | None = Field(description="The registry the verdict is relative to; None: nothing was pinned.")
+    checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "checks": self.checks}
+        return self.model_dump(mode="json")
 
 
-def _chain_check(bundle: dict[str, Any], sha: str, rpc_url: str) -> dict[str, Any]:
-    chain = bundle["chain"]
-    rpc = JsonRpc(rpc_url)
-    try:
-        reply = httpx.post(
-            rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=30
-        ).json()
-        chain_id = int(reply["result"], 16)
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
-        return {"ok": False, "error": f"the RPC at {rpc_url} did not answer: {exc}"}
+class _Findings:
+    """Reasons collected while checking, by kind: trust failures make ``untrusted``, others ``invalid``."""
+
+    def __init__(self) -> None:
+        self.untrusted: list[str] = []
+        self.invalid: list[str] = []
+
+
+def _field(bundle: dict[str, Any], *path: str) -> Any:
+    value: Any = bundle
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            raise InputError(f"The bundle is incomplete: missing {'.'.join(path)}.")
+        value = value[key]
+    return value
+
+
+def _check_trust(bundle: dict[str, Any], pin: TrustRoot | None, reader: RegistryReader, found: _Findings) -> dict:
+    chain_id = reader.chain_id()
+    named_chain, named_registry = _field(bundle, "chain", "chain_id"), _field(bundle, "chain", "registry_address")
     report: dict[str, Any] = {
         "rpc_chain_id": chain_id,
-        "registry_address": chain["registry_address"],
-        "mode": chain["mode"],
+        "bundle_chain_id": named_chain,
+        "bundle_registry": named_registry,
+        "pinned": pin.model_dump() if pin else None,
     }
-    if chain_id != chain["chain_id"]:
-        return {
-            **report,
-            "ok": False,
-            "error": f"the RPC serves chain {chain_id}, the bundle names chain {chain['chain_id']}",
-        }
-    from eth_abi import decode, encode
-
-    address = chain["registry_address"]
-    if chain["mode"] == "single":
-        raw = rpc.call(address, function_selector("lookup(bytes32)") + bytes.fromhex(sha))
-        registered, _registrant, block, timestamp, cid = decode(["bool", "address", "uint64", "uint64", "string"], raw)
-        ok = bool(registered) and cid == bundle["cid"]
-        return {
-            **report,
-            "ok": ok,
-            "registered": bool(registered),
-            "block_number": int(block),
-            "timestamp": int(timestamp),
-            "cid_matches": cid == bundle["cid"],
-        }
-    merkle = chain["merkle"]
-    root = bytes.fromhex(merkle["root"].removeprefix("0x"))
-    proof = [bytes.fromhex(p.removeprefix("0x")) for p in merkle["proof"]]
-    proof_ok = verify_proof(bytes.fromhex(sha), proof, root)  # checked here, then by the contract itself
-    raw = rpc.call(address, function_selector("batch(bytes32)") + root)
-    anchored, _registrant, block, timestamp, _count, leaves_cid = decode(
-        ["bool", "address", "uint64", "uint64", "uint32", "string"], raw
-    )
-    args = encode(["bytes32", "bytes32", "bytes32[]"], [bytes.fromhex(sha), root, proof])
-    on_chain = decode(["bool"], rpc.call(address, function_selector("isRegistered(bytes32,bytes32,bytes32[])") + args))[
-        0
-    ]
-    return {
-        **report,
-        "ok": bool(anchored) and proof_ok and bool(on_chain),
-        "root_anchored": bool(anchored),
-        "proof_valid": proof_ok,
-        "contract_says_registered": bool(on_chain),
-        "block_number": int(block),
-        "timestamp": int(timestamp),
-        "leaves_cid": leaves_cid,
-    }
+    if chain_id != named_chain:
+        found.invalid.append(f"the RPC serves chain {chain_id}, the bundle names chain {named_chain}")
+    if pin is None:
+        found.untrusted.append(
+            "no trust root pinned: pass --registry ADDRESS (or --trust trust.json) with the registry the operator "
+            f"publishes; this bundle names registry {named_registry} on chain {named_chain}, which proves nothing by "
+            "itself"
+        )
+    elif not pin.names(named_chain, named_registry):
+        found.untrusted.append(
+            f"the bundle names registry {named_registry} on chain {named_chain}, not the pinned " + pin.describe()
+        )
+    elif pin.chain_id is not None and pin.chain_id != chain_id:
+        found.untrusted.append(f"the RPC serves chain {chain_id}, the pinned registry is on chain {pin.chain_id}")
+    if not reader.has_code():
+        found.invalid.append(f"there is no contract at {reader.address} on chain {chain_id}")
+    report["ok"] = not found.untrusted and not found.invalid
+    return report
 
 
-def verify_with_bundle(data: bytes, bundle: dict[str, Any], rpc_url: str) -> BundleReport:
-    """Check ``data`` against a bundle using only the bundle and a chain RPC."""
-    if bundle.get("format") != FORMAT:
-        raise InputError(f"Not a provenance bundle (format {bundle.get('format')!r}, expected {FORMAT!r}).")
-    fmt = media.sniff_format(data)
-    if fmt is None:
-        raise InputError("The file is not a PNG, JPEG or WebP image.")
-    checks: dict[str, dict[str, Any]] = {}
-    sha = sha256_hex(data)
-    checks["hash"] = {"ok": sha == bundle["sha256"], "sha256": sha, "expected": bundle["sha256"]}
-
-    sig = bundle["signature"]
+def _check_signature(data: bytes, bundle: dict[str, Any], found: _Findings) -> dict[str, Any]:
+    sig = _field(bundle, "signature")
+    pem = str(_field(bundle, "signature", "public_key_pem"))
     try:
-        der = serialization.load_pem_public_key(sig["public_key_pem"].encode()).public_bytes(
+        der = serialization.load_pem_public_key(pem.encode()).public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        key_id_ok = hashlib.sha256(der).hexdigest() == sig["key_id"]
+        key_id_ok = hashlib.sha256(der).hexdigest() == sig.get("key_id")
     except ValueError:
         key_id_ok = False
-    signature_ok = verify_signature(sig["public_key_pem"], data, sig["value"])
-    checks["signature"] = {
+    signature_ok = verify_signature(pem, data, str(sig.get("value", "")))
+    if not signature_ok:
+        found.invalid.append("the ECDSA signature does not check against the bundled key")
+    if not key_id_ok:
+        found.invalid.append("the bundled public key does not hash to the key id")
+    return {
         "ok": signature_ok and key_id_ok,
         "signature_valid": signature_ok,
         "key_id_matches": key_id_ok,
-        "key_id": sig["key_id"],
+        "key_id": sig.get("key_id"),
     }
 
-    checks["chain"] = _chain_check(bundle, sha, rpc_url)
 
-    credentials = C2paCredentials(
-        chain_pem=bundle["c2pa"]["signer_chain_pem"].encode(),
-        private_key_pem=b"",
-        trust_anchors_pem=bundle["c2pa"]["trust_anchors_pem"].encode(),
+def _check_chain(bundle: dict[str, Any], sha: str, reader: RegistryReader, found: _Findings) -> dict[str, Any]:
+    chain = _field(bundle, "chain")
+    report: dict[str, Any] = {"registry_address": reader.address, "mode": chain.get("mode")}
+    if chain.get("mode") == "batch":
+        merkle = _field(bundle, "chain", "merkle")
+        root_hex = str(merkle["root"])
+        proof_hex = [str(p) for p in merkle.get("proof", [])]
+        proof_ok = verify_proof(
+            bytes.fromhex(sha),
+            [bytes.fromhex(p.removeprefix("0x")) for p in proof_hex],
+            bytes.fromhex(root_hex.removeprefix("0x")),
+        )  # checked here, then by the contract itself
+        entry = reader.batch(root_hex)
+        on_chain = reader.is_registered(sha, root_hex, proof_hex)
+        registered = entry.anchored and proof_ok and on_chain
+        report.update(
+            root_anchored=entry.anchored,
+            proof_valid=proof_ok,
+            contract_says_registered=on_chain,
+            leaves_cid=entry.leaves_cid,
+            registrant=entry.registrant,
+            block_number=entry.block_number,
+            timestamp=entry.timestamp,
+        )
+        if not proof_ok or not on_chain:
+            found.invalid.append("the Merkle proof does not lead to an anchored root")
+    else:
+        single = reader.lookup(sha)
+        registered = single.registered and single.cid == bundle.get("cid")
+        report.update(
+            registered=single.registered,
+            registrant=single.registrant,
+            block_number=single.block_number,
+            timestamp=single.timestamp,
+            cid_matches=single.cid == bundle.get("cid"),
+        )
+        if not single.registered:
+            found.invalid.append(f"the hash is not registered on {reader.address}")
+        elif single.cid != bundle.get("cid"):
+            found.invalid.append("the registry holds another CID for this hash")
+    report["registered"] = registered
+    block, registrant = report.get("block_number"), report.get("registrant")
+    if registered and block is not None and registrant:
+        # Registered by an address the owner allowed, with a key the owner published, both at that block.
+        report["registrant_was_writer"] = reader.writer_at(registrant, int(block))
+        key_id = str(_field(bundle, "signature", "key_id"))
+        status = reader.key_status(key_id)
+        report["key_valid_at_registration"] = reader.key_valid_at(key_id, int(block))
+        report["key_status"] = {
+            "published": status.published,
+            "valid_from_block": status.valid_from,
+            "revoked_at_block": status.revoked_at,
+        }
+        if not report["registrant_was_writer"]:
+            found.untrusted.append(f"the registrant {registrant} was not a writer of the registry at block {block}")
+        if not status.published:
+            found.untrusted.append(f"the signing key {key_id[:16]}… was never published on the registry")
+        elif not report["key_valid_at_registration"]:
+            found.untrusted.append(
+                f"the signing key {key_id[:16]}… was not valid at the registration block {block} (valid from block "
+                f"{status.valid_from}, revoked at block {status.revoked_at})"
+            )
+    report["ok"] = (
+        registered and report.get("registrant_was_writer", False) and report.get("key_valid_at_registration", False)
     )
+    return report
+
+
+def _check_c2pa(
+    data: bytes, fmt: str, bundle: dict[str, Any], reader: RegistryReader, extra_anchors: str, found: _Findings
+) -> dict[str, Any]:
+    # Candidate anchors come from the bundle (and the trust document); only those the registry publishes count.
+    candidates = split_certificates(str(_field(bundle, "c2pa", "trust_anchors_pem")) + "\n" + extra_anchors)
+    published, refused = [], []
+    for cert in candidates:
+        fp = certificate_fingerprint(cert)
+        (published if reader.is_trust_anchor(fp) else refused).append((fp, cert))
+    anchors_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for _, c in published)
+    credentials = C2paCredentials(chain_pem=b"", private_key_pem=b"", trust_anchors_pem=anchors_pem)
     manifest = ManifestReader(credentials).read(data, media.FORMATS[fmt])
-    checks["c2pa"] = {
-        "ok": manifest.present and manifest.valid and manifest.record_id == bundle["record_id"],
+    names_record = manifest.record_id == bundle.get("record_id")
+    ok = manifest.present and manifest.valid and manifest.trusted and names_record
+    if not manifest.present:
+        found.invalid.append("the file has no C2PA manifest")
+    elif not manifest.valid:
+        found.invalid.append("the C2PA manifest fails validation: " + "; ".join(manifest.failures))
+    elif not manifest.trusted:
+        found.untrusted.append("the C2PA signer does not chain to a trust anchor published on the registry")
+    elif not names_record:
+        found.invalid.append("the C2PA manifest names another record")
+    return {
+        "ok": ok,
+        "anchors_published": sorted({fp for fp, _ in published}),
+        "anchors_not_published": sorted({fp for fp, _ in refused}),
         **manifest.as_dict(),
     }
-    checks["ipfs"] = {"ok": compute_cid(data) == bundle["cid"], "cid": bundle["cid"]}
 
-    if not checks["hash"]["ok"]:
-        verdict = "mismatch"  # not the bundle's file: nothing else about it can be concluded from this bundle
-    elif all(c["ok"] for c in checks.values()):
-        verdict = "authentic"
+
+def verify_with_bundle(
+    data: bytes,
+    bundle: dict[str, Any],
+    rpc_url: str,
+    pin: TrustRoot | None = None,
+    trust: TrustDocument | None = None,
+) -> BundleReport:
+    """Check ``data`` against a bundle using only the bundle, a chain RPC and the pinned registry.
+
+    ``pin`` (or ``trust``, whose pin is used) names the registry every check is made against; without
+    one the report is at best ``untrusted`` and says what to pin. Raises ``InputError`` for a file that
+    is not an image or a bundle that is not one, ``ChainError`` when the RPC does not answer.
+    """
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        found_format = bundle.get("format") if isinstance(bundle, dict) else None
+        raise InputError(f"Not a provenance bundle (format {found_format!r}, expected {FORMAT!r}).")
+    fmt = media.sniff_format(data)
+    if fmt is None:
+        raise InputError("The file is not a PNG, JPEG or WebP image.")
+    if trust is not None:
+        pin = pin or trust.pin()
+    found = _Findings()
+    checks: dict[str, dict[str, Any]] = {}
+    sha = sha256_hex(data)
+    expected = str(_field(bundle, "sha256"))
+    checks["hash"] = {"ok": sha == expected, "sha256": sha, "expected": expected}
+    if sha != expected:
+        # Not the bundle's file: nothing else about it can be concluded from this bundle.
+        return BundleReport(
+            verdict="mismatch", reasons=["the file is not the one this bundle describes"], pinned=pin, checks=checks
+        )
+    # Every chain read goes to the pinned registry; the bundle's own address is used only when nothing is pinned.
+    address = pin.registry_address if pin is not None else str(_field(bundle, "chain", "registry_address"))
+    reader = RegistryReader(rpc_url, address)
+    try:
+        checks["trust"] = _check_trust(bundle, pin, reader, found)
+        checks["signature"] = _check_signature(data, bundle, found)
+        checks["chain"] = _check_chain(bundle, sha, reader, found)
+        extra = "".join(a.certificate_pem for a in trust.c2pa_trust_anchors) if trust is not None else ""
+        checks["c2pa"] = _check_c2pa(data, fmt, bundle, reader, extra, found)
+    except ProvenanceError:
+        raise
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InputError(f"The bundle is malformed: {exc}") from None
+    cid_ok = compute_cid(data) == bundle.get("cid")
+    checks["ipfs"] = {"ok": cid_ok, "cid": bundle.get("cid")}
+    if not cid_ok:
+        found.invalid.append("the file's CID is not the bundle's CID")
+    if found.invalid:
+        verdict: BundleVerdict = "invalid"
+    elif found.untrusted:
+        verdict = "untrusted"
     else:
-        verdict = "invalid"
-    return BundleReport(verdict, checks)
+        verdict = "authentic"
+    return BundleReport(verdict=verdict, reasons=found.invalid + found.untrusted, pinned=pin, checks=checks)

@@ -69,7 +69,7 @@ class Certifier:
         store: ContentStore,
         max_upload_bytes: int,
         max_pixels: int,
-        watermark_enabled: bool = True,
+        watermarker: watermark.Watermarker | None = None,
         on_recorded: Callable[[Record], None] | None = None,
     ) -> None:
         self.repository = repository
@@ -78,7 +78,7 @@ class Certifier:
         self.store = store
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
-        self.watermark_enabled = watermark_enabled
+        self.watermarker = watermarker  # None: certify without a mark (the record says so)
         self.on_recorded = on_recorded
         self._known_keys: set[str] = set()
 
@@ -100,13 +100,13 @@ class Certifier:
         watermark_id: int | None = None
         note: str | None = None
         with timer.stage("watermark"):
-            if not self.watermark_enabled:
+            if self.watermarker is None:
                 note = "watermarking disabled by configuration"
-            elif not watermark.can_mark(image.width, image.height):
+            elif not self.watermarker.can_mark(image.width, image.height):
                 note = f"image too small to watermark ({image.width}x{image.height}; at least 256x256 pixels needed)"
             else:
                 watermark_id = self._new_watermark_id()
-                image.rgb = watermark.embed(image.rgb, watermark_id)
+                image.rgb = self.watermarker.embed(image.rgb, watermark_id)
 
         with timer.stage("encode"):
             marked = media.encode(image)

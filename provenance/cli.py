@@ -23,6 +23,8 @@ keys_app = typer.Typer(help="ECDSA signing keys.", invoke_without_command=True)
 chain_app = typer.Typer(help="The ProvenanceRegistry contract.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(chain_app, name="chain")
+trust_app = typer.Typer(help="The trust root verifiers pin.", no_args_is_help=True)
+app.add_typer(trust_app, name="trust")
 console = Console()
 err = Console(stderr=True)
 
@@ -305,11 +307,31 @@ def worker(data_dir: DataDir = None) -> None:
         _fail(exc.detail)
 
 
+VERDICT_COLOURS = {
+    "authentic": "green",
+    "pending": "yellow",
+    "modified": "yellow",
+    "unknown": "white",
+    "invalid": "red",
+    "untrusted": "red",
+    "mismatch": "red",
+}
+# The same exit code whatever the output format: 0 only when the verdict is authentic.
+VERIFY_EXIT = {"authentic": 0}
+
+
 def _print_report(result: dict[str, Any]) -> None:
-    colour = {"authentic": "green", "pending": "yellow", "modified": "yellow", "unknown": "white", "invalid": "red"}
     console.print(
-        f"verdict: [bold {colour[result['verdict']]}]{result['verdict']}[/]  record: {result['record_id'] or '-'}"
+        f"verdict: [bold {VERDICT_COLOURS[result['verdict']]}]{result['verdict']}[/]  "
+        f"record: {result['record_id'] or '-'}"
     )
+    console.print(result["summary"], highlight=False, soft_wrap=True)
+    for reason in result["reasons"]:
+        console.print(f"  because {reason}", highlight=False, soft_wrap=True)
+    for item in result["evidence"]:
+        odds = item.get("false_positive_probability")
+        extra = f", false-positive probability {odds:.1e}" if odds is not None else ""
+        console.print(f"  evidence: {item['kind']} ({item['strength']}{extra})", highlight=False)
     checks = result["checks"]
     table = Table(show_header=True, header_style="bold")
     table.add_column("check")
@@ -320,7 +342,7 @@ def _print_report(result: dict[str, Any]) -> None:
         "c2pa",
         "valid, trusted"
         if c2pa["trusted"]
-        else ("valid" if c2pa["valid"] else ("invalid" if c2pa["present"] else "absent")),
+        else ("valid, NOT trusted" if c2pa["valid"] else ("invalid" if c2pa["present"] else "absent")),
         "; ".join(c2pa["failures"]) or (c2pa["summary"].get("title") or ""),
     )
     exact = checks["exact"]
@@ -335,7 +357,8 @@ def _print_report(result: dict[str, Any]) -> None:
     table.add_row(
         "watermark",
         "detected" if wm["detected"] else "not found",
-        f"id {wm['watermark_id']}, {wm['corrected_errors']} byte errors corrected"
+        f"id {wm['watermark_id']}, {wm['bit_errors']} bit errors, false-positive probability "
+        f"{wm['false_positive_probability']:.1e}"
         if wm["detected"]
         else wm.get("reason", ""),
     )
@@ -361,18 +384,28 @@ def verify(
         Path | None, typer.Option(help="A provenance bundle: verify without the service or its database.")
     ] = None,
     rpc: Annotated[str | None, typer.Option(help="With --bundle: any JSON-RPC endpoint of the bundle's chain.")] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="With --bundle: the registry address you pinned (the operator publishes it).")
+    ] = None,
+    chain_id: Annotated[int | None, typer.Option(help="With --registry: the chain id you pinned.")] = None,
+    trust: Annotated[
+        Path | None, typer.Option(help="With --bundle: a trust document (provenance-trust.json) to pin.")
+    ] = None,
 ) -> None:
     """Check an image: C2PA manifest, exact record, watermark, chain and IPFS.
 
     With --bundle and --rpc nothing of the service is used: the hash, the ECDSA signature, the
-    chain entry or Merkle proof (read through the RPC) and the C2PA manifest are checked against
-    the bundle alone.
+    chain entry or Merkle proof, the signing key and the C2PA anchor are checked against the
+    registry you pinned with --registry (or --trust). Without a pin the verdict is never
+    authentic. Exit code 0 only for an authentic verdict, 1 for any other, 2 for bad input.
     """
     if not file.is_file():
         _fail(f"no such file: {file}")
     if bundle is not None:
-        _verify_bundle(file, bundle, rpc, as_json)
+        _verify_bundle(file, bundle, rpc, as_json, registry=registry, chain_id=chain_id, trust_path=trust)
         return
+    if registry or trust or rpc:
+        _fail("--rpc, --registry and --trust go with --bundle")
     services = _open(_settings(data_dir))
     try:
         result = services.verifier.verify(file.read_bytes()).as_dict()
@@ -384,10 +417,21 @@ def verify(
         console.print_json(json.dumps(result, default=str))
     else:
         _print_report(result)
+    raise typer.Exit(VERIFY_EXIT.get(result["verdict"], 1))
 
 
-def _verify_bundle(file: Path, bundle_path: Path, rpc: str | None, as_json: bool) -> None:
+def _verify_bundle(
+    file: Path,
+    bundle_path: Path,
+    rpc: str | None,
+    as_json: bool,
+    *,
+    registry: str | None,
+    chain_id: int | None,
+    trust_path: Path | None,
+) -> None:
     from provenance.bundle import verify_with_bundle
+    from provenance.trust import TrustDocument, TrustRoot
 
     if rpc is None:
         _fail("--bundle needs --rpc URL (a JSON-RPC endpoint of the bundle's chain)")
@@ -396,24 +440,34 @@ def _verify_bundle(file: Path, bundle_path: Path, rpc: str | None, as_json: bool
     except (OSError, ValueError) as exc:
         _fail(f"cannot read the bundle {bundle_path}: {exc}")
     try:
-        report = verify_with_bundle(file.read_bytes(), bundle, rpc).as_dict()
+        trust = TrustDocument.from_file(trust_path) if trust_path is not None else None
+        pin = TrustRoot.of(registry, chain_id) if registry else None
+        if (
+            pin is not None
+            and trust is not None
+            and not trust.pin().names(pin.chain_id or trust.chain_id, pin.registry_address)
+        ):
+            _fail("--registry and --trust name different registries: pin one")
+        report = verify_with_bundle(file.read_bytes(), bundle, rpc, pin=pin, trust=trust)
     except ProvenanceError as exc:
         _fail(exc.detail)
-    except (KeyError, TypeError) as exc:
-        _fail(f"the bundle is incomplete: missing {exc}")
     if as_json:
-        console.print_json(json.dumps(report, default=str))
-        return
-    colour = {"authentic": "green", "invalid": "red", "mismatch": "red"}[report["verdict"]]
-    console.print(f"verdict: [bold {colour}]{report['verdict']}[/]  (bundle, no service)")
-    for name, check in report["checks"].items():
+        console.print_json(report.model_dump_json())
+        raise typer.Exit(report.exit_code)
+    console.print(f"verdict: [bold {VERDICT_COLOURS[report.verdict]}]{report.verdict}[/]  (bundle, no service)")
+    if report.pinned is None:
+        console.print("[yellow]nothing pinned[/yellow]: pass --registry ADDRESS or --trust trust.json", highlight=False)
+    else:
+        console.print(f"pinned: {report.pinned.describe()}", highlight=False)
+    for reason in report.reasons:
+        console.print(f"  because {reason}", highlight=False, soft_wrap=True)
+    for name, check in report.checks.items():
         state = "[green]ok[/green]" if check["ok"] else "[red]FAILED[/red]"
         detail = check.get("error") or ", ".join(
-            f"{k}={v}" for k, v in check.items() if k not in ("ok", "summary", "failures")
+            f"{k}={v}" for k, v in check.items() if k not in ("ok", "summary", "failures", "ingredients")
         )
         console.print(f"  {name:<10} {state}  {detail}", highlight=False, soft_wrap=True)
-    if report["verdict"] != "authentic":
-        raise typer.Exit(1)
+    raise typer.Exit(report.exit_code)
 
 
 @keys_app.callback()
@@ -447,16 +501,72 @@ def keys(ctx: typer.Context, data_dir: DataDir = None) -> None:
 
 
 @keys_app.command("rotate")
-def keys_rotate(data_dir: DataDir = None) -> None:
-    """Create a new signing key; old records keep verifying with their own key."""
-    from provenance.signing import KeyStore
+def keys_rotate(
+    data_dir: DataDir = None,
+    revoke_previous: Annotated[
+        bool, typer.Option("--revoke-previous", help="Revoke the old key on the registry (e.g. it leaked).")
+    ] = False,
+) -> None:
+    """Create a signing key, publish it on the registry, then make it active.
 
-    settings = _settings(data_dir)
+    Old records keep verifying with their own key unless it is revoked.
+    """
+    from provenance.trust import rotate_signing_key
+
+    services = _open(_settings(data_dir))
     try:
-        key = KeyStore(settings.resolved_data_dir / "keys", external_key_file=settings.signing_key_file).rotate()
+        result = rotate_signing_key(services, revoke_previous=revoke_previous)
     except ProvenanceError as exc:
         _fail(exc.detail)
-    console.print(f"new active key {key.key_id}")
+    finally:
+        services.close()
+    console.print(f"new active key {result['key_id']}, published in block {result['valid_from_block']}")
+    if "revoked" in result:
+        console.print(f"revoked {result['revoked']['key_id']} at block {result['revoked']['revoked_at_block']}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (hex) to revoke on the registry.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke a signing key on the registry: nothing it signs is authentic from the next block on."""
+    from provenance.trust import revoke_signing_key
+
+    services = _open(_settings(data_dir))
+    try:
+        result = revoke_signing_key(services, key_id)
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    finally:
+        services.close()
+    console.print(f"revoked {result['key_id']} at block {result['revoked_at_block']} (tx {result['revoked_tx']})")
+
+
+@trust_app.command("export")
+def trust_export(
+    data_dir: DataDir = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the document here (default: standard output).")
+    ] = None,
+) -> None:
+    """Write the trust document verifiers pin (same as GET /.well-known/provenance-trust.json)."""
+    from provenance.trust import build_trust_document
+
+    services = _open(_settings(data_dir))
+    try:
+        document = build_trust_document(services).to_json()
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    finally:
+        services.close()
+    if out is None:
+        sys.stdout.write(document)
+        return
+    from provenance.fsutil import write_atomic
+
+    write_atomic(out, document.encode())
+    err.print(f"trust document written to {out}")
 
 
 @chain_app.command("deploy")

@@ -28,6 +28,21 @@ class Settings(BaseSettings):
     port: int = 8000
     public_url: str | None = Field(default=None, description="Base URL used in image_url; defaults to host:port.")
 
+    # API keys, rate limits and quotas (provenance/auth). Counters live in Redis when REDIS_URL is set.
+    verify_requires_key: bool = Field(default=False, description="POST /v1/verify needs a key with scope 'verify'.")
+    rate_limit_per_key_per_min: int = Field(
+        default=600, ge=0, description="Requests per minute for a key created without --rate; 0: unlimited."
+    )
+    rate_limit_public_per_min: int = Field(
+        default=300, ge=0, description="Requests per minute per client address without a key; 0: unlimited."
+    )
+    quota_images_per_day: int = Field(
+        default=500, ge=0, description="Generated images per account per UTC day; 0: unlimited."
+    )
+    quota_mints_per_day: int = Field(
+        default=50, ge=0, description="NFT mints and vouchers per account per UTC day; 0: unlimited."
+    )
+
     # Input limits (stage 1).
     max_upload_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 40_000_000
@@ -43,6 +58,9 @@ class Settings(BaseSettings):
     rpc_url: str | None = Field(default=None, validation_alias=_env("RPC_URL"))
     chain_private_key: str | None = Field(default=None, validation_alias=_env("CHAIN_PRIVATE_KEY"), repr=False)
     chain_key_file: Path | None = Field(default=None, validation_alias=_env("CHAIN_KEY_FILE"))
+    # The registry owner's (admin) key: publishes writers, signing keys and trust anchors. Kept apart
+    # from the hot key above; embedded default: <data_dir>/chain/owner.key (0600).
+    chain_owner_key_file: Path | None = Field(default=None, validation_alias=_env("CHAIN_OWNER_KEY_FILE"))
     registry_address: str | None = Field(default=None, validation_alias=_env("REGISTRY_ADDRESS"))
     anvil_binary: Path | None = Field(default=None, description="Path to anvil; default: the npm package.")
     anvil_port: int = Field(default=0, description="0 picks a free port.")
@@ -64,6 +82,11 @@ class Settings(BaseSettings):
     c2pa_private_key: Path | None = None
     c2pa_trust_anchors: Path | None = Field(default=None, description="Extra PEM roots trusted when verifying.")
     c2pa_thumbnail: bool = False
+    tsa_url: str | None = Field(
+        default=None,
+        description="RFC 3161 time-stamp authority for C2PA signatures; unset: the service's own TSA "
+        "(embedded CA only; an operator's chain without it signs without a time-stamp).",
+    )
 
     # ECDSA signing (stage 4). Unset: keys in <data_dir>/keys, rotated with `provenance keys rotate`.
     signing_key_file: Path | None = None
@@ -95,6 +118,10 @@ class Settings(BaseSettings):
 
     # Watermark (stage 2).
     watermark_enabled: bool = True
+    watermark_key_file: Path | None = Field(
+        default=None,
+        description="Secret mark key (hex, 0600) shared by every instance and worker; default <data_dir>/keys/watermark.key.",
+    )
 
     @cached_property
     def resolved_data_dir(self) -> Path:

@@ -119,3 +119,41 @@ class AlreadyMintedError(ProvenanceError):
 class NftUnavailableError(ProvenanceError):
     status_code = 503
     code = "nft_unavailable"
+
+
+class AuthenticationError(ProvenanceError):
+    """No API key, or one that is unknown or revoked (401 with ``WWW-Authenticate: Bearer``)."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str, *, invalid_token: bool = False) -> None:
+        super().__init__(detail)
+        # RFC 6750: a client that sent a bad token is told so; one that sent none just gets the scheme.
+        challenge = 'Bearer realm="provenance"' + (', error="invalid_token"' if invalid_token else "")
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class PermissionDeniedError(ProvenanceError):
+    """A valid key that may not do this: a missing scope, or another account's record."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimitedError(ProvenanceError):
+    """Too many requests in the current window; ``Retry-After`` says when to come back."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after_s: int, limit: int, extra: dict[str, object] | None = None) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_s)}
+        self.extra: dict[str, object] = {"retry_after_s": retry_after_s, "limit": limit, **(extra or {})}
+
+
+class QuotaExceededError(RateLimitedError):
+    """An account's daily quota (generated images, mints) is used up until it resets."""
+
+    code = "quota_exceeded"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -120,3 +121,54 @@ def load_or_create(
     if extra_anchors_path is not None:
         anchors += extra_anchors_path.read_bytes()
     return C2paCredentials(chain_pem=chain, private_key_pem=key, trust_anchors_pem=anchors)
+
+
+def issue_tsa_certificate(directory: Path, organization: str = f"{PRODUCT_NAME} service") -> None:
+    """Issue (or renew) the time-stamp authority's certificate from the service root CA.
+
+    RFC 3161 requires the TSA certificate to carry the timeStamping EKU as its only, critical
+    extended key usage; c2pa validates the time-stamp against the same trust anchors as the
+    claim signature, so issuing it from the service root makes the time-stamp trusted too.
+    Kept when still issued by the current root and valid for at least a day; else re-issued.
+    Only the embedded CA has ``root-ca.key.pem``; an operator's chain has no key here to issue with.
+    """
+    root_key_path, root_cert_path = directory / "root-ca.key.pem", directory / "root-ca.cert.pem"
+    if not root_key_path.exists():
+        raise ConfigurationError(f"No service root CA key in {directory}: the local time-stamp authority needs one.")
+    root = x509.load_pem_x509_certificate(root_cert_path.read_bytes())
+    cert_path = directory / "tsa.cert.pem"
+    now = dt.datetime.now(dt.UTC)
+    if cert_path.exists() and (directory / "tsa.key.pem").exists():
+        current = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key((directory / "tsa.key.pem").read_bytes(), password=None)
+        try:
+            current.verify_directly_issued_by(root)
+            # The key is written before the certificate: a crash in between leaves a pair that does not match.
+            matches = current.public_key() == key.public_key()
+            if matches and current.not_valid_after_utc - now > dt.timedelta(days=1):
+                return
+        except (ValueError, TypeError, InvalidSignature):
+            pass  # issued by an earlier root: issue a fresh one below
+    root_key = serialization.load_pem_private_key(root_key_path.read_bytes(), password=None)
+    if not isinstance(root_key, ec.EllipticCurvePrivateKey):
+        raise ConfigurationError(f"{root_key_path} is not an EC private key.")
+    start = now - dt.timedelta(minutes=5)
+    tsa_key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"{PRODUCT_NAME} time-stamp authority", organization))
+        .issuer_name(root.subject)
+        .public_key(tsa_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        # Never outlive the issuer: a verifier would reject the tail end of the validity.
+        .not_valid_after(min(start + dt.timedelta(days=3650), root.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(tsa_key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
+    write_private(directory / "tsa.key.pem", _pem_key(tsa_key))
+    write_atomic(cert_path, certificate.public_bytes(serialization.Encoding.PEM))

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from provenance import media, watermark
+from provenance import media
 from provenance.errors import InputError, NotFoundError
 from provenance.services import Services
 
@@ -77,7 +77,11 @@ def reproduce(services: Services, record_id: str, *, prompt: str | None = None) 
     if not weights_match:
         notes.append("the model's weight files differ from the recorded SHA-256s")
     image = generator.generate(request)[index]
-    rgb = watermark.embed(image.rgb, record.watermark_id) if record.watermark_id is not None else image.rgb
+    marker = services.verifier.watermarker  # set even when new certifications are unmarked
+    if record.watermark_id is not None and marker is not None:
+        rgb = marker.embed(image.rgb, record.watermark_id)
+    else:
+        rgb = image.rgb
     certified = media.decode(
         services.store.cat(record.cid),
         max_bytes=services.settings.max_upload_bytes,

@@ -24,7 +24,9 @@ from provenance.manifest import ManifestReader, ManifestSigner
 from provenance.nft import NftService
 from provenance.pki import C2paCredentials, load_or_create
 from provenance.signing import KeyStore
+from provenance.trust import publish_trust
 from provenance.verify import Verifier
+from provenance.watermark import Watermarker
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,18 @@ def open_store(settings: Settings) -> ContentStore:
     return LocalBlockstore(settings.resolved_data_dir / "ipfs")
 
 
+def _publish_trust(chain: ChainConnection, keys: KeyStore, credentials: C2paCredentials) -> None:
+    """Publish the active signing key and the C2PA anchors on the registry before anything is signed."""
+    result = publish_trust(chain, keys.active().key_id, credentials.trust_anchors_pem)
+    if not result["sent"] and (result["missing_key"] or result["missing_anchors"]):
+        log.warning(
+            "The registry owner has not published signing key %s / C2PA anchors %s: verifiers that pin the "
+            "registry will call these records untrusted until the owner publishes them (see the README's trust model).",
+            result["missing_key"],
+            result["missing_anchors"],
+        )
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -117,9 +131,11 @@ class Services:
         if chain.redeployed:
             requeued = repository.requeue_all()
             log.warning("The dev chain was reset; registry redeployed, %d records queued again.", requeued)
+        _publish_trust(chain, keys, credentials)
 
         def on_chain_reset() -> None:
             chain.redeploy()
+            _publish_trust(chain, keys, credentials)
             repository.requeue_all()
 
         anchorer = Anchorer(
@@ -142,6 +158,8 @@ class Services:
             if start_worker
             else None
         )
+        # The mark key is read even with watermarking disabled: verify still reads marks made earlier.
+        watermarker = Watermarker.from_key_file(settings.watermark_key_file or data_dir / "keys" / "watermark.key")
         certifier = Certifier(
             repository=repository,
             keys=keys,
@@ -149,7 +167,7 @@ class Services:
             store=store,
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
-            watermark_enabled=settings.watermark_enabled,
+            watermarker=watermarker if settings.watermark_enabled else None,
             on_recorded=worker.wake if worker else None,
         )
         verifier = Verifier(
@@ -159,6 +177,7 @@ class Services:
             registry=chain.registry,
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
+            watermarker=watermarker,
         )
         if worker is not None:
             worker.start()

@@ -99,8 +99,8 @@ class KeyStore:
             self._cached = (stamp, key)
         return self._cached[1]
 
-    def rotate(self) -> SigningKey:
-        """Create a new key and make it active. Old keys stay for verification."""
+    def create(self) -> SigningKey:
+        """Create a new key (0600) without making it active: publish it first, then ``activate`` it."""
         if self._external is not None:
             raise ConfigurationError("The signing key comes from PROVENANCE_SIGNING_KEY_FILE; rotate it there.")
         key = ec.generate_private_key(ec.SECP256R1())
@@ -109,7 +109,15 @@ class KeyStore:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         write_private(self.directory / f"{key_id}.pem", pem)
+        return SigningKey(key_id, key)
+
+    def activate(self, key_id: str) -> SigningKey:
+        """Make a key created here the one new records are signed with."""
+        key = self._load(self.directory / f"{key_id}.pem")
         write_atomic(self.directory / "active", key_id.encode())
-        signing_key = SigningKey(key_id, key)
-        self._cached = ((self.directory / "active").stat().st_mtime_ns, signing_key)
-        return signing_key
+        self._cached = ((self.directory / "active").stat().st_mtime_ns, key)
+        return key
+
+    def rotate(self) -> SigningKey:
+        """Create a new key and make it active at once. Old keys stay for verification."""
+        return self.activate(self.create().key_id)

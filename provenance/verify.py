@@ -2,24 +2,36 @@
 
 ``Verifier.verify`` gathers evidence about an uploaded file (its hash, its C2PA manifest, its
 watermark), resolves the record the evidence points to, then reads the chain and IPFS live.
-The verdict is a small policy over those checks:
+Only evidence an attacker cannot make may name a record:
 
-- ``invalid``: a C2PA manifest that fails validation, or a record signature that does not check;
+- the exact SHA-256 of a certified file (conclusive: these are the certified bytes);
+- a C2PA manifest that validates *and* chains to this service's trust anchor (strong);
+- a watermark sealed with the service's secret mark key (probabilistic: the report gives the chance
+  that an unmarked image reads this way).
+
+A manifest that fails validation or is signed by anyone else never resolves to a record; if it
+claims one of this service's records the verdict is ``invalid`` and says so.
+
+The verdict is a small policy (``decide``) over that evidence:
+
+- ``invalid``: a C2PA manifest that fails validation or falsely claims one of our records, or a
+  record signature that does not check;
 - ``authentic``: exactly the certified bytes, signature valid, registered on chain;
 - ``pending``: exactly the certified bytes, signature valid, not yet registered on chain;
-- ``modified``: the watermark or manifest leads to a record but the bytes differ;
-- ``unknown``: nothing leads to a record.
+- ``modified``: trusted evidence leads to a record but the bytes differ;
+- ``unknown``: nothing trusted leads to a record.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
 
-from provenance import media, watermark
+from provenance import media
 from provenance.chain import Registry
 from provenance.db.models import Record
 from provenance.db.repository import RecordRepository
@@ -28,8 +40,49 @@ from provenance.ipfs import ContentStore
 from provenance.ipfs.unixfs import compute_cid
 from provenance.manifest import ManifestReader, ManifestReport
 from provenance.signing import sha256_hex, verify_signature
+from provenance.watermark import Detection, Watermarker
 
 AUTHENTIC, PENDING, MODIFIED, UNKNOWN, INVALID = "authentic", "pending", "modified", "unknown", "invalid"
+Verdict = Literal["authentic", "pending", "modified", "unknown", "invalid"]
+
+SUMMARIES: dict[str, str] = {
+    AUTHENTIC: "These are exactly the certified bytes: the signature checks and the hash is registered on chain.",
+    PENDING: "These are exactly the certified bytes and the signature checks; the chain registration is in flight.",
+    MODIFIED: "This image comes from a certified original, but its bytes differ (re-encoded, resized or edited).",
+    UNKNOWN: "Nothing trustworthy links this image to a record of this service.",
+    INVALID: "The image carries provenance evidence that does not hold up.",
+}
+
+
+class EvidenceItem(BaseModel):
+    """One piece of evidence that links the image to a record, and how much it proves."""
+
+    kind: Literal["exact_hash", "c2pa_manifest", "watermark", "fingerprint"]
+    strength: Literal["conclusive", "strong", "probabilistic"] = Field(
+        description="conclusive: the certified bytes; strong: a trusted signature over them; "
+        "probabilistic: a statistical reading (see false_positive_probability)."
+    )
+    record_id: str
+    detail: str
+    bit_errors: int | None = None
+    false_positive_probability: float | None = Field(
+        default=None, description="Chance that an image without this mark reads this way (watermark only)."
+    )
+
+
+class VerificationResult(BaseModel):
+    """The one verification report: the API returns it, the CLI prints it, the web page renders it."""
+
+    verdict: Verdict
+    record_id: str | None = Field(description="The record the trusted evidence leads to, if any.")
+    summary: str = Field(description="One sentence on what the verdict means.")
+    reasons: list[str] = Field(default_factory=list, description="Why the verdict is what it is.")
+    evidence: list[EvidenceItem] = Field(default_factory=list, description="Strongest first.")
+    checks: dict[str, dict[str, Any]] = Field(description="c2pa, exact, watermark, chain, ipfs: each on its own.")
+    timings_ms: dict[str, float] = Field(default_factory=dict, exclude=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
 
 @dataclass
@@ -42,43 +95,100 @@ class Evidence:
     exact: Record | None = None
     signature_valid: bool | None = None
     c2pa: ManifestReport | None = None
-    detection: watermark.Detection | None = None
+    detection: Detection | None = None
     watermark_record: Record | None = None
-    manifest_record: Record | None = None
+    manifest_record: Record | None = None  # only set for a valid manifest that chains to our trust anchor
+    claimed_by_untrusted_manifest: str | None = None  # a record id an untrusted or broken manifest claims
     chain: dict[str, Any] = field(default_factory=dict)
     ipfs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def record(self) -> Record | None:
-        """The record the evidence leads to, strongest link first."""
+        """The record the trusted evidence leads to, strongest link first."""
         return self.exact or self.manifest_record or self.watermark_record
 
+    def items(self) -> list[EvidenceItem]:
+        found: list[EvidenceItem] = []
+        if self.exact is not None:
+            found.append(
+                EvidenceItem(
+                    kind="exact_hash",
+                    strength="conclusive",
+                    record_id=self.exact.id,
+                    detail="The SHA-256 of the file is the certified file's hash.",
+                )
+            )
+        if self.manifest_record is not None:
+            found.append(
+                EvidenceItem(
+                    kind="c2pa_manifest",
+                    strength="strong",
+                    record_id=self.manifest_record.id,
+                    detail="A C2PA manifest signed under this service's trust anchor names the record.",
+                )
+            )
+        if self.watermark_record is not None and self.detection is not None:
+            found.append(
+                EvidenceItem(
+                    kind="watermark",
+                    strength="probabilistic",
+                    record_id=self.watermark_record.id,
+                    detail=f"The keyed watermark names the record ({self.detection.bit_errors} of 80 payload bits "
+                    f"wrong, read after rescaling by {self.detection.scale:g}).",
+                    bit_errors=self.detection.bit_errors,
+                    false_positive_probability=self.detection.false_positive_probability,
+                )
+            )
+        return found
 
-@dataclass
-class VerificationResult:
-    verdict: str
-    record_id: str | None
-    checks: dict[str, dict[str, Any]]
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "record_id": self.record_id, "checks": self.checks}
-
-
-def decide(ev: Evidence) -> str:
-    """The verdict policy."""
-    if ev.c2pa is not None and ev.c2pa.present and not ev.c2pa.valid:
-        return INVALID
+def decide(ev: Evidence) -> tuple[str, Record | None, list[str]]:
+    """The verdict policy: (verdict, the record it names, reasons)."""
+    reasons: list[str] = []
+    c2pa = ev.c2pa
+    if ev.claimed_by_untrusted_manifest is not None:
+        reasons.append(
+            f"a manifest claims record {ev.claimed_by_untrusted_manifest} of this service but its signer is not "
+            "trusted" + ("" if c2pa is None or c2pa.valid else " and it fails validation")
+        )
+        # Only the exact bytes may still name a record: a forged claim must never lend its target.
+        return INVALID, ev.exact, reasons
+    if c2pa is not None and c2pa.present and not c2pa.valid:
+        reasons.append("the C2PA manifest fails validation: " + ("; ".join(c2pa.failures) or "no reason given"))
+        return INVALID, ev.exact, reasons
     if ev.exact is not None:
         if not ev.signature_valid:
-            return INVALID
-        return AUTHENTIC if ev.chain.get("registered") else PENDING
-    if ev.record is not None:
-        return MODIFIED
-    return UNKNOWN
+            reasons.append("the record's ECDSA signature does not check against its key")
+            return INVALID, ev.exact, reasons
+        if ev.chain.get("error"):
+            reasons.append(ev.chain["error"])
+        if ev.chain.get("registered") and ev.chain.get("key_valid") is False:
+            reasons.append("the signing key was not published, or was revoked, at the registration block")
+            return INVALID, ev.exact, reasons
+        if ev.chain.get("registered"):
+            reasons.append("exact certified bytes, valid signature, registered on chain")
+            return AUTHENTIC, ev.exact, reasons
+        reasons.append("exact certified bytes and valid signature; not (yet) registered on chain")
+        return PENDING, ev.exact, reasons
+    record = ev.record
+    if record is not None:
+        if ev.manifest_record is None:
+            reasons.append(
+                "the record was reached only through the watermark: these are not the certified bytes, and the "
+                "watermark says the pixels came from that record"
+            )
+        else:
+            reasons.append("a trusted manifest names the record, but the bytes are not the certified ones")
+        return MODIFIED, record, reasons
+    if c2pa is not None and c2pa.present and not c2pa.trusted:
+        reasons.append("the image has a valid C2PA manifest, but not one signed by this service")
+    reasons.append("no exact match, no trusted manifest, no watermark of this service")
+    return UNKNOWN, None, reasons
 
 
 class Verifier:
+    """Walks the stages backwards. Components are slots: ``watermarker=None`` skips the mark."""
+
     def __init__(
         self,
         *,
@@ -88,6 +198,7 @@ class Verifier:
         registry: Registry,
         max_upload_bytes: int,
         max_pixels: int,
+        watermarker: Watermarker | None = None,
     ) -> None:
         self.repository = repository
         self.manifest_reader = manifest_reader
@@ -95,6 +206,7 @@ class Verifier:
         self.registry = registry
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
+        self.watermarker = watermarker
 
     # Each check fills its part of the evidence and returns its report.
     def _check_exact(self, ev: Evidence) -> dict[str, Any]:
@@ -114,25 +226,42 @@ class Verifier:
 
     def _check_c2pa(self, ev: Evidence) -> dict[str, Any]:
         ev.c2pa = self.manifest_reader.read(ev.data, ev.mime_type)
-        if ev.c2pa.record_id:
-            ev.manifest_record = self.repository.get(ev.c2pa.record_id)
-        return ev.c2pa.as_dict()
+        report = ev.c2pa.as_dict()
+        claimed = ev.c2pa.record_id
+        if not claimed:
+            return report
+        if ev.c2pa.valid and ev.c2pa.trusted:
+            ev.manifest_record = self.repository.get(claimed)
+            if ev.manifest_record is None:
+                report["note"] = f"the trusted manifest names record {claimed}, which this service does not hold"
+            return report
+        # An untrusted or broken manifest is anyone's words: it resolves to nothing. Claiming one of our
+        # records is itself the finding.
+        report["record_id"] = None
+        report["claimed_record_id"] = claimed
+        if self.repository.get(claimed) is not None:
+            ev.claimed_by_untrusted_manifest = claimed
+        return report
 
     def _check_watermark(self, ev: Evidence, rgb: np.ndarray) -> dict[str, Any]:
-        ev.detection = watermark.detect(rgb)
+        if self.watermarker is None:
+            return {"detected": False, "method": None, "record_id": None, "reason": "watermark reading disabled"}
+        ev.detection = detection = self.watermarker.detect(rgb)
         report: dict[str, Any] = {
-            "detected": ev.detection.detected,
-            "method": watermark.METHOD,
-            "watermark_id": ev.detection.watermark_id,
-            "corrected_errors": ev.detection.corrected_errors,
-            "bit_errors": ev.detection.bit_errors,
-            "rescale": ev.detection.scale,
+            "detected": detection.detected,
+            "method": self.watermarker.method,
+            "watermark_id": detection.watermark_id,
+            "corrected_errors": detection.corrected_errors,
+            "bit_errors": detection.bit_errors,
+            "rescale": detection.scale,
+            "tries": detection.tries,
+            "false_positive_probability": detection.false_positive_probability,
             "record_id": None,
         }
-        if ev.detection.reason:
-            report["reason"] = ev.detection.reason
-        if ev.detection.watermark_id is not None:
-            ev.watermark_record = self.repository.by_watermark(ev.detection.watermark_id)
+        if detection.reason:
+            report["reason"] = detection.reason
+        if detection.watermark_id is not None:
+            ev.watermark_record = self.repository.by_watermark(detection.watermark_id)
             report["record_id"] = ev.watermark_record.id if ev.watermark_record else None
             if ev.watermark_record is None:
                 report["reason"] = "a payload was read but it names no record of this service"
@@ -161,6 +290,11 @@ class Verifier:
                     "timestamp": entry.timestamp,
                     "cid": entry.cid,
                 }
+            if record is not None and ev.chain.get("registered") and ev.chain.get("block_number") is not None:
+                # The key that signed the record must have been published by the registry's owner, and not
+                # revoked, when the record was registered.
+                ev.chain["key_id"] = record.key_id
+                ev.chain["key_valid"] = self.registry.key_valid_at(record.key_id, int(ev.chain["block_number"]))
         except Exception as exc:  # an unreachable RPC is a result, not a crash
             ev.chain = {**base, "registered": False, "error": f"chain lookup failed: {exc}"}
             return ev.chain
@@ -200,6 +334,7 @@ class Verifier:
         return ev.ipfs
 
     def verify(self, data: bytes) -> VerificationResult:
+        """Check ``data`` and return the full report (raises ``InputError`` for a non-image)."""
         timings: dict[str, float] = {}
 
         def timed(name: str, fn: Any, *args: Any) -> Any:
@@ -219,5 +354,14 @@ class Verifier:
         checks["watermark"] = timed("watermark", self._check_watermark, ev, rgb)
         checks["chain"] = timed("chain", self._check_chain, ev)
         checks["ipfs"] = timed("ipfs", self._check_ipfs, ev)
-        record = ev.record
-        return VerificationResult(decide(ev), record.id if record else None, checks, timings)
+        verdict, record, reasons = decide(ev)
+        evidence = ev.items() if verdict != INVALID else [i for i in ev.items() if i.kind == "exact_hash"]
+        return VerificationResult(
+            verdict=verdict,  # type: ignore[arg-type]
+            record_id=record.id if record else None,
+            summary=SUMMARIES[verdict],
+            reasons=reasons,
+            evidence=evidence,
+            checks=checks,
+            timings_ms=timings,
+        )

@@ -11,19 +11,34 @@ DCT is orthonormal, so the singular values of ``dct(block)`` are those of ``bloc
 the largest one by ``d`` adds ``d * u0 v0^T`` to the block: the same arithmetic in one pass.
 Tests check that the library's own decoder reads our marks and ours reads its marks.
 
-Payload: a 32-bit watermark id followed by Reed-Solomon parity (6 bytes, correcting up to three
-wrong bytes). A decode only counts when the codeword is valid, which keeps the chance of reading
-an id out of an unmarked image around 1e-5 per attempt, before the id must also exist as a record.
+Payload: the 32-bit watermark id, sealed with the service's secret mark key (a keyed 32-bit
+permutation), followed by Reed-Solomon parity (6 bytes, correcting up to three wrong bytes), and the
+whole 80-bit codeword XORed with a keyed mask. The public ``watermark_id`` (returned by certify, in
+the record and in the C2PA soft-binding assertion) is therefore not enough to forge a record's mark:
+the embedded bits depend on the key. The mask also means a flat or grey image, whose blocks all vote
+0, no longer reads as a valid codeword. A decode only counts when the codeword is valid; the chance
+that an unmarked image yields one is computed per reading (``false_positive_probability``).
+
+Not covered: a copy attack that lifts the mark out of one certified image and pastes it into
+another. The mark says "this picture came from record X's pixels", not "these are record X's bytes".
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import math
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 from imwatermark.dwtDctSvd import EmbedDwtDctSvd
 from reedsolo import ReedSolomonError, RSCodec
+
+from provenance.errors import ConfigurationError
+from provenance.fsutil import write_private
 
 ID_BYTES = 4
 PARITY_BYTES = 6
@@ -113,22 +128,83 @@ class FastDwtDctSvd(EmbedDwtDctSvd):
         return sums / np.maximum(counts, 1)
 
 
-def encode_payload(watermark_id: int) -> np.ndarray:
-    """The bits embedded for an id: id big-endian, then Reed-Solomon parity."""
+class MarkKey:
+    """The secret that turns a public watermark id into the bits that are embedded.
+
+    ``seal`` is a keyed permutation of 32-bit ids (an 8-round Feistel network with HMAC-SHA256 as
+    its round function), so the embedded value reveals nothing about the key and cannot be made for
+    a new id without it; ``mask`` is a keyed 80-bit pattern XORed over the whole codeword.
+    """
+
+    ROUNDS = 8
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ConfigurationError("The watermark key must be at least 16 bytes.")
+        self._secret = secret
+        digest = hmac.new(secret, b"provenance watermark mask v1", hashlib.sha256).digest()
+        self.mask = np.unpackbits(np.frombuffer(digest[: ID_BYTES + PARITY_BYTES], dtype=np.uint8))
+
+    @classmethod
+    def generate(cls) -> MarkKey:
+        return cls(secrets.token_bytes(32))
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> MarkKey:
+        """Read the key file (hex), creating it with mode 0600 on first use."""
+        if not path.exists():
+            write_private(path, secrets.token_hex(32).encode())
+        try:
+            return cls(bytes.fromhex(path.read_text().strip()))
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"Cannot read the watermark key {path}: {exc}") from None
+
+    def _round(self, index: int, half: int) -> int:
+        mac = hmac.new(self._secret, bytes([index]) + half.to_bytes(2, "big"), hashlib.sha256).digest()
+        return int.from_bytes(mac[:2], "big")
+
+    def seal(self, watermark_id: int) -> bytes:
+        left, right = watermark_id >> 16, watermark_id & 0xFFFF
+        for index in range(self.ROUNDS):
+            left, right = right, left ^ self._round(index, right)
+        return ((left << 16) | right).to_bytes(ID_BYTES, "big")
+
+    def unseal(self, sealed: bytes) -> int:
+        value = int.from_bytes(sealed, "big")
+        left, right = value >> 16, value & 0xFFFF
+        for index in reversed(range(self.ROUNDS)):
+            left, right = right ^ self._round(index, left), left
+        return (left << 16) | right
+
+
+def encode_payload(watermark_id: int, key: MarkKey) -> np.ndarray:
+    """The bits embedded for an id: the sealed id, Reed-Solomon parity, XORed with the key's mask."""
     if not 0 <= watermark_id < 2 ** (8 * ID_BYTES):
         raise ValueError("watermark id must fit in 32 bits")
-    codeword = bytes(_rs.encode(watermark_id.to_bytes(ID_BYTES, "big")))
-    return np.unpackbits(np.frombuffer(codeword, dtype=np.uint8))
+    codeword = bytes(_rs.encode(key.seal(watermark_id)))
+    return np.unpackbits(np.frombuffer(codeword, dtype=np.uint8)) ^ key.mask
 
 
-def decode_payload(bits: np.ndarray) -> tuple[int, int] | None:
+def decode_payload(bits: np.ndarray, key: MarkKey) -> tuple[int, int] | None:
     """Return (watermark_id, corrected byte errors) for a valid codeword, else None."""
-    codeword = np.packbits(bits.astype(np.uint8)).tobytes()
+    codeword = np.packbits(bits.astype(np.uint8) ^ key.mask).tobytes()
     try:
         message, _, errata = _rs.decode(codeword)
     except ReedSolomonError:
         return None
-    return int.from_bytes(bytes(message), "big"), len(errata)
+    return key.unseal(bytes(message)), len(errata)
+
+
+def codeword_acceptance_probability(corrected_errors: int) -> float:
+    """Chance that a uniformly random 80-bit word lies within ``corrected_errors`` bytes of a codeword.
+
+    There are 2^32 codewords of 10 bytes; the Hamming ball of radius e around one holds
+    sum_{i<=e} C(10, i) * 255^i words, out of 2^80. For the largest radius the decoder accepts (3)
+    this is about 7.1e-6; for a reading that needed no correction, 3.6e-15.
+    """
+    symbols = ID_BYTES + PARITY_BYTES
+    ball = sum(math.comb(symbols, i) * 255**i for i in range(corrected_errors + 1))
+    return float(2 ** (8 * ID_BYTES) * ball) / float(2 ** (8 * symbols))
 
 
 def can_mark(width: int, height: int) -> bool:
@@ -136,9 +212,9 @@ def can_mark(width: int, height: int) -> bool:
     return width * height >= MIN_PIXELS and width >= 2 * BLOCK * 2 and height >= 2 * BLOCK * 2
 
 
-def embed(rgb: np.ndarray, watermark_id: int) -> np.ndarray:
-    """Return a copy of ``rgb`` (HxWx3 uint8) carrying ``watermark_id``."""
-    bits = encode_payload(watermark_id)
+def embed(rgb: np.ndarray, watermark_id: int, key: MarkKey) -> np.ndarray:
+    """Return a copy of ``rgb`` (HxWx3 uint8) carrying ``watermark_id`` sealed with ``key``."""
+    bits = encode_payload(watermark_id, key)
     coder = FastDwtDctSvd(watermarks=list(bits), wmLen=PAYLOAD_BITS, scales=SCALES, block=BLOCK)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     marked_bgr = coder.encode(bgr)
@@ -155,26 +231,30 @@ class Detection:
     bit_errors: int = 0  # payload bits that differed from the corrected codeword
     scale: float = 1.0  # rescaling that made the payload readable
     reason: str | None = None
+    tries: int = 0  # decodes attempted (each rescaling is one): each is a chance for a false positive
+    # Chance that an unmarked image gives a codeword this close within this many tries.
+    false_positive_probability: float | None = None
 
 
-def _decode_once(rgb: np.ndarray) -> tuple[int, int, int] | None:
+def _decode_once(rgb: np.ndarray, key: MarkKey) -> tuple[int, int, int] | None:
     coder = FastDwtDctSvd(watermarks=[], wmLen=PAYLOAD_BITS, scales=SCALES, block=BLOCK)
     bits = coder.vote_fractions(np.ascontiguousarray(rgb)) > 0.5
-    found = decode_payload(bits)
+    found = decode_payload(bits, key)
     if found is None:
         return None
     watermark_id, corrected = found
-    bit_errors = int(np.count_nonzero(encode_payload(watermark_id) != bits))
+    bit_errors = int(np.count_nonzero(encode_payload(watermark_id, key) != bits))
     return watermark_id, corrected, bit_errors
 
 
-def detect(rgb: np.ndarray, *, factors: tuple[float, ...] = RESCALE_FACTORS) -> Detection:
+def detect(rgb: np.ndarray, key: MarkKey, *, factors: tuple[float, ...] = RESCALE_FACTORS) -> Detection:
     """Look for a payload, first in the image as given, then in rescaled copies.
 
     A resized copy has lost the block grid it was marked on; scaling it back by the inverse of a
     common resize factor (0.5x, 2/3x, 3/4x) restores that grid closely enough to read the bits.
     """
     height, width = rgb.shape[:2]
+    tries = 0
     for factor in factors:
         if factor == 1.0:
             candidate = rgb
@@ -183,10 +263,35 @@ def detect(rgb: np.ndarray, *, factors: tuple[float, ...] = RESCALE_FACTORS) -> 
             candidate = cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC)
         if not can_mark(candidate.shape[1], candidate.shape[0]):
             continue
-        found = _decode_once(candidate)
+        tries += 1
+        found = _decode_once(candidate, key)
         if found is not None:
             watermark_id, corrected, bit_errors = found
-            return Detection(True, watermark_id, corrected, bit_errors, factor)
+            chance = min(1.0, tries * codeword_acceptance_probability(corrected))
+            return Detection(True, watermark_id, corrected, bit_errors, factor, None, tries, chance)
     if not can_mark(width, height) and width * height * max(factors) ** 2 < MIN_PIXELS:
-        return Detection(False, reason="image too small to carry a watermark")
-    return Detection(False, reason="no valid watermark payload found")
+        return Detection(False, reason="image too small to carry a watermark", tries=tries)
+    return Detection(False, reason="no valid watermark payload found", tries=tries)
+
+
+class Watermarker:
+    """The watermark stage as one component: embed and detect with the service's mark key."""
+
+    method = METHOD
+
+    def __init__(self, key: MarkKey, *, factors: tuple[float, ...] = RESCALE_FACTORS) -> None:
+        self.key = key
+        self.factors = factors
+
+    @classmethod
+    def from_key_file(cls, path: Path) -> Watermarker:
+        return cls(MarkKey.load_or_create(path))
+
+    def can_mark(self, width: int, height: int) -> bool:
+        return can_mark(width, height)
+
+    def embed(self, rgb: np.ndarray, watermark_id: int) -> np.ndarray:
+        return embed(rgb, watermark_id, self.key)
+
+    def detect(self, rgb: np.ndarray) -> Detection:
+        return detect(rgb, self.key, factors=self.factors)

@@ -11,15 +11,16 @@ from provenance import watermark
 from tests.conftest import PHOTOS, decode, encode, photo
 
 WATERMARK_ID = 0xC0FFEE42
+KEY = watermark.MarkKey(bytes(range(32)))
 
 
 def test_fast_embedder_matches_the_library() -> None:
     rgb = photo("astronaut.png")
-    bits = watermark.encode_payload(WATERMARK_ID)
+    bits = watermark.encode_payload(WATERMARK_ID, KEY)
     encoder = WatermarkEncoder()
     encoder.set_watermark("bits", list(bits))
     stock = encoder.encode(np.ascontiguousarray(rgb[:, :, ::-1]), "dwtDctSvd", scales=watermark.SCALES)
-    ours = watermark.embed(rgb, WATERMARK_ID)[:, :, ::-1]
+    ours = watermark.embed(rgb, WATERMARK_ID, KEY)[:, :, ::-1]
     assert np.abs(stock.astype(int) - ours.astype(int)).max() <= 1  # float rounding at most
 
 
@@ -28,25 +29,25 @@ def test_library_and_fast_path_read_each_others_marks(name: str) -> None:
     """Blocks whose largest singular value sits exactly on a quantisation step (flat areas) may move to
     either of two equally valid levels depending on float evaluation order; the bits never differ."""
     rgb = photo(name)
-    bits = watermark.encode_payload(WATERMARK_ID)
+    bits = watermark.encode_payload(WATERMARK_ID, KEY)
     encoder = WatermarkEncoder()
     encoder.set_watermark("bits", list(bits))
     stock = encoder.encode(np.ascontiguousarray(rgb[:, :, ::-1]), "dwtDctSvd", scales=watermark.SCALES)
-    ours = np.ascontiguousarray(watermark.embed(rgb, WATERMARK_ID)[:, :, ::-1])
+    ours = np.ascontiguousarray(watermark.embed(rgb, WATERMARK_ID, KEY)[:, :, ::-1])
     decoder = WatermarkDecoder("bits", watermark.PAYLOAD_BITS)
     read_by_library = np.array(decoder.decode(ours, "dwtDctSvd", scales=watermark.SCALES)).astype(np.uint8)
     assert np.array_equal(read_by_library, bits)
-    assert watermark.detect(np.ascontiguousarray(stock[:, :, ::-1])).watermark_id == WATERMARK_ID
+    assert watermark.detect(np.ascontiguousarray(stock[:, :, ::-1]), KEY).watermark_id == WATERMARK_ID
 
 
 def test_reed_solomon_corrects_three_bytes_and_rejects_noise() -> None:
-    bits = watermark.encode_payload(WATERMARK_ID).copy()
+    bits = watermark.encode_payload(WATERMARK_ID, KEY).copy()
     for byte in (0, 4, 9):
         bits[byte * 8 : byte * 8 + 8] ^= 1
-    assert watermark.decode_payload(bits) == (WATERMARK_ID, 3)
+    assert watermark.decode_payload(bits, KEY) == (WATERMARK_ID, 3)
     rng = np.random.default_rng(7)
     accepted = sum(
-        watermark.decode_payload(rng.integers(0, 2, watermark.PAYLOAD_BITS)) is not None for _ in range(2000)
+        watermark.decode_payload(rng.integers(0, 2, watermark.PAYLOAD_BITS), KEY) is not None for _ in range(2000)
     )
     assert accepted == 0
 
@@ -54,22 +55,60 @@ def test_reed_solomon_corrects_three_bytes_and_rejects_noise() -> None:
 @pytest.mark.parametrize("name", PHOTOS)
 def test_marked_photo_survives_jpeg_75_and_half_resize(name: str) -> None:
     rgb = photo(name)
-    marked = watermark.embed(rgb, WATERMARK_ID)
+    marked = watermark.embed(rgb, WATERMARK_ID, KEY)
     assert cv2.PSNR(rgb, marked) > 32
-    assert watermark.detect(marked).watermark_id == WATERMARK_ID
+    assert watermark.detect(marked, KEY).watermark_id == WATERMARK_ID
     jpeg75 = decode(encode(marked, "JPEG", quality=75))
-    assert watermark.detect(jpeg75).watermark_id == WATERMARK_ID
+    assert watermark.detect(jpeg75, KEY).watermark_id == WATERMARK_ID
     height, width = marked.shape[:2]
     half = cv2.resize(marked, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
-    found = watermark.detect(half)
+    found = watermark.detect(half, KEY)
     assert found.watermark_id == WATERMARK_ID and found.scale == 2.0
 
 
 def test_unmarked_photos_yield_nothing() -> None:
     for name in PHOTOS:
-        assert not watermark.detect(photo(name)).detected
+        assert not watermark.detect(photo(name), KEY).detected
 
 
 def test_too_small_images_are_refused() -> None:
     assert not watermark.can_mark(200, 200)
     assert watermark.can_mark(256, 256)
+
+
+def test_the_mark_is_keyed_so_the_public_id_is_not_enough_to_forge_it() -> None:
+    rgb = photo("astronaut.png")
+    forged = watermark.embed(rgb, WATERMARK_ID, watermark.MarkKey.generate())  # right id, attacker's key
+    assert not watermark.detect(forged, KEY).detected
+    assert watermark.detect(watermark.embed(rgb, WATERMARK_ID, KEY), KEY).watermark_id == WATERMARK_ID
+    # What is embedded for an id depends on the key: two keys share almost no bits beyond chance.
+    other = watermark.encode_payload(WATERMARK_ID, watermark.MarkKey.generate())
+    assert 15 < int(np.count_nonzero(other != watermark.encode_payload(WATERMARK_ID, KEY))) < 65
+
+
+def test_seal_is_a_permutation_and_flat_images_read_nothing() -> None:
+    rng = np.random.default_rng(3)
+    ids = [0, 1, 2**32 - 1, *map(int, rng.integers(0, 2**32, 200))]
+    sealed = [KEY.seal(i) for i in ids]
+    assert [KEY.unseal(s) for s in sealed] == ids and len(set(sealed)) == len(set(ids))
+    # All-zero votes used to decode as id 0; with the keyed mask they are not a codeword.
+    assert watermark.decode_payload(np.zeros(watermark.PAYLOAD_BITS, dtype=np.uint8), KEY) is None
+    for value in (0, 128, 255):
+        flat = np.full((512, 512, 3), value, dtype=np.uint8)
+        assert not watermark.detect(flat, KEY).detected
+
+
+def test_false_positive_probability_follows_the_code() -> None:
+    assert watermark.codeword_acceptance_probability(0) == 2.0**-48
+    assert 7.0e-6 < watermark.codeword_acceptance_probability(3) < 7.2e-6
+    rgb = photo("coffee.png")
+    found = watermark.detect(watermark.embed(rgb, WATERMARK_ID, KEY), KEY)
+    expected = found.tries * watermark.codeword_acceptance_probability(found.corrected_errors)
+    assert found.false_positive_probability == expected and found.false_positive_probability < 1e-5
+
+
+def test_mark_key_file_is_private_and_stable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "keys" / "watermark.key"
+    first = watermark.MarkKey.load_or_create(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert watermark.MarkKey.load_or_create(path).seal(WATERMARK_ID) == first.seal(WATERMARK_ID)

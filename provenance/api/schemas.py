@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from provenance.db.models import Record
+from provenance.verify import VerificationResult
 
 
 class ErrorOut(BaseModel):
@@ -85,10 +86,8 @@ class RecordOut(CertifyOut):
         )
 
 
-class VerifyOut(BaseModel):
-    verdict: Literal["authentic", "pending", "modified", "unknown", "invalid"]
-    record_id: str | None
-    checks: dict[str, dict[str, Any]] = Field(description="c2pa, exact, watermark, chain, ipfs")
+# The verification report is one model, shared by the API, the CLI and the web page.
+VerifyOut = VerificationResult
 
 
 class SigningKeyOut(BaseModel):

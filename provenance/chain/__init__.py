@@ -3,6 +3,11 @@
 ``Registry`` is what the rest of the service sees: register a content hash with its CID, look a
 hash up live, and find out what became of a transaction. ``Web3Registry`` implements it over any
 EVM JSON-RPC endpoint; ``AnvilNode`` runs the embedded dev chain.
+
+The registry is also the trust root a verifier pins (chain id + address): its owner publishes the
+writers (with block ranges), the ECDSA signing keys (valid from publication to revocation) and the
+C2PA trust anchors' fingerprints. ``RegistryReader`` reads all of it with only an RPC URL;
+``RegistryAdmin`` is the owner's side.
 """
 
 from __future__ import annotations
@@ -32,6 +37,18 @@ class BatchEntry:
     timestamp: int | None = None
     count: int | None = None
     leaves_cid: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """What the contract says about an ECDSA signing key (by key id).
+
+    A published key is valid in blocks ``valid_from <= b`` and, once revoked, ``b < revoked_at``.
+    """
+
+    published: bool
+    valid_from: int | None = None
+    revoked_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,3 +83,15 @@ class Registry(Protocol):
     def is_registered(self, sha256_hex: str, root_hex: str | None = None, proof: list[str] | None = None) -> bool: ...
 
     def block_number(self) -> int: ...
+
+    def writer_at(self, address: str, block: int) -> bool: ...
+
+    def key_status(self, key_id_hex: str) -> KeyStatus: ...
+
+    def key_valid_at(self, key_id_hex: str, block: int) -> bool: ...
+
+    def is_trust_anchor(self, fingerprint_hex: str) -> bool: ...
+
+    def trust_anchors(self) -> list[str]: ...
+
+    def owner(self) -> str: ...

@@ -24,8 +24,29 @@ VOUCHER_TYPES = {
 }
 
 
-def deploy_nft(sender: TxSender, registry_address: str, royalty_receiver: str, royalty_bps: int) -> tuple[str, int]:
-    return sender.deploy(load_artifact(NFT), registry_address, royalty_receiver, royalty_bps)
+def deploy_nft(
+    sender: TxSender,
+    registry_address: str,
+    royalty_receiver: str,
+    royalty_bps: int,
+    *,
+    owner: str | None = None,
+    minter: str | None = None,
+    timeout_s: float = 120.0,
+) -> tuple[str, int]:
+    """Deploy ProvenanceNFT bound to a registry; returns (address, block number).
+
+    ``owner`` (the admin) and ``minter`` (the hot key) default to the deploying key.
+    """
+    return sender.deploy(
+        load_artifact(NFT),
+        registry_address,
+        royalty_receiver,
+        royalty_bps,
+        owner or sender.address,
+        minter or sender.address,
+        timeout_s=timeout_s,
+    )
 
 
 class Web3Nft:
@@ -39,6 +60,13 @@ class Web3Nft:
     @property
     def abi(self) -> list[dict[str, Any]]:
         return load_artifact(NFT)["abi"]
+
+    def owner(self) -> str:
+        """The contract's owner (the admin key that manages minters)."""
+        return Web3.to_checksum_address(self.contract.functions.owner().call())
+
+    def is_minter(self, address: str) -> bool:
+        return bool(self.contract.functions.isMinter(Web3.to_checksum_address(address)).call())
 
     def owner_of(self, token_id: int) -> str | None:
         try:
@@ -62,11 +90,7 @@ class Web3Nft:
             bytes.fromhex(root_hex.removeprefix("0x")) if root_hex else bytes(32),
             [bytes.fromhex(p.removeprefix("0x")) for p in proof],
         )
-        tx_hash, _ = self.sender.call(function)
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout_s)  # type: ignore[arg-type]
-        if receipt["status"] != 1:
-            raise ChainError(f"The mint transaction {tx_hash} reverted.")
-        return tx_hash, int(receipt["blockNumber"])
+        return self.sender.call_and_wait(function, timeout_s=self.timeout_s, label="NFT contract")
 
     def domain(self) -> dict[str, Any]:
         return {

@@ -10,16 +10,76 @@ catches up instead of colliding.
 from __future__ import annotations
 
 import threading
+from functools import cache
 from typing import Any
 
+from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractLogicError, TimeExhausted
 
+from provenance.chain.artifacts import load_artifact
 from provenance.errors import ChainError
 
 GAS_HEADROOM = 1.25  # estimates are exact for the state they ran on; the block may differ a little
 FEE_BUMP = 1.125  # a replacement must pay at least 10% more; 12.5% is what nodes commonly ask
+
+
+# What the contracts' custom errors mean, in words an operator can act on. ``{label}`` names the
+# contract ("registry", "NFT contract"), ``{0}`` is the error's first argument.
+_REVERT_MESSAGES = {
+    "OwnableUnauthorizedAccount": "only the {label} owner can do this ({0} is not the owner)",
+    "OwnableInvalidOwner": "{0} cannot own the {label}",
+    "RenounceDisabled": "the {label} cannot be left without an owner",
+    "NotWriter": "{0} is not an allowed writer of the registry",
+    "NotMinter": "{0} is not a minter of the NFT contract",
+    "AlreadyRegistered": "0x{0} is already registered",
+    "AlreadyMinted": "0x{0} is already minted",
+    "NotRegistered": "0x{0} is not registered",
+    "KeyAlreadyPublished": "signing key {0} is already published",
+    "KeyNotPublished": "signing key {0} was never published",
+    "KeyAlreadyRevoked": "signing key {0} is already revoked",
+    "TrustAnchorAlreadyAdded": "trust anchor {0} is already on the registry",
+    "TrustAnchorNotFound": "trust anchor {0} is not on the registry",
+    "ZeroAddress": "the zero address is not allowed here",
+    "EmptyHash": "an all-zero hash is not allowed",
+    "EmptyCid": "the CID is empty",
+    "EmptyBatch": "a batch needs at least one leaf",
+}
+
+
+@cache
+def _custom_errors() -> dict[str, tuple[str, list[str]]]:
+    """Selector (hex, no 0x) -> (error name, argument types), from both contracts' ABIs."""
+    errors: dict[str, tuple[str, list[str]]] = {}
+    for name in ("ProvenanceRegistry", "ProvenanceNFT"):
+        for item in load_artifact(name)["abi"]:
+            if item.get("type") == "error":
+                types = [i["type"] for i in item.get("inputs", [])]
+                selector = Web3.keccak(text=f"{item['name']}({','.join(types)})")[:4].hex()
+                errors[selector] = (item["name"], types)
+    return errors
+
+
+def describe_revert(exc: ContractLogicError, label: str = "contract") -> str:
+    """A readable sentence for a revert: custom errors decoded by name, with their arguments."""
+    data = exc.data if isinstance(exc.data, str) else None
+    if data and data.startswith("0x") and len(data) >= 10:
+        known = _custom_errors().get(data[2:10])
+        if known is not None:
+            name, types = known
+            try:
+                args = [a.hex() if isinstance(a, bytes) else a for a in abi_decode(types, bytes.fromhex(data[10:]))]
+            except Exception:  # malformed revert data: the name alone still helps
+                args = []
+            template = _REVERT_MESSAGES.get(name)
+            if template is not None:
+                try:
+                    return template.format(*args, label=label)
+                except IndexError:  # fewer arguments than the sentence needs
+                    pass
+            return f"{name}({', '.join(str(a) for a in args)})"
+    return str(exc.message or exc)
 
 
 class TxSender:
@@ -39,8 +99,14 @@ class TxSender:
         tip = self.w3.eth.max_priority_fee
         return {"maxPriorityFeePerGas": int(tip * bump), "maxFeePerGas": int((2 * base + tip) * bump)}
 
-    def send(self, tx: dict[str, Any], *, nonce: int | None = None, fee_bump: float = 1.0) -> tuple[str, int]:
-        """Sign and send; returns (tx hash, nonce). A given ``nonce`` replaces an earlier transaction."""
+    def send(
+        self, tx: dict[str, Any], *, nonce: int | None = None, fee_bump: float = 1.0, label: str = "contract"
+    ) -> tuple[str, int]:
+        """Sign and send; returns (tx hash, nonce). A given ``nonce`` replaces an earlier transaction.
+
+        A transaction the contract would refuse raises ``ChainError`` with the decoded reason;
+        ``label`` names the contract in that message.
+        """
         with self._lock:
             tx = {**tx, "from": self.account.address, "chainId": self.chain_id}
             if nonce is None:
@@ -51,7 +117,7 @@ class TxSender:
                 try:
                     tx["gas"] = int(self.w3.eth.estimate_gas(tx) * GAS_HEADROOM)
                 except ContractLogicError as exc:
-                    raise ChainError(f"The contract refuses this transaction: {exc}") from None
+                    raise ChainError(f"The {label} refuses this transaction: {describe_revert(exc, label)}.") from None
             tx.update(self._fees(fee_bump))
             signed = self.account.sign_transaction(tx)
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction).to_0x_hex()
@@ -74,9 +140,22 @@ class TxSender:
             tx.pop(key, None)
         return tx
 
-    def call(self, function: Any, *, nonce: int | None = None, fee_bump: float = 1.0) -> tuple[str, int]:
+    def call(
+        self, function: Any, *, nonce: int | None = None, fee_bump: float = 1.0, label: str = "contract"
+    ) -> tuple[str, int]:
         """Send a contract function call (``contract.functions.f(...)``)."""
-        return self.send(self._unsigned(function), nonce=nonce, fee_bump=fee_bump)
+        return self.send(self._unsigned(function), nonce=nonce, fee_bump=fee_bump, label=label)
+
+    def call_and_wait(self, function: Any, *, timeout_s: float = 120.0, label: str = "contract") -> tuple[str, int]:
+        """Send a call and wait for it to be mined; returns (tx hash, block number)."""
+        tx_hash, _ = self.call(function, label=label)
+        try:
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)  # type: ignore[arg-type]
+        except TimeExhausted:
+            raise ChainError(f"The {label} transaction {tx_hash} was not mined within {timeout_s:.0f}s.") from None
+        if receipt["status"] != 1:
+            raise ChainError(f"The {label} transaction {tx_hash} reverted.")
+        return tx_hash, int(receipt["blockNumber"])
 
     def deploy(self, artifact: dict[str, Any], *args: Any, timeout_s: float = 120.0) -> tuple[str, int]:
         """Deploy a contract and wait for it; returns (address, block number)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -58,6 +58,11 @@ class Record(Base):
     # Batched anchoring: the Merkle root the record's hash is a leaf of, and its inclusion proof.
     batch_root: Mapped[str | None] = mapped_column(String(66), index=True, nullable=True)
     merkle_proof: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # The account whose key (or CLI, for the admin account) certified it; None for records made before accounts.
+    account_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+    # "My records, newest first" pages through this index (it also serves lookups by account alone).
+    __table_args__ = (Index("ix_records_account_id_created_at", "account_id", "created_at"),)
 
 
 class SigningKeyRow(Base):
@@ -93,6 +98,7 @@ class GenerationJob(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     record_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    account_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -125,6 +131,7 @@ class NftToken(Base):
     metadata_cid: Mapped[str] = mapped_column(String(128))
     tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     minted_via: Mapped[str] = mapped_column(String(16))
+    account_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # who asked for the mint
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -138,4 +145,31 @@ class NftVoucher(Base):
     to: Mapped[str] = mapped_column(String(42))
     expiry: Mapped[int] = mapped_column(BigInteger)
     metadata_cid: Mapped[str] = mapped_column(String(128))
+    account_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # who asked for the voucher
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Account(Base):
+    """Who certifies: records, jobs and keys belong to an account."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only the SHA-256 of the secret is stored, never the key itself."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public key id, also inside the key
+    account_id: Mapped[str] = mapped_column(String(32), ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    rate_per_min: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the settings' default
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,239 @@
+"""The trust root a verifier pins, and the document the operator publishes for it.
+
+A verifier pins exactly one thing, out of band: the chain id and the address of the
+``ProvenanceRegistry`` (``TrustRoot``). Everything else is read from that contract, where only its
+owner can write it: which addresses may register content (writers, with block ranges), which ECDSA
+signing keys were valid in which blocks, and the SHA-256 fingerprints of the C2PA trust anchors.
+
+``TrustDocument`` (``GET /.well-known/provenance-trust.json``, ``provenance trust export``) gathers
+the pin and the public material a verifier needs (key PEMs, anchor certificates) in one file. The
+document is a convenience, not an authority: a verifier that loads it still checks every key and
+anchor against the pinned registry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pydantic import BaseModel, Field, ValidationError
+from web3 import Web3
+
+from provenance.errors import ConfigurationError, InputError, NotFoundError
+
+if TYPE_CHECKING:
+    from provenance.chain.setup import ChainConnection
+    from provenance.services import Services
+
+TRUST_FORMAT = "provenance-trust/1"
+WELL_KNOWN_PATH = "/.well-known/provenance-trust.json"
+
+
+def certificate_fingerprint(cert: x509.Certificate) -> str:
+    """Hex SHA-256 of a certificate's DER: what the registry publishes for a C2PA trust anchor."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def split_certificates(pem: str | bytes) -> list[x509.Certificate]:
+    """Every certificate in a PEM bundle (an empty or garbled bundle gives an empty list)."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    if not data.strip():
+        return []
+    try:
+        return list(x509.load_pem_x509_certificates(data))
+    except ValueError:
+        return []
+
+
+class TrustRoot(BaseModel):
+    """What a verifier pins: the chain and the registry contract on it."""
+
+    chain_id: int | None = Field(default=None, description="None: take the chain id the RPC reports.")
+    registry_address: str
+
+    @classmethod
+    def of(cls, registry_address: str, chain_id: int | None = None) -> TrustRoot:
+        """A pin from an address given on the command line; refuses anything that is not an address."""
+        if not Web3.is_address(registry_address):
+            raise InputError(f"{registry_address!r} is not a contract address (0x followed by 40 hex digits).")
+        return cls(chain_id=chain_id, registry_address=Web3.to_checksum_address(registry_address))
+
+    def names(self, chain_id: int, registry_address: str) -> bool:
+        """Whether (chain id, address) is the pinned registry."""
+        if not Web3.is_address(registry_address):
+            return False
+        same_address = Web3.to_checksum_address(registry_address) == Web3.to_checksum_address(self.registry_address)
+        return same_address and (self.chain_id is None or self.chain_id == chain_id)
+
+    def describe(self) -> str:
+        chain = f"chain {self.chain_id}" if self.chain_id is not None else "the RPC's chain"
+        return f"registry {self.registry_address} on {chain}"
+
+
+class PublishedKey(BaseModel):
+    """An ECDSA P-256 signing key and the block range in which the registry says it was valid."""
+
+    key_id: str = Field(description="hex SHA-256 of the public key's DER SubjectPublicKeyInfo")
+    algorithm: str = "ECDSA P-256 SHA-256"
+    public_key_pem: str
+    published: bool
+    valid_from_block: int | None
+    revoked_at_block: int | None
+    active: bool
+
+
+class PublishedAnchor(BaseModel):
+    """A C2PA trust anchor (root certificate) and whether its fingerprint is published on chain."""
+
+    sha256: str = Field(description="hex SHA-256 of the certificate's DER")
+    subject: str
+    certificate_pem: str
+    published: bool
+
+
+class TrustDocument(BaseModel):
+    """What a verifier fetches once: the pin plus the public material to check against it."""
+
+    format: Literal["provenance-trust/1"] = TRUST_FORMAT
+    chain_id: int
+    registry_address: str
+    nft_address: str | None = None
+    owner: str | None = Field(default=None, description="The registry's owner: the only address that can change it.")
+    writers: list[str] = Field(default_factory=list, description="Addresses this service registers content from.")
+    signing_keys: list[PublishedKey] = Field(default_factory=list)
+    c2pa_trust_anchors: list[PublishedAnchor] = Field(default_factory=list)
+    generated_at: dt.datetime
+
+    def pin(self) -> TrustRoot:
+        return TrustRoot(chain_id=self.chain_id, registry_address=self.registry_address)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TrustDocument:
+        """Parse a trust document; anything else is an ``InputError`` that says what was expected."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"The trust document is not JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("format") != TRUST_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else None
+            raise InputError(f"Not a provenance trust document (format {found!r}, expected {TRUST_FORMAT!r}).")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", []))
+            raise InputError(f"The trust document is incomplete: {where}: {first.get('msg')}") from None
+
+    @classmethod
+    def from_file(cls, path: Path) -> TrustDocument:
+        try:
+            return cls.from_json(path.read_bytes())
+        except OSError as exc:
+            raise InputError(f"Cannot read the trust document {path}: {exc.strerror}") from None
+
+
+def build_trust_document(services: Services) -> TrustDocument:
+    """The service's trust document, every key and anchor checked live against the registry."""
+    registry = services.chain.registry
+    active = services.keys.active().key_id
+    keys: list[PublishedKey] = []
+    for row, _count, _last in services.repository.signing_keys():
+        status = registry.key_status(row.key_id)
+        keys.append(
+            PublishedKey(
+                key_id=row.key_id,
+                public_key_pem=row.public_key_pem,
+                published=status.published,
+                valid_from_block=status.valid_from,
+                revoked_at_block=status.revoked_at,
+                active=row.key_id == active,
+            )
+        )
+    anchors = [
+        PublishedAnchor(
+            sha256=(fp := certificate_fingerprint(cert)),
+            subject=cert.subject.rfc4514_string(),
+            certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+            published=registry.is_trust_anchor(fp),
+        )
+        for cert in split_certificates(services.credentials.trust_anchors_pem)
+    ]
+    nft = services.chain.nft
+    writer = registry.sender.address if registry.sender is not None else None
+    return TrustDocument(
+        chain_id=registry.chain_id,
+        registry_address=registry.address,
+        nft_address=nft.address if nft is not None else None,
+        owner=registry.owner(),
+        writers=[writer] if writer else [],
+        signing_keys=keys,
+        c2pa_trust_anchors=anchors,
+        generated_at=dt.datetime.now(dt.UTC),
+    )
+
+
+def publish_trust(chain: ChainConnection, key_id: str, anchors_pem: bytes) -> dict[str, Any]:
+    """Make sure the registry lists the signing key ``key_id`` and the C2PA anchors (owner key needed).
+
+    Returns what was sent. Without an owner key (an external chain whose owner is a cold key or a
+    multisig) nothing is sent, and the result says what the owner still has to publish.
+    """
+    registry = chain.registry
+    anchors = [certificate_fingerprint(c) for c in split_certificates(anchors_pem)]
+    if chain.admin is None:
+        return {
+            "sent": False,
+            "missing_key": None if registry.key_status(key_id).published else key_id,
+            "missing_anchors": [fp for fp in anchors if not registry.is_trust_anchor(fp)],
+        }
+    sent_key = chain.admin.ensure_key_published(key_id)
+    sent_anchors = [fp for fp in anchors if chain.admin.ensure_trust_anchor(fp)]
+    return {"sent": True, "published_key": key_id if sent_key else None, "published_anchors": sent_anchors}
+
+
+def _require_admin(services: Services, action: str) -> Any:
+    admin = services.chain.admin
+    if admin is None:
+        raise ConfigurationError(
+            f"Cannot {action}: this service has no registry owner key (set CHAIN_OWNER_KEY_FILE, or have the "
+            "owner send the transaction; see the README's trust model section)."
+        )
+    return admin
+
+
+def rotate_signing_key(services: Services, *, revoke_previous: bool = False) -> dict[str, Any]:
+    """Create a signing key, publish it on the registry, and only then make it active.
+
+    In that order a record is never signed with a key a verifier cannot find on chain. With
+    ``revoke_previous`` the old key is revoked from the next block on: records it signed that are
+    already registered stay valid, anything registered later with it does not.
+    """
+    admin = _require_admin(services, "rotate the signing key")
+    previous = services.keys.active()
+    key = services.keys.create()
+    tx_hash, block = admin.publish_key(key.key_id)
+    services.repository.ensure_key(key.key_id, key.public_key_pem)
+    services.keys.activate(key.key_id)
+    result: dict[str, Any] = {"key_id": key.key_id, "published_tx": tx_hash, "valid_from_block": block}
+    if revoke_previous:
+        result["revoked"] = revoke_signing_key(services, previous.key_id)
+    return result
+
+
+def revoke_signing_key(services: Services, key_id: str) -> dict[str, Any]:
+    """Revoke a key on the registry. The active key cannot be revoked: rotate first."""
+    if key_id == services.keys.active().key_id:
+        raise InputError("That is the active signing key: rotate first (`provenance keys rotate --revoke-previous`).")
+    if services.repository.public_key(key_id) is None:
+        raise NotFoundError(f"No signing key {key_id!r} is known to this service.")
+    admin = _require_admin(services, "revoke a signing key")
+    tx_hash, block = admin.revoke_key(key_id)
+    return {"key_id": key_id, "revoked_tx": tx_hash, "revoked_at_block": block}
