@@ -106,9 +106,14 @@ class BundleReport(BaseModel):
 
 
 class _Findings:
-    """Reasons collected while checking, by kind: trust failures make ``untrusted``, others ``invalid``."""
+    """Reasons collected while checking, by kind: trust failures make ``untrusted``, others ``invalid``.
+
+    ``unpinned`` (nothing pinned, or the bundle names another registry) outranks everything: the
+    other checks then say nothing about the operator the verifier meant to trust.
+    """
 
     def __init__(self) -> None:
+        self.unpinned: list[str] = []
         self.untrusted: list[str] = []
         self.invalid: list[str] = []
 
@@ -134,20 +139,21 @@ def _check_trust(bundle: dict[str, Any], pin: TrustRoot | None, reader: Registry
     if chain_id != named_chain:
         found.invalid.append(f"the RPC serves chain {chain_id}, the bundle names chain {named_chain}")
     if pin is None:
-        found.untrusted.append(
+        found.unpinned.append(
             "no trust root pinned: pass --registry ADDRESS (or --trust trust.json) with the registry the operator "
             f"publishes; this bundle names registry {named_registry} on chain {named_chain}, which proves nothing by "
             "itself"
         )
     elif not pin.names(named_chain, named_registry):
-        found.untrusted.append(
+        found.unpinned.append(
             f"the bundle names registry {named_registry} on chain {named_chain}, not the pinned " + pin.describe()
         )
     elif pin.chain_id is not None and pin.chain_id != chain_id:
         found.untrusted.append(f"the RPC serves chain {chain_id}, the pinned registry is on chain {pin.chain_id}")
-    if not reader.has_code():
+    report["registry_has_code"] = reader.has_code()
+    if not report["registry_has_code"]:
         found.invalid.append(f"there is no contract at {reader.address} on chain {chain_id}")
-    report["ok"] = not found.untrusted and not found.invalid
+    report["ok"] = not found.unpinned and not found.untrusted and not found.invalid
     return report
 
 
@@ -309,9 +315,10 @@ def verify_with_bundle(
     try:
         checks["trust"] = _check_trust(bundle, pin, reader, found)
         checks["signature"] = _check_signature(data, bundle, found)
-        checks["chain"] = _check_chain(bundle, sha, reader, found)
-        extra = "".join(a.certificate_pem for a in trust.c2pa_trust_anchors) if trust is not None else ""
-        checks["c2pa"] = _check_c2pa(data, fmt, bundle, reader, extra, found)
+        if checks["trust"]["registry_has_code"]:
+            checks["chain"] = _check_chain(bundle, sha, reader, found)
+            extra = "".join(a.certificate_pem for a in trust.c2pa_trust_anchors) if trust is not None else ""
+            checks["c2pa"] = _check_c2pa(data, fmt, bundle, reader, extra, found)
     except ProvenanceError:
         raise
     except (ValueError, TypeError, AttributeError) as exc:
@@ -320,10 +327,13 @@ def verify_with_bundle(
     checks["ipfs"] = {"ok": cid_ok, "cid": bundle.get("cid")}
     if not cid_ok:
         found.invalid.append("the file's CID is not the bundle's CID")
-    if found.invalid:
-        verdict: BundleVerdict = "invalid"
+    if found.unpinned:
+        verdict: BundleVerdict = "untrusted"
+    elif found.invalid:
+        verdict = "invalid"
     elif found.untrusted:
         verdict = "untrusted"
     else:
         verdict = "authentic"
-    return BundleReport(verdict=verdict, reasons=found.invalid + found.untrusted, pinned=pin, checks=checks)
+    reasons = found.unpinned + found.invalid + found.untrusted
+    return BundleReport(verdict=verdict, reasons=reasons, pinned=pin, checks=checks)

@@ -55,6 +55,7 @@ class CertifyOptions:
     extra_manifest: dict[str, Any] = field(default_factory=dict)
     generation: dict[str, Any] | None = None  # generated images: recorded and put in the manifest
     job_id: str | None = None
+    account_id: str | None = None  # the account that certifies (API key's, or the admin account for the CLI)
 
 
 class Certifier:
@@ -119,7 +120,7 @@ class Certifier:
                 title=options.title,
                 extra={**options.extra_manifest, **({"generation": options.generation} if options.generation else {})},
             )
-            final = self.manifest_signer.sign(marked, image.mime_type, content)
+            final = self.manifest_signer.sign(marked, image.mime_type, content, original=data)
 
         with timer.stage("hash_sign"):
             digest = sha256_hex(final)
@@ -147,6 +148,7 @@ class Certifier:
             status=RecordStatus.PENDING,
             generation=options.generation,
             job_id=options.job_id,
+            account_id=options.account_id,
         )
         with timer.stage("database"):
             try:

@@ -2,7 +2,7 @@
 
 Environment variables use the ``PROVENANCE_`` prefix (``PROVENANCE_DATA_DIR``...), except for the
 handful of names the wider ecosystem already uses unprefixed: ``DATABASE_URL``, ``IPFS_API_URL``,
-``RPC_URL``, ``CHAIN_PRIVATE_KEY``, ``CHAIN_KEY_FILE`` and ``REGISTRY_ADDRESS``.
+``RPC_URL``, ``CHAIN_PRIVATE_KEY``, ``CHAIN_KEY_FILE``, ``CHAIN_OWNER_KEY_FILE`` and ``REGISTRY_ADDRESS``.
 """
 
 from __future__ import annotations

@@ -76,6 +76,13 @@ class IpfsError(ProvenanceError):
     code = "ipfs_error"
 
 
+class TimeStampError(ProvenanceError):
+    """The RFC 3161 time-stamp authority did not answer: no manifest is signed without one."""
+
+    status_code = 502
+    code = "time_stamp_error"
+
+
 class PromptRejectedError(InputError):
     status_code = 422
     code = "prompt_rejected"

@@ -102,8 +102,8 @@ class NftService:
         metadata_cid = self.store.add(json.dumps(metadata_for(record), indent=1).encode()).cid
         return contract, record, Web3.to_checksum_address(to), metadata_cid
 
-    def mint(self, record_id: str, to: str) -> MintResult:
-        """Custodial mint: the service sends the transaction and waits for it."""
+    def mint(self, record_id: str, to: str, *, account_id: str | None = None) -> MintResult:
+        """Custodial mint: the service sends the transaction and waits for it. ``account_id``: who asked."""
         contract, record, owner, metadata_cid = self._prepare(record_id, to)
         tx_hash, _ = contract.mint(owner, record.sha256, metadata_cid, record.batch_root, record.merkle_proof or [])
         token_id = "0x" + record.sha256
@@ -115,11 +115,14 @@ class NftService:
                 metadata_cid=metadata_cid,
                 tx_hash=tx_hash,
                 minted_via="custodial",
+                account_id=account_id,
             )
         )
         return MintResult(token_id, tx_hash, contract.token_uri(int(record.sha256, 16)), contract.address, owner)
 
-    def voucher(self, record_id: str, to: str, ttl_s: int | None = None) -> dict[str, Any]:
+    def voucher(
+        self, record_id: str, to: str, ttl_s: int | None = None, *, account_id: str | None = None
+    ) -> dict[str, Any]:
         """An EIP-712 voucher the holder redeems with ``redeem(voucher, signature, root, proof)``."""
         contract, record, owner, metadata_cid = self._prepare(record_id, to)
         assert contract.sender is not None
@@ -135,7 +138,14 @@ class NftService:
         signable = {**message, "contentHash": bytes.fromhex(record.sha256)}
         signature = contract.sign_voucher(contract.sender.account, signable)
         self.tokens.add_voucher(
-            NftVoucher(nonce=str(nonce), record_id=record.id, to=owner, expiry=expiry, metadata_cid=metadata_cid)
+            NftVoucher(
+                nonce=str(nonce),
+                record_id=record.id,
+                to=owner,
+                expiry=expiry,
+                metadata_cid=metadata_cid,
+                account_id=account_id,
+            )
         )
         return {
             "domain": contract.domain(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from provenance.anchor import Anchorer, AnchorWorker
+from provenance.auth import AccountRepository, Limits, bootstrap_admin, open_limiter
 from provenance.certify import Certifier
 from provenance.chain.setup import ChainConnection, open_chain
 from provenance.config import Settings
@@ -25,6 +27,7 @@ from provenance.nft import NftService
 from provenance.pki import C2paCredentials, load_or_create
 from provenance.signing import KeyStore
 from provenance.trust import publish_trust
+from provenance.tsa import open_time_stamp_authority
 from provenance.verify import Verifier
 from provenance.watermark import Watermarker
 
@@ -107,6 +110,11 @@ class Services:
     verifier: Verifier
     jobs: JobService = field(init=False)
     nft: NftService = field(init=False)
+    accounts: AccountRepository = field(init=False)
+    admin_account_id: str = field(init=False)  # the account behind <data_dir>/admin.key; the CLI acts as it
+    limits: Limits = field(init=False)
+    tsa_url: str | None = field(init=False, default=None)  # RFC 3161 authority the C2PA signer uses
+    close_tsa: Callable[[], None] = field(init=False, repr=False, default=lambda: None)
 
     @classmethod
     def open(cls, settings: Settings, *, start_worker: bool = True) -> Services:
@@ -160,10 +168,12 @@ class Services:
         )
         # The mark key is read even with watermarking disabled: verify still reads marks made earlier.
         watermarker = Watermarker.from_key_file(settings.watermark_key_file or data_dir / "keys" / "watermark.key")
+        # Before the signer: every manifest is time-stamped (the local TSA for the embedded CA).
+        tsa_url, close_tsa = open_time_stamp_authority(settings, data_dir / "c2pa")
         certifier = Certifier(
             repository=repository,
             keys=keys,
-            manifest_signer=ManifestSigner(credentials, thumbnail=settings.c2pa_thumbnail),
+            manifest_signer=ManifestSigner(credentials, thumbnail=settings.c2pa_thumbnail, tsa_url=tsa_url),
             store=store,
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
@@ -195,6 +205,10 @@ class Services:
             certifier,
             verifier,
         )
+        services.tsa_url, services.close_tsa = tsa_url, close_tsa
+        services.accounts = AccountRepository(sessions)
+        services.admin_account_id = bootstrap_admin(services.accounts, data_dir)
+        services.limits = Limits(settings, open_limiter(settings))
         services.jobs = open_jobs(settings, services, start_worker=start_worker)
         services.nft = NftService(
             repository, NftRepository(sessions), store, chain.nft, voucher_ttl_s=settings.voucher_ttl_s
@@ -203,6 +217,8 @@ class Services:
 
     def close(self) -> None:
         self.jobs.close()
+        self.close_tsa()  # after the jobs: a generation finishing during shutdown still signs
+        self.limits.limiter.close()
         if self.worker is not None:
             self.worker.stop()
         self.chain.close()

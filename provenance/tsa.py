@@ -144,7 +144,7 @@ def _handler_for(authority: LocalTimeStampAuthority) -> type[BaseHTTPRequestHand
     class Handler(BaseHTTPRequestHandler):
         """RFC 3161 over HTTP (section 3.4): POST a query, get a reply."""
 
-        def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
+        def do_POST(self) -> None:
             content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if content_type != QUERY_TYPE:
                 self._send(415, b"expected " + QUERY_TYPE.encode(), "text/plain")
@@ -165,7 +165,7 @@ def _handler_for(authority: LocalTimeStampAuthority) -> type[BaseHTTPRequestHand
                 return
             self._send(200, body, REPLY_TYPE)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._send(405, b"POST an application/timestamp-query", "text/plain")
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
@@ -175,7 +175,7 @@ def _handler_for(authority: LocalTimeStampAuthority) -> type[BaseHTTPRequestHand
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: object) -> None:
             log.debug("tsa: " + format, *args)
 
     return Handler

@@ -59,7 +59,22 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 
 @pytest.fixture(scope="session")
-def client(services: Services) -> Iterator[TestClient]:
+def admin_key(services: Services) -> str:
+    """The key the first start wrote to <data_dir>/admin.key."""
+    return (services.settings.resolved_data_dir / "admin.key").read_text().strip()
+
+
+@pytest.fixture(scope="session")
+def client(services: Services, admin_key: str) -> Iterator[TestClient]:
+    """The API as the operator: every request sends the admin key (all scopes, no rate limit)."""
+    with TestClient(create_app(services=services)) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {admin_key}"
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def anonymous_client(services: Services) -> Iterator[TestClient]:
+    """The API without a key: public reads only."""
     with TestClient(create_app(services=services)) as test_client:
         yield test_client
 

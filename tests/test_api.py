@@ -205,7 +205,7 @@ def test_database_failure_unpins_what_was_pinned(
         raise RuntimeError("database went away")
 
     monkeypatch.setattr(services.repository, "add", broken)
-    local = TestClient(client.app, raise_server_exceptions=False)
+    local = TestClient(client.app, raise_server_exceptions=False, headers=dict(client.headers))
     response = local.post("/v1/certify", files={"file": ("a.png", encode(photo("rocket.jpg")))})
     assert response.status_code == 500 and response.json()["error"] == "internal_error"
     assert _state(services) == before

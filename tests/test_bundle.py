@@ -13,9 +13,11 @@ from fastapi.testclient import TestClient
 from provenance.api.app import create_app
 from provenance.bundle import verify_with_bundle
 from provenance.config import Settings
+from provenance.errors import InputError
 from provenance.ipfs.unixfs import compute_cid
 from provenance.services import Services
 from provenance.signing import KeyStore
+from provenance.trust import TrustRoot
 from tests.conftest import decode, encode, photo, wait_for
 from tests.test_batches import small_images
 
@@ -49,7 +51,17 @@ def test_cli_verifies_with_only_the_bundle_and_an_rpc(client: TestClient, servic
     # A fresh working directory with no data dir: nothing of the service is reachable but the chain.
     cli = [sys.executable, "-m", "provenance.cli", "verify"]
     run = subprocess.run(
-        [*cli, str(image), "--bundle", str(bundle_path), "--rpc", rpc, "--json"],
+        [
+            *cli,
+            str(image),
+            "--bundle",
+            str(bundle_path),
+            "--rpc",
+            rpc,
+            "--registry",
+            services.chain.registry.address,
+            "--json",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -64,7 +76,7 @@ def test_cli_verifies_with_only_the_bundle_and_an_rpc(client: TestClient, servic
     other = tmp_path / "other.png"
     other.write_bytes(encode(decode(image.read_bytes())))  # same pixels, re-encoded: different bytes
     mismatch = subprocess.run(
-        [*cli, str(other), "--bundle", str(bundle_path), "--rpc", rpc],
+        [*cli, str(other), "--bundle", str(bundle_path), "--rpc", rpc, "--registry", services.chain.registry.address],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -79,23 +91,26 @@ def test_tampered_bundle_or_wrong_chain_fails(client: TestClient, services: Serv
     data = client.get(f"/v1/records/{body['record_id']}/image").content
     bundle = fetch_bundle(client, body["record_id"])[0]
     rpc = services.chain.registry.rpc_url
-    assert verify_with_bundle(data, bundle, rpc).verdict == "authentic"
+    pin = TrustRoot.of(services.chain.registry.address, 31337)
+    assert verify_with_bundle(data, bundle, rpc, pin=pin).verdict == "authentic"
 
     forged_key = json.loads(json.dumps(bundle))
     import tempfile
 
     other_key = KeyStore(Path(tempfile.mkdtemp())).active()
     forged_key["signature"]["public_key_pem"] = other_key.public_key_pem
-    report = verify_with_bundle(data, forged_key, rpc)
+    report = verify_with_bundle(data, forged_key, rpc, pin=pin)
     assert report.verdict == "invalid" and not report.checks["signature"]["ok"]
 
     wrong_chain = json.loads(json.dumps(bundle))
     wrong_chain["chain"]["chain_id"] = 11155111
-    report = verify_with_bundle(data, wrong_chain, rpc)
-    assert report.verdict == "invalid" and "chain 31337" in report.checks["chain"]["error"]
+    report = verify_with_bundle(data, wrong_chain, rpc, pin=pin)
+    assert report.verdict == "untrusted" and any("serves chain 31337" in r for r in report.reasons)
 
-    with pytest.raises(Exception, match="Not a provenance bundle"):
-        verify_with_bundle(data, {"format": "something else"}, rpc)
+    with pytest.raises(InputError, match="Not a provenance bundle"):
+        verify_with_bundle(data, {"format": "something else"}, rpc, pin=pin)
+    with pytest.raises(InputError, match="incomplete"):
+        verify_with_bundle(data, {"format": bundle["format"]}, rpc, pin=pin)
 
 
 def test_batched_bundle_checks_the_proof_on_chain(tmp_path: Path) -> None:
@@ -107,11 +122,12 @@ def test_batched_bundle_checks_the_proof_on_chain(tmp_path: Path) -> None:
         with TestClient(create_app(services=services)) as local:
             bundle = local.get(f"/v1/records/{items[2].record.id}/bundle").json()
         assert bundle["chain"]["mode"] == "batch" and bundle["chain"]["merkle"]["leaves_cid"]
-        report = verify_with_bundle(items[2].data, bundle, services.chain.registry.rpc_url)
+        pin = TrustRoot.of(services.chain.registry.address)
+        report = verify_with_bundle(items[2].data, bundle, services.chain.registry.rpc_url, pin=pin)
         assert report.verdict == "authentic" and report.checks["chain"]["proof_valid"]
         bad = json.loads(json.dumps(bundle))
         bad["chain"]["merkle"]["proof"] = [*bad["chain"]["merkle"]["proof"][::-1], "0x" + "00" * 32]
-        report = verify_with_bundle(items[2].data, bad, services.chain.registry.rpc_url)
+        report = verify_with_bundle(items[2].data, bad, services.chain.registry.rpc_url, pin=pin)
         assert report.verdict == "invalid" and not report.checks["chain"]["proof_valid"]
     finally:
         services.close()

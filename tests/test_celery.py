@@ -73,6 +73,7 @@ def stack(
     settings = Settings(data_dir=data_dir, job_backend="celery", redis_url=redis_url, anchor_poll_interval_s=0.05)
     services = Services.open(settings)
     with TestClient(create_app(services=services)) as client:
+        client.headers["Authorization"] = "Bearer " + (data_dir / "admin.key").read_text().strip()
         yield services, client, env
     services.close()
 

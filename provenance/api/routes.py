@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from provenance import __version__, media
-from provenance.api.deps import ServicesDep, read_upload
+from provenance.api.deps import CurrentAccount, ServicesDep, read_upload, require_scope, verify_access
 from provenance.api.schemas import (
+    AccountOut,
     C2paTrustOut,
     CertifyOut,
     ChainOut,
@@ -23,19 +28,24 @@ from provenance.api.schemas import (
     MintIn,
     MintOut,
     RecordOut,
+    RecordPage,
     SigningKeyOut,
     VerifyOut,
     VoucherIn,
 )
+from provenance.auth import IMAGES_PER_DAY, MINTS_PER_DAY, Caller
 from provenance.bundle import build_bundle, bundle_bytes
 from provenance.certify import CertifyOptions
 from provenance.db.models import GenerationJob
-from provenance.errors import InputError, NotFoundError
+from provenance.errors import InputError, NotFoundError, PermissionDeniedError
 from provenance.ipfs.unixfs import cid_from_str
 from provenance.manifest import DEFAULT_SOURCE_TYPE
 
-ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422, 502)}
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 415, 422, 429, 502)
+}
 router = APIRouter(responses=ERRORS)
+WRITE_ERRORS: dict[int | str, dict[str, object]] = {403: {"model": ErrorOut}}
 
 
 def _base_url(request: Request, services: ServicesDep) -> str:
@@ -44,18 +54,67 @@ def _base_url(request: Request, services: ServicesDep) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@router.post("/v1/certify", status_code=201, response_model=CertifyOut, tags=["certify"])
+@router.post("/v1/certify", status_code=201, response_model=CertifyOut, tags=["certify"], responses=WRITE_ERRORS)
 def certify(
     request: Request,
     services: ServicesDep,
+    caller: Annotated[Caller, Depends(require_scope("certify"))],
     file: Annotated[UploadFile | None, File(description="PNG, JPEG or WebP image")] = None,
     source_type: Annotated[str, Form(description="IPTC digital source type")] = DEFAULT_SOURCE_TYPE,
 ) -> CertifyOut:
-    """Watermark, sign (C2PA + ECDSA), pin and record an image; chain registration follows."""
+    """Watermark, sign (C2PA + ECDSA), pin and record an image; chain registration follows (scope ``certify``)."""
     data = read_upload(file, services.settings.max_upload_bytes)
-    options = CertifyOptions(source_type=source_type, filename=file.filename if file else None)
+    options = CertifyOptions(
+        source_type=source_type, filename=file.filename if file else None, account_id=caller.account_id
+    )
     certified = services.certifier.certify(data, options)
     return CertifyOut.of(certified.record, _base_url(request, services))
+
+
+def _encode_cursor(record: RecordOut) -> str:
+    raw = json.dumps([record.created_at.isoformat(), record.record_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    try:
+        created, record_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return dt.datetime.fromisoformat(created), str(record_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise InputError("That cursor is not one this API returned; start again without it.") from None
+
+
+@router.get("/v1/records", response_model=RecordPage, tags=["records"], responses=WRITE_ERRORS)
+def list_records(
+    request: Request,
+    services: ServicesDep,
+    caller: CurrentAccount,
+    mine: Annotated[bool, Query(description="Only the records this key's account certified.")] = False,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+) -> RecordPage:
+    """Records newest first: ``mine=true`` for the caller's own (any key); every record needs ``admin``."""
+    if not mine and not caller.is_admin:
+        raise PermissionDeniedError("Listing every record needs the 'admin' scope; use ?mine=true for your own.")
+    after = _decode_cursor(cursor) if cursor else None
+    # One extra row says whether there is a next page without a count query.
+    rows = services.repository.page(caller.account_id if mine else None, limit + 1, after)
+    base = _base_url(request, services)
+    items = [RecordOut.of(r, base) for r in rows[:limit]]
+    return RecordPage(items=items, next_cursor=_encode_cursor(items[-1]) if len(rows) > limit else None)
+
+
+@router.get("/v1/account", response_model=AccountOut, tags=["account"])
+def account(caller: CurrentAccount, services: ServicesDep) -> AccountOut:
+    """The account and key behind the bearer key (check a key works)."""
+    rate = services.settings.rate_limit_per_key_per_min if caller.rate_per_min is None else caller.rate_per_min
+    return AccountOut(
+        account_id=caller.account_id,
+        account_name=caller.account_name,
+        key_id=caller.key_id,
+        scopes=sorted(caller.scopes),
+        rate_per_min=rate,
+    )
 
 
 @router.get("/v1/records/{record_id}", response_model=RecordOut, tags=["records"])
@@ -101,7 +160,7 @@ def get_record_bundle(record_id: str, services: ServicesDep) -> Response:
     )
 
 
-@router.post("/v1/verify", response_model=VerifyOut, tags=["verify"])
+@router.post("/v1/verify", response_model=VerifyOut, tags=["verify"], dependencies=[Depends(verify_access)])
 def verify(
     services: ServicesDep,
     file: Annotated[UploadFile | None, File(description="The image to check")] = None,
@@ -210,11 +269,20 @@ def _job_out(job: GenerationJob, request: Request, services: ServicesDep) -> Job
     status_code=202,
     response_model=JobAccepted,
     tags=["generate"],
-    responses={429: {"model": ErrorOut}},
+    responses={429: {"model": ErrorOut}, **WRITE_ERRORS},
 )
-def create_generation(body: GenerationIn, request: Request, services: ServicesDep) -> JobAccepted:
-    """Queue a text-to-image job; every image it makes is certified."""
-    job = services.jobs.submit(body.model_dump())
+def create_generation(
+    body: GenerationIn,
+    request: Request,
+    services: ServicesDep,
+    caller: Annotated[Caller, Depends(require_scope("generate"))],
+) -> JobAccepted:
+    """Queue a text-to-image job; every image it makes is certified for the caller's account (scope ``generate``).
+
+    Each image counts against the account's daily quota (``images_per_day``); a refused job counts nothing.
+    """
+    with services.limits.quota(caller, IMAGES_PER_DAY, body.num_images):
+        job = services.jobs.submit(body.model_dump(), account_id=caller.account_id)
     return JobAccepted(
         job_id=job.id, status=job.status, status_url=f"{_base_url(request, services)}/v1/generations/{job.id}"
     )
@@ -222,25 +290,53 @@ def create_generation(body: GenerationIn, request: Request, services: ServicesDe
 
 @router.get("/v1/generations/{job_id}", response_model=JobOut, tags=["generate"])
 def get_generation(job_id: str, request: Request, services: ServicesDep) -> JobOut:
+    """A job's state. Public like records: the 128-bit random job id is the capability."""
     return _job_out(services.jobs.get(job_id), request, services)
 
 
-@router.delete("/v1/generations/{job_id}", response_model=JobOut, tags=["generate"])
-def cancel_generation(job_id: str, request: Request, services: ServicesDep) -> JobOut:
-    """Cancel a queued or running job (a running job stops at its next denoising step)."""
+@router.delete("/v1/generations/{job_id}", response_model=JobOut, tags=["generate"], responses=WRITE_ERRORS)
+def cancel_generation(
+    job_id: str,
+    request: Request,
+    services: ServicesDep,
+    caller: Annotated[Caller, Depends(require_scope("generate"))],
+) -> JobOut:
+    """Cancel a queued or running job of the caller's account (a running job stops at its next step)."""
+    if not caller.may_act_for(services.jobs.get(job_id).account_id):
+        raise PermissionDeniedError(f"Job {job_id} belongs to another account.")
     return _job_out(services.jobs.cancel(job_id), request, services)
 
 
+def _check_record_owner(services: ServicesDep, caller: Caller, record_id: str) -> None:
+    """Only the account that certified a record may mint it (admin: any). An unknown record is left
+    to the NFT service, which answers 404 (or 422 for a bad address first)."""
+    record = services.repository.get(record_id)
+    if record is not None and not caller.may_act_for(record.account_id):
+        raise PermissionDeniedError(f"Record {record_id} was certified by another account; only it may mint.")
+
+
 @router.post(
-    "/v1/nft/mint", status_code=201, response_model=MintOut, tags=["nft"], responses={503: {"model": ErrorOut}}
+    "/v1/nft/mint",
+    status_code=201,
+    response_model=MintOut,
+    tags=["nft"],
+    responses={503: {"model": ErrorOut}, **WRITE_ERRORS},
 )
-def nft_mint(body: MintIn, services: ServicesDep) -> MintOut:
-    """Custodial mint of a registered record to ``to``: one token per content hash."""
-    result = services.nft.mint(body.record_id, body.to)
+def nft_mint(body: MintIn, services: ServicesDep, caller: Annotated[Caller, Depends(require_scope("mint"))]) -> MintOut:
+    """Custodial mint of a registered record to ``to``: one token per content hash (scope ``mint``,
+    own records only; counts against ``mints_per_day``)."""
+    _check_record_owner(services, caller, body.record_id)
+    with services.limits.quota(caller, MINTS_PER_DAY):
+        result = services.nft.mint(body.record_id, body.to, account_id=caller.account_id)
     return MintOut(**result.__dict__)
 
 
-@router.post("/v1/nft/vouchers", status_code=201, tags=["nft"], responses={503: {"model": ErrorOut}})
-def nft_voucher(body: VoucherIn, services: ServicesDep) -> dict[str, object]:
-    """An EIP-712 lazy-mint voucher: the holder redeems it from their own wallet and pays the gas."""
-    return services.nft.voucher(body.record_id, body.to, body.ttl_s)
+@router.post("/v1/nft/vouchers", status_code=201, tags=["nft"], responses={503: {"model": ErrorOut}, **WRITE_ERRORS})
+def nft_voucher(
+    body: VoucherIn, services: ServicesDep, caller: Annotated[Caller, Depends(require_scope("mint"))]
+) -> dict[str, object]:
+    """An EIP-712 lazy-mint voucher: the holder redeems it from their own wallet and pays the gas
+    (scope ``mint``, own records only; counts against ``mints_per_day``)."""
+    _check_record_owner(services, caller, body.record_id)
+    with services.limits.quota(caller, MINTS_PER_DAY):
+        return services.nft.voucher(body.record_id, body.to, body.ttl_s, account_id=caller.account_id)

@@ -193,3 +193,22 @@ class JobOut(BaseModel):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+
+
+class RecordPage(BaseModel):
+    """One page of records, newest first."""
+
+    items: list[RecordOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
+
+
+class AccountOut(BaseModel):
+    """Who an API key acts for (``GET /v1/account``)."""
+
+    model_config = {"from_attributes": True}
+
+    account_id: str
+    account_name: str
+    key_id: str
+    scopes: list[str]
+    rate_per_min: int = Field(description="Requests per minute for this key; 0: unlimited.")

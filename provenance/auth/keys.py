@@ -45,7 +45,8 @@ def parse_scopes(text: str) -> list[str]:
     scopes = [s.strip().lower() for s in text.split(",") if s.strip()]
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
-        raise ValueError(f"unknown scope {', '.join(unknown) or '(none given)'}: use a comma list of {', '.join(SCOPES)}")
+        given = ", ".join(unknown) or "(none given)"
+        raise ValueError(f"unknown scope {given}: use a comma list of {', '.join(SCOPES)}")
     return sorted(set(scopes), key=SCOPES.index)
 
 

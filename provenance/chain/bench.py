@@ -35,7 +35,7 @@ def run(batch_sizes: list[int], singles: int) -> dict[int, float]:
             account = Account.create()
             w3.provider.make_request("anvil_setBalance", [account.address, hex(10**22)])  # type: ignore[arg-type]
             sender = TxSender(w3, account)
-            address, _ = sender.deploy(load_artifact(REGISTRY))
+            address, _ = sender.deploy(load_artifact(REGISTRY), account.address, account.address)  # owner, writer
             registry = Web3Registry(w3, address, account, rpc_url=url, sender=sender)
 
             cid = compute_cid(os.urandom(300_000))

@@ -166,9 +166,7 @@ class RegistryReader:
 
     def key_status(self, key_id_hex: str) -> KeyStatus:
         """Whether a signing key was published, from which block, and when it was revoked."""
-        published, valid_from, revoked_at = self._call(
-            _SIGNING_KEY + hex32(key_id_hex), ["bool", "uint64", "uint64"]
-        )
+        published, valid_from, revoked_at = self._call(_SIGNING_KEY + hex32(key_id_hex), ["bool", "uint64", "uint64"])
         if not published:
             return KeyStatus(published=False)
         return KeyStatus(True, int(valid_from), int(revoked_at) or None)

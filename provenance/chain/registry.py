@@ -16,9 +16,19 @@ from provenance.chain.transactions import TxSender
 from provenance.errors import ConfigurationError
 
 REGISTRY = "ProvenanceRegistry"
+ZERO_ADDRESS = "0x" + "00" * 20
 
 # Re-exported: the bundle verifier imports them from here.
-__all__ = ["REGISTRY", "JsonRpc", "Web3Registry", "connect", "deploy_registry", "function_selector", "load_account"]
+__all__ = [
+    "REGISTRY",
+    "ZERO_ADDRESS",
+    "JsonRpc",
+    "Web3Registry",
+    "connect",
+    "deploy_registry",
+    "function_selector",
+    "load_account",
+]
 
 
 def connect(rpc_url: str, timeout_s: float = 30.0) -> Web3:
@@ -46,9 +56,6 @@ def deploy_registry(
     return TxSender(w3, account).deploy(
         load_artifact(REGISTRY), owner or account.address, writer or account.address, timeout_s=timeout_s
     )
-
-
-ZERO_ADDRESS = "0x" + "00" * 20
 
 
 class Web3Registry:

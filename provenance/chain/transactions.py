@@ -69,7 +69,11 @@ def describe_revert(exc: ContractLogicError, label: str = "contract") -> str:
         if known is not None:
             name, types = known
             try:
-                args = [a.hex() if isinstance(a, bytes) else a for a in abi_decode(types, bytes.fromhex(data[10:]))]
+                values = abi_decode(types, bytes.fromhex(data[10:]))
+                args = [
+                    Web3.to_checksum_address(v) if t == "address" else v.hex() if isinstance(v, bytes) else v
+                    for t, v in zip(types, values, strict=True)
+                ]
             except Exception:  # malformed revert data: the name alone still helps
                 args = []
             template = _REVERT_MESSAGES.get(name)

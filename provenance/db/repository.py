@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -170,6 +170,25 @@ class RecordRepository:
             return list(
                 session.scalars(select(Record).where(Record.status == status).order_by(Record.created_at).limit(limit))
             )
+
+    def page(
+        self, account_id: str | None, limit: int, after: tuple[dt.datetime, str] | None = None
+    ) -> list[Record]:
+        """Records newest first, one account's or (``account_id`` None) everyone's.
+
+        Keyset pagination: ``after`` is the (created_at, id) of the last record of the previous
+        page, so pages stay stable while new records arrive.
+        """
+        query = select(Record).order_by(Record.created_at.desc(), Record.id.desc()).limit(limit)
+        if account_id is not None:
+            query = query.where(Record.account_id == account_id)
+        if after is not None:
+            created, record_id = after
+            query = query.where(
+                or_(Record.created_at < created, and_(Record.created_at == created, Record.id < record_id))
+            )
+        with self._sessions() as session:
+            return list(session.scalars(query))
 
     def counts(self) -> dict[str, int]:
         with self._sessions() as session:

@@ -98,6 +98,7 @@ class JobRunner:
     def certify_phase(self, job_id: str, images: list[GeneratedImage]) -> None:
         """Certify every image; the job succeeds when all are recorded."""
         record_ids = []
+        job = self.jobs.get(job_id)  # the images belong to the account that submitted the job
         try:
             for image in images:
                 certified = self.services.certifier.certify(
@@ -107,6 +108,7 @@ class JobRunner:
                         filename=f"{job_id}-{image.index}.png",
                         generation=image.provenance,
                         job_id=job_id,
+                        account_id=job.account_id if job else None,
                     ),
                 )
                 record_ids.append(certified.record.id)

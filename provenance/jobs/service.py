@@ -111,11 +111,11 @@ class JobService:
                 raise UnknownModelError(f"LoRA file {lora['path']!r} not found.")
         return request
 
-    def submit(self, request: dict[str, Any]) -> GenerationJob:
-        """Validate, then queue the job (429 when the queue is full)."""
+    def submit(self, request: dict[str, Any], *, account_id: str | None = None) -> GenerationJob:
+        """Validate, then queue the job (429 when the queue is full); its images belong to ``account_id``."""
         request = self.prepare(request)
         self.queue.check_capacity()
-        job = self.jobs.create(request, self.queue.name)
+        job = self.jobs.create(request, self.queue.name, account_id=account_id)
         try:
             self.queue.enqueue(job.id)
         except Exception:

@@ -15,7 +15,7 @@ class JobRepository:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
-    def create(self, request: dict[str, Any], backend: str) -> GenerationJob:
+    def create(self, request: dict[str, Any], backend: str, *, account_id: str | None = None) -> GenerationJob:
         job = GenerationJob(
             id=secrets.token_hex(16),
             status=JobStatus.QUEUED,
@@ -25,6 +25,7 @@ class JobRepository:
             steps=int(request.get("steps", 0)),
             attempts=0,
             record_ids=[],
+            account_id=account_id,
         )
         with self._sessions.begin() as session:
             session.add(job)

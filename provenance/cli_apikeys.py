@@ -1,0 +1,124 @@
+"""``provenance apikey``: create, list and revoke API keys (the database only; no chain, no IPFS)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from provenance.auth.accounts import AccountRepository
+from provenance.auth.keys import SCOPES, parse_rate, parse_scopes
+from provenance.config import Settings
+from provenance.errors import ProvenanceError
+
+apikey_app = typer.Typer(help="API keys: Authorization: Bearer KEY for the HTTP API.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (default ./data or PROVENANCE_DATA_DIR).")
+]
+
+
+def _fail(message: str) -> None:
+    """One line on stderr and exit code 2, like every other command."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def _accounts(data_dir: Path | None) -> Iterator[AccountRepository]:
+    from provenance.db.session import make_engine, migrate, session_factory
+
+    settings = Settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        migrate(engine)
+        yield AccountRepository(session_factory(engine))
+    finally:
+        engine.dispose()
+
+
+@apikey_app.command("create")
+def create(
+    name: Annotated[str, typer.Option("--name", help="Account the key acts for; created if new.")],
+    scopes: Annotated[str, typer.Option("--scopes", help=f"Comma list of {', '.join(SCOPES)}.")],
+    rate: Annotated[
+        str | None, typer.Option("--rate", help="Requests per minute, N/min (0: unlimited; default from settings).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a key and print it, last and once: only its SHA-256 is stored."""
+    try:
+        scope_list = parse_scopes(scopes)
+        rate_per_min = parse_rate(rate) if rate is not None else None
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        with _accounts(data_dir) as accounts:
+            account = accounts.ensure_account(name)
+            info, key = accounts.create_key(account.id, scope_list, name=name, rate_per_min=rate_per_min)
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    rate_text = "default rate" if info.rate_per_min is None else _rate(info.rate_per_min)
+    console.print(
+        f"created key {info.key_id} for account {info.account_name} ({info.account_id}): "
+        f"scopes {','.join(info.scopes)}, {rate_text}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print("Store the key now; it is not shown again. Send it as 'Authorization: Bearer KEY'.", highlight=False)
+    # Last line, alone and unstyled, so `provenance apikey create ... | tail -1` is the key.
+    print(key)
+
+
+@apikey_app.command("list")
+def list_keys(
+    data_dir: DataDir = None,
+    all_keys: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+) -> None:
+    """List keys (ids, accounts, scopes, rates; never the keys themselves)."""
+    try:
+        with _accounts(data_dir) as accounts:
+            keys = accounts.list_keys(include_revoked=all_keys)
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    table = Table(show_header=True, header_style="bold")
+    for column in ("key id", "account", "name", "scopes", "rate", "created", "last used", "status"):
+        table.add_column(column, overflow="fold")
+    for k in keys:
+        table.add_row(
+            k.key_id,
+            k.account_name,
+            k.name,
+            ",".join(k.scopes),
+            "default" if k.rate_per_min is None else _rate(k.rate_per_min),
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "-",
+            "revoked" if k.revoked_at else "active",
+        )
+    console.print(table)
+
+
+@apikey_app.command("revoke")
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id from `provenance apikey list`.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke a key: requests that send it get 401 from now on."""
+    try:
+        with _accounts(data_dir) as accounts:
+            info = accounts.revoke(key_id)
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    console.print(f"revoked key {info.key_id} of account {info.account_name}", highlight=False)
+
+
+def _rate(per_min: int) -> str:
+    return "unlimited" if per_min == 0 else f"{per_min}/min"
