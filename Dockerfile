@@ -1,7 +1,7 @@
 # Service image for the scale-out stack (docker-compose.yml). CPU torch by default; a GPU image
 # installs its own torch build before `pip install .`.
 FROM python:3.11-slim
-RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm libgl1 libglib2.0-0 openssl && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund

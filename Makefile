@@ -23,10 +23,11 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Servers the tests start on 127.0.0.1: PostgreSQL (database tests) and Redis (Celery workers).
+# Servers the tests start on 127.0.0.1: PostgreSQL (database tests) and Redis (Celery workers);
+# openssl answers the local RFC 3161 time-stamp authority (provenance/tsa.py).
 test-servers:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; \
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null || ! command -v openssl >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server openssl >/dev/null; \
 	fi
 
 run: install

@@ -17,6 +17,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, Field
 
@@ -253,7 +254,8 @@ def _check_c2pa(
 ) -> dict[str, Any]:
     # Candidate anchors come from the bundle (and the trust document); only those the registry publishes count.
     candidates = split_certificates(str(_field(bundle, "c2pa", "trust_anchors_pem")) + "\n" + extra_anchors)
-    published, refused = [], []
+    published: list[tuple[str, x509.Certificate]] = []
+    refused: list[tuple[str, x509.Certificate]] = []
     for cert in candidates:
         fp = certificate_fingerprint(cert)
         (published if reader.is_trust_anchor(fp) else refused).append((fp, cert))

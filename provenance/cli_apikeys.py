@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from provenance.auth.accounts import AccountRepository
 from provenance.auth.keys import SCOPES, parse_rate, parse_scopes
@@ -71,9 +70,15 @@ def create(
         f"created key {info.key_id} for account {info.account_name} ({info.account_id}): "
         f"scopes {','.join(info.scopes)}, {rate_text}",
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
-    console.print("Store the key now; it is not shown again. Send it as 'Authorization: Bearer KEY'.", highlight=False)
+    console.print(
+        "Store the key now; it is not shown again. Send it as 'Authorization: Bearer KEY'.",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     # Last line, alone and unstyled, so `provenance apikey create ... | tail -1` is the key.
     print(key)
 
@@ -89,21 +94,31 @@ def list_keys(
             keys = accounts.list_keys(include_revoked=all_keys)
     except ProvenanceError as exc:
         _fail(exc.detail)
-    table = Table(show_header=True, header_style="bold")
-    for column in ("key id", "account", "name", "scopes", "rate", "created", "last used", "status"):
-        table.add_column(column, overflow="fold")
+    if not keys:
+        console.print("no keys (the first start of the service writes one to <data_dir>/admin.key)", highlight=False)
+        return
+    # One line per key (no table that folds in a narrow terminal or a pipe): easy to grep and cut.
+    rows = [("KEY ID", "ACCOUNT", "SCOPES", "RATE", "CREATED", "LAST USED", "STATUS")]
     for k in keys:
-        table.add_row(
-            k.key_id,
-            k.account_name,
-            k.name,
-            ",".join(k.scopes),
-            "default" if k.rate_per_min is None else _rate(k.rate_per_min),
-            f"{k.created_at:%Y-%m-%d %H:%M}",
-            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "-",
-            "revoked" if k.revoked_at else "active",
+        rows.append(
+            (
+                k.key_id,
+                k.account_name,
+                ",".join(k.scopes),
+                "default" if k.rate_per_min is None else _rate(k.rate_per_min),
+                f"{k.created_at:%Y-%m-%d %H:%M}",
+                f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "-",
+                "revoked" if k.revoked_at else "active",
+            )
         )
-    console.print(table)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        console.print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(),
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @apikey_app.command("revoke")
@@ -117,7 +132,7 @@ def revoke(
             info = accounts.revoke(key_id)
     except ProvenanceError as exc:
         _fail(exc.detail)
-    console.print(f"revoked key {info.key_id} of account {info.account_name}", highlight=False)
+    console.print(f"revoked key {info.key_id} of account {info.account_name}", highlight=False, markup=False)
 
 
 def _rate(per_min: int) -> str:

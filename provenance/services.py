@@ -82,9 +82,18 @@ def open_store(settings: Settings) -> ContentStore:
     return LocalBlockstore(settings.resolved_data_dir / "ipfs")
 
 
-def _publish_trust(chain: ChainConnection, keys: KeyStore, credentials: C2paCredentials) -> None:
-    """Publish the active signing key and the C2PA anchors on the registry before anything is signed."""
+def _publish_trust(
+    chain: ChainConnection, keys: KeyStore, credentials: C2paCredentials, earlier_keys: list[str] | None = None
+) -> None:
+    """Publish the active signing key and the C2PA anchors on the registry before anything is signed.
+
+    After a dev-chain reset the registry is new: ``earlier_keys`` (every key that signed records) are
+    published again too, so the re-anchored records still find their key on chain.
+    """
     result = publish_trust(chain, keys.active().key_id, credentials.trust_anchors_pem)
+    if chain.admin is not None:
+        for key_id in earlier_keys or []:
+            chain.admin.ensure_key_published(key_id)
     if not result["sent"] and (result["missing_key"] or result["missing_anchors"]):
         log.warning(
             "The registry owner has not published signing key %s / C2PA anchors %s: verifiers that pin the "
@@ -139,11 +148,14 @@ class Services:
         if chain.redeployed:
             requeued = repository.requeue_all()
             log.warning("The dev chain was reset; registry redeployed, %d records queued again.", requeued)
-        _publish_trust(chain, keys, credentials)
+        def every_key() -> list[str]:
+            return [row.key_id for row, _, _ in repository.signing_keys()]
+
+        _publish_trust(chain, keys, credentials, every_key() if chain.redeployed else None)
 
         def on_chain_reset() -> None:
             chain.redeploy()
-            _publish_trust(chain, keys, credentials)
+            _publish_trust(chain, keys, credentials, every_key())
             repository.requeue_all()
 
         anchorer = Anchorer(

@@ -99,7 +99,7 @@ class PublishedAnchor(BaseModel):
 class TrustDocument(BaseModel):
     """What a verifier fetches once: the pin plus the public material to check against it."""
 
-    format: Literal["provenance-trust/1"] = TRUST_FORMAT
+    format: Literal["provenance-trust/1"] = "provenance-trust/1"
     chain_id: int
     registry_address: str
     nft_address: str | None = None

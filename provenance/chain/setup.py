@@ -205,6 +205,9 @@ def _external(settings: Settings) -> ChainConnection:
         admin = _owner_admin(
             RegistryAdmin(w3, registry.address, settings.nft_address, owner, settings.tx_timeout_s, sender=sender)
         )
+    elif account is not None and registry.owner() == account.address:
+        # A one-key deployment (`chain deploy` with only CHAIN_KEY_FILE): the hot key is the owner.
+        admin = RegistryAdmin(w3, registry.address, settings.nft_address, account, settings.tx_timeout_s, sender=sender)
     return ChainConnection(registry=registry, nft=nft, node=None, settings=settings, admin=admin)
 
 
