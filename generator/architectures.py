@@ -74,7 +74,7 @@ SCHEDULER = {
 }
 
 
-def _text_config(tokenizer: Any, **sizes: int) -> CLIPTextConfig:
+def _text_config(tokenizer: Any, **sizes: Any) -> CLIPTextConfig:
     return CLIPTextConfig(
         vocab_size=49408,
         max_position_embeddings=77,
@@ -103,6 +103,7 @@ def build(arch: str, device: str, dtype: torch.dtype) -> Any:
         text_encoder = CLIPTextModel(_text_config(tokenizer, **CLIP_L))
         unet = UNet2DConditionModel(**(SD15_UNET if arch == "sd15" else SDXL_UNET))
         text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, **CLIP_BIGG)) if arch == "sdxl" else None
+    pipe: Any
     if arch == "sd15":
         pipe = sd_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
     else:

@@ -104,7 +104,8 @@ def ensure_tiny_model(directory: Path) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory.parent) as tmp:
         staging = Path(tmp) / "model"
-        build_tiny_pipeline().save_pretrained(staging, safe_serialization=True)
+        pipeline: Any = build_tiny_pipeline()  # diffusers' stubs omit the mixin methods
+        pipeline.save_pretrained(staging, safe_serialization=True)
         try:
             staging.rename(directory)
         except OSError:

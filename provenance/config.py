@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     watermark_enabled: bool = True
     watermark_key_file: Path | None = Field(
         default=None,
-        description="Secret mark key (hex, 0600) every instance and worker shares; default <data_dir>/keys/watermark.key.",
+        description="Secret mark key (hex, 0600) all instances share; default <data_dir>/keys/watermark.key.",
     )
 
     @cached_property

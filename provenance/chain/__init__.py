@@ -60,9 +60,15 @@ class TxOutcome:
 
 
 class Registry(Protocol):
-    chain_id: int
-    address: str
-    rpc_url: str
+    # Read-only for the callers: properties, so an implementation may narrow the types (checksummed addresses).
+    @property
+    def chain_id(self) -> int: ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def rpc_url(self) -> str: ...
 
     def submit(self, sha256_hex: str, cid: str, nonce: int | None = None) -> str: ...
 

@@ -42,7 +42,7 @@ def run(batch_sizes: list[int], singles: int) -> dict[int, float]:
             single_gas = []
             for _ in range(singles):
                 tx = registry.submit(os.urandom(32).hex(), cid)
-                single_gas.append(int(w3.eth.wait_for_transaction_receipt(tx)["gasUsed"]))
+                single_gas.append(int(w3.eth.wait_for_transaction_receipt(tx)["gasUsed"]))  # type: ignore[arg-type]
             single = sum(single_gas) / len(single_gas)
             print(f"one transaction per image: {single:,.0f} gas per image (mean of {singles})")
             print(
@@ -54,7 +54,7 @@ def run(batch_sizes: list[int], singles: int) -> dict[int, float]:
                 tree = MerkleTree.build(hashes)
                 leaves_cid = compute_cid(leaves_document(tree, [h.hex() for h in hashes]))
                 tx = registry.submit_batch("0x" + tree.root.hex(), leaves_cid, size)
-                gas = int(w3.eth.wait_for_transaction_receipt(tx)["gasUsed"])
+                gas = int(w3.eth.wait_for_transaction_receipt(tx)["gasUsed"])  # type: ignore[arg-type]
                 proof = tree.proof(hashes[0])
                 check = registry.contract.functions.isRegistered(hashes[0], tree.root, proof)
                 assert check.call()

@@ -119,7 +119,7 @@ class TxSender:
             tx["nonce"] = nonce
             if "gas" not in tx:
                 try:
-                    tx["gas"] = int(self.w3.eth.estimate_gas(tx) * GAS_HEADROOM)
+                    tx["gas"] = int(self.w3.eth.estimate_gas(tx) * GAS_HEADROOM)  # type: ignore[arg-type]
                 except ContractLogicError as exc:
                     raise ChainError(f"The {label} refuses this transaction: {describe_revert(exc, label)}.") from None
             tx.update(self._fees(fee_bump))
@@ -165,7 +165,8 @@ class TxSender:
         """Deploy a contract and wait for it; returns (address, block number)."""
         contract = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
         tx_hash, _ = self.send(self._unsigned(contract.constructor(*args)))
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
-        if receipt["status"] != 1 or not receipt.get("contractAddress"):
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)  # type: ignore[arg-type]
+        address = receipt.get("contractAddress")
+        if receipt["status"] != 1 or not address:
             raise ChainError(f"Deployment of {artifact.get('contractName')} failed in transaction {tx_hash}.")
-        return Web3.to_checksum_address(receipt["contractAddress"]), int(receipt["blockNumber"])
+        return Web3.to_checksum_address(address), int(receipt["blockNumber"])

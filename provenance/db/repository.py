@@ -133,10 +133,10 @@ class RecordRepository:
         """(record id or batch root, sha256 or root) of everything the database believes is on chain."""
         with self._sessions() as session:
             if batched:
-                rows = session.execute(
+                roots = session.scalars(
                     select(AnchorBatch.root).where(AnchorBatch.status == RecordStatus.REGISTERED).limit(limit)
                 )
-                return [(r, r) for (r,) in rows]
+                return [(r, r) for r in roots]
             rows = session.execute(
                 select(Record.id, Record.sha256)
                 .where(Record.status == RecordStatus.REGISTERED, Record.batch_root.is_(None))
