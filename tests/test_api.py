@@ -212,14 +212,17 @@ def test_database_failure_unpins_what_was_pinned(
 
 
 def test_keys_rotate_and_old_records_still_verify(client: TestClient, services: Services, certified_png: dict) -> None:
+    from provenance.trust import rotate_signing_key
+
     old_key = certified_png["key_id"]
-    services.keys.rotate()
+    rotate_signing_key(services)  # published on the registry first, then active
     body = certify(client, encode(photo("motorcycle_left.png")), "moto.png")
     assert body["key_id"] != old_key
     listed = {k["key_id"]: k for k in client.get("/v1/keys").json()["signing_keys"]}
     assert listed[old_key]["records_signed"] >= 1 and not listed[old_key]["active"]
     assert listed[body["key_id"]]["active"] and "BEGIN PUBLIC KEY" in listed[old_key]["public_key_pem"]
     assert verify(client, certified_png["bytes"])["verdict"] == "authentic"
+    assert services.chain.registry.key_status(body["key_id"]).published
     keys = client.get("/v1/keys").json()
     assert "BEGIN CERTIFICATE" in keys["c2pa"]["root_certificate_pem"]
     assert "PRIVATE" not in str(keys)

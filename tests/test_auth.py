@@ -152,6 +152,10 @@ def test_public_per_address_limit(services: Services, monkeypatch: pytest.Monkey
         assert 4 <= len(responses) - 1 <= 8 and responses[0].status_code == 404
         assert responses[-1].json()["error"] == "rate_limited" and int(responses[-1].headers["Retry-After"]) >= 1
         assert two.get("/v1/records/nope").status_code == 404  # another address has its own count
+    with TestClient(app, client=("198.51.100.9", 40000)) as guesser:
+        wrong = {"Authorization": "Bearer pvk_000000000000_" + "B" * 43}
+        responses = hit_until_429(guesser, "/v1/keys", wrong)  # guessing keys uses the address's budget
+        assert {r.status_code for r in responses[:-1]} == {401}
 
 
 def test_mint_is_for_the_records_own_account_and_counts_against_the_quota(

@@ -33,10 +33,8 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def optional_caller(
-    request: Request,
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+def _authenticate(
+    request: Request, services: Services, credentials: HTTPAuthorizationCredentials | None
 ) -> Caller | None:
     """The caller behind the bearer key, or None without one. A key that is sent must be valid
     (401 otherwise), also on public routes: a client with a wrong key should learn it at once."""
@@ -48,14 +46,22 @@ def optional_caller(
 
 
 def rate_limited_caller(
-    request: Request, services: ServicesDep, caller: Annotated[Caller | None, Depends(optional_caller)]
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller | None:
-    """Counts the request against the key's rate or, without a key, the client address (429 when over).
+    """Authenticates a bearer key if one is sent, and counts the request against the key's rate
+    or, without a valid key, the client address (429 when over).
 
     Behind a reverse proxy, run uvicorn with ``--proxy-headers --forwarded-allow-ips`` so the
     client address is the real one and not the proxy's.
     """
     client = request.client.host if request.client else "unknown"
+    try:
+        caller = _authenticate(request, services, credentials)
+    except AuthenticationError:
+        services.limits.check_request(None, client)  # guessing keys costs the address's budget
+        raise
     decision = services.limits.check_request(caller, client)
     if decision is not None:
         # Picked up by the middleware in app.py, which adds X-RateLimit-* headers to the response.
