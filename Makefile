@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: install run test lint bench bench-chain bench-gen contracts test-servers clean
+.PHONY: install openssl run test lint bench bench-chain bench-gen contracts test-servers clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -30,11 +30,16 @@ test-servers:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server openssl >/dev/null; \
 	fi
 
-run: install
+# The embedded time-stamp authority answers with `openssl ts`.
+openssl:
+	@command -v openssl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
+
+run: install openssl
 	$(BIN)/provenance serve
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: install test-servers lint
 	$(BIN)/pytest

@@ -34,7 +34,7 @@ def _fail(message: str) -> None:
 def _accounts(data_dir: Path | None) -> Iterator[AccountRepository]:
     from provenance.db.session import make_engine, migrate, session_factory
 
-    settings = Settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
     settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.effective_database_url)
     try:

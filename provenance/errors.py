@@ -164,3 +164,10 @@ class QuotaExceededError(RateLimitedError):
     """An account's daily quota (generated images, mints) is used up until it resets."""
 
     code = "quota_exceeded"
+
+
+class DependencyUnavailableError(ProvenanceError):
+    """A service this one depends on (Redis, the chain node...) does not answer."""
+
+    status_code = 503
+    code = "dependency_unavailable"

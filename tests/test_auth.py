@@ -411,3 +411,16 @@ def _caller():  # type: ignore[no-untyped-def]
         scopes=frozenset({"generate"}),
         rate_per_min=None,
     )
+
+
+def test_redis_outage_lets_rate_limits_pass_but_fails_quotas_closed() -> None:
+    from provenance.chain.anvil import free_port
+    from provenance.errors import DependencyUnavailableError
+
+    dead = RedisRateLimiter(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    try:
+        assert dead.hit("rate:someone", 5, 60).allowed  # verification stays up
+        with pytest.raises(DependencyUnavailableError, match="Quotas cannot be checked"):
+            dead.hit("quota:images_per_day:acct", 5, 86400)
+    finally:
+        dead.close()

@@ -6,7 +6,7 @@ import base64
 import binascii
 import datetime as dt
 import json
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
@@ -232,7 +232,8 @@ def ipfs_gateway(cid: str, services: ServicesDep) -> Response:
 
 @router.get("/healthz", response_model=HealthOut, tags=["health"])
 def healthz(services: ServicesDep) -> HealthOut:
-    status = "ok"
+    status: Literal["ok", "degraded"] = "ok"
+    chain_state: dict[str, Any]
     try:
         block = services.chain.registry.w3.eth.block_number
         chain_state = {"ok": True, "chain_id": services.chain.registry.chain_id, "block_number": block}

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import redis
 
 from provenance.config import Settings
+from provenance.errors import DependencyUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,12 @@ return redis.call('DECRBY', KEYS[1], math.min(used, tonumber(ARGV[1])))
 
 
 class RedisRateLimiter(RateLimiter):
-    """Counters in Redis, shared by every instance. If Redis is unreachable, requests are let
-    through (and logged): a counter outage should not take verification down with it."""
+    """Counters in Redis, shared by every instance.
+
+    If Redis is unreachable, per-minute rate limits let requests through (logged): a counter outage
+    should not take verification down with it. Quotas (``quota:`` buckets) protect the operator's
+    money and GPUs, so they fail closed: the request gets a 503 that names the fault.
+    """
 
     def __init__(self, url: str, *, prefix: str = "provenance:ratelimit:") -> None:
         self.url = url
@@ -131,6 +136,10 @@ class RedisRateLimiter(RateLimiter):
             allowed, used = self._hit(keys=[key], args=[cost, limit, int(reset_at) + 1])
         except redis.RedisError as exc:
             self._warn(exc)
+            if bucket.startswith("quota:"):
+                raise DependencyUnavailableError(
+                    f"Quotas cannot be checked: Redis at {self.url} does not answer ({exc}). Retry later."
+                ) from None
             return Decision(True, limit, 0, reset_at, key)
         return Decision(bool(allowed), limit, int(used), reset_at, key)
 
