@@ -55,6 +55,8 @@ DEFAULT_SOURCE_TYPE = "trainedAlgorithmicMedia"
 RECORD_ASSERTION = "org.provenance.record"
 SOFT_BINDING_ASSERTION = "c2pa.soft-binding"
 SOFT_BINDING_ALG = "org.provenance.invisible-watermark.dwtDctSvd-rs"
+# The ISCC image code, an algorithm on the C2PA soft-binding algorithm list.
+FINGERPRINT_ALG = "io.iscc.v0"
 # Links the c2pa.opened action to the parent ingredient; c2pa turns it into a hashed URI on signing.
 PARENT_INGREDIENT_ID = "parent"
 # Failure codes that only say "not on our trust list": the manifest itself checks out.
@@ -80,6 +82,7 @@ class ManifestContent:
     watermark_id: int | None = None
     title: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. generation parameters
+    fingerprint: str | None = None  # the ISCC image code of the certified pixels
 
 
 def _settings(credentials: C2paCredentials, *, thumbnail: bool) -> c2pa.Settings:
@@ -135,6 +138,14 @@ def build_manifest_definition(
                         }
                     ],
                 },
+            }
+        )
+    if content.fingerprint is not None:
+        # A second soft binding: it still finds the record when the mark is gone (crops, heavy edits).
+        assertions.append(
+            {
+                "label": SOFT_BINDING_ASSERTION,
+                "data": {"alg": FINGERPRINT_ALG, "blocks": [{"scope": {}, "value": content.fingerprint}]},
             }
         )
     return {
@@ -282,10 +293,13 @@ class ManifestReport:
 def _summarise(manifest: dict[str, Any]) -> tuple[dict[str, Any], str | None, int | None]:
     record_id = watermark_id = generation = None
     actions: list[dict[str, Any]] = []
+    soft_bindings: list[dict[str, Any]] = []
     for assertion in manifest.get("assertions", []):
         label, data = assertion.get("label", ""), assertion.get("data", {})
         if label.startswith("c2pa.actions"):
             actions.extend(data.get("actions", []))
+        elif label.startswith(SOFT_BINDING_ASSERTION):
+            soft_bindings += [{"alg": data.get("alg"), "value": b.get("value")} for b in data.get("blocks", [])]
         elif label == RECORD_ASSERTION:
             record_id, watermark_id = data.get("record_id"), data.get("watermark_id")
             generation = data.get("generation")
@@ -300,6 +314,7 @@ def _summarise(manifest: dict[str, Any]) -> tuple[dict[str, Any], str | None, in
         "signer": signature.get("common_name") or signature.get("issuer"),
         "issuer": signature.get("issuer"),
         "signed_at": signature.get("time"),
+        "soft_bindings": soft_bindings,
     }
     if generation:
         summary["generation"] = generation
