@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: install openssl run test lint bench bench-chain bench-gen contracts test-servers clean
+.PHONY: install openssl run test lint bench bench-chain bench-gen bench-fingerprint contracts test-servers clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -52,6 +52,9 @@ bench-chain: install
 
 bench-gen: install
 	$(BIN)/python -m generator.bench
+
+bench-fingerprint: install
+	$(BIN)/python -m provenance.fingerprint_bench --recall
 
 contracts: $(NPM_STAMP)
 	node contracts/compile.js

@@ -20,6 +20,7 @@ from provenance import media, watermark
 from provenance.db.models import Record, RecordStatus
 from provenance.db.repository import RecordRepository, new_record_id
 from provenance.errors import ProvenanceError
+from provenance.fingerprint import Fingerprinter, FingerprintIndex, ImageFingerprints
 from provenance.ipfs import ContentStore
 from provenance.manifest import DEFAULT_SOURCE_TYPE, ManifestContent, ManifestSigner, source_type_uri
 from provenance.signing import KeyStore, sha256_hex
@@ -71,6 +72,8 @@ class Certifier:
         max_upload_bytes: int,
         max_pixels: int,
         watermarker: watermark.Watermarker | None = None,
+        fingerprinter: Fingerprinter | None = None,
+        fingerprint_index: FingerprintIndex | None = None,
         on_recorded: Callable[[Record], None] | None = None,
     ) -> None:
         self.repository = repository
@@ -80,6 +83,8 @@ class Certifier:
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
         self.watermarker = watermarker  # None: certify without a mark (the record says so)
+        self.fingerprinter = fingerprinter  # None: no fingerprint soft binding, no lookup by similarity
+        self.fingerprint_index = fingerprint_index
         self.on_recorded = on_recorded
         self._known_keys: set[str] = set()
 
@@ -112,6 +117,11 @@ class Certifier:
         with timer.stage("encode"):
             marked = media.encode(image)
 
+        fingerprints: ImageFingerprints | None = None
+        if self.fingerprinter is not None:
+            with timer.stage("fingerprint"):
+                fingerprints = self.fingerprinter.compute(image.rgb)  # of the marked pixels that are certified
+
         with timer.stage("c2pa"):
             content = ManifestContent(
                 record_id=record_id,
@@ -119,6 +129,7 @@ class Certifier:
                 watermark_id=watermark_id,
                 title=options.title,
                 extra={**options.extra_manifest, **({"generation": options.generation} if options.generation else {})},
+                fingerprint=fingerprints.iscc if fingerprints is not None else None,
             )
             final = self.manifest_signer.sign(marked, image.mime_type, content, original=data)
 
@@ -155,11 +166,13 @@ class Certifier:
                 if key.key_id not in self._known_keys:  # a rotated key is recorded with its first record
                     self.repository.ensure_key(key.key_id, key.public_key_pem)
                     self._known_keys.add(key.key_id)
-                self.repository.add(record)
+                self.repository.add(record, fingerprints)
             except BaseException:
                 if pinned.created:
                     self.store.remove(pinned.cid)
                 raise
+        if fingerprints is not None and self.fingerprint_index is not None:
+            self.fingerprint_index.add(record.id, fingerprints)  # searchable at once on this instance
         if self.on_recorded is not None:
             # The record is pending either way; the anchor worker retries if this nudge fails.
             with timer.stage("chain_submit"), contextlib.suppress(ProvenanceError):

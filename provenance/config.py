@@ -118,6 +118,9 @@ class Settings(BaseSettings):
 
     # Watermark (stage 2).
     watermark_enabled: bool = True
+    fingerprint_enabled: bool = Field(
+        default=True, description="ISCC fingerprints: a soft binding in the manifest and lookup of marks that are gone."
+    )
     watermark_key_file: Path | None = Field(
         default=None,
         description="Secret mark key (hex, 0600) all instances share; default <data_dir>/keys/watermark.key.",

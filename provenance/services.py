@@ -18,6 +18,7 @@ from provenance.config import Settings
 from provenance.db.repository import NftRepository, RecordRepository
 from provenance.db.session import make_engine, migrate, session_factory
 from provenance.errors import ConfigurationError
+from provenance.fingerprint import Fingerprinter, FingerprintIndex
 from provenance.ipfs import ContentStore
 from provenance.ipfs.blockstore import LocalBlockstore
 from provenance.ipfs.kubo import KuboClient
@@ -180,6 +181,10 @@ class Services:
         )
         # The mark key is read even with watermarking disabled: verify still reads marks made earlier.
         watermarker = Watermarker.from_key_file(settings.watermark_key_file or data_dir / "keys" / "watermark.key")
+        fingerprinter = Fingerprinter() if settings.fingerprint_enabled else None
+        fingerprint_index = FingerprintIndex() if fingerprinter is not None else None
+        if fingerprint_index is not None:
+            fingerprint_index.sync(repository)  # every record's fingerprints; later ones are caught up per lookup
         # Before the signer: every manifest is time-stamped (the local TSA for the embedded CA).
         tsa_url, close_tsa = open_time_stamp_authority(settings, data_dir / "c2pa")
         certifier = Certifier(
@@ -190,6 +195,8 @@ class Services:
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
             watermarker=watermarker if settings.watermark_enabled else None,
+            fingerprinter=fingerprinter,
+            fingerprint_index=fingerprint_index,
             on_recorded=worker.wake if worker else None,
         )
         verifier = Verifier(
@@ -200,6 +207,8 @@ class Services:
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
             watermarker=watermarker,
+            fingerprinter=fingerprinter,
+            fingerprint_index=fingerprint_index,
         )
         if worker is not None:
             worker.start()

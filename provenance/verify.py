@@ -24,18 +24,24 @@ The verdict is a small policy (``decide``) over that evidence:
 
 from __future__ import annotations
 
+import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from provenance import media
+from provenance import media, watermark
+from provenance.align import Alignment, align, describe_changes, difference_png
 from provenance.chain import Registry
+from provenance.confirm import MarkConfirmation, confirm_mark
 from provenance.db.models import Record
 from provenance.db.repository import RecordRepository
 from provenance.errors import ProvenanceError
+from provenance.fingerprint import Fingerprinter, FingerprintIndex
 from provenance.ipfs import ContentStore
 from provenance.ipfs.unixfs import compute_cid
 from provenance.manifest import ManifestReader, ManifestReport
@@ -44,6 +50,7 @@ from provenance.watermark import Detection, Watermarker
 
 AUTHENTIC, PENDING, MODIFIED, UNKNOWN, INVALID = "authentic", "pending", "modified", "unknown", "invalid"
 Verdict = Literal["authentic", "pending", "modified", "unknown", "invalid"]
+DIFF_CACHE_SIZE = 256  # difference images kept for GET /v1/verify/{id}/diff.png
 
 SUMMARIES: dict[str, str] = {
     AUTHENTIC: "These are exactly the certified bytes: the signature checks and the hash is registered on chain.",
@@ -58,9 +65,10 @@ class EvidenceItem(BaseModel):
     """One piece of evidence that links the image to a record, and how much it proves."""
 
     kind: Literal["exact_hash", "c2pa_manifest", "watermark", "fingerprint"]
-    strength: Literal["conclusive", "strong", "probabilistic"] = Field(
+    strength: Literal["conclusive", "strong", "probabilistic", "weak"] = Field(
         description="conclusive: the certified bytes; strong: a trusted signature over them; "
-        "probabilistic: a statistical reading (see false_positive_probability)."
+        "probabilistic: a statistical reading (see false_positive_probability); weak: similarity only, "
+        "never enough to name a record on its own."
     )
     record_id: str
     detail: str
@@ -68,6 +76,7 @@ class EvidenceItem(BaseModel):
     false_positive_probability: float | None = Field(
         default=None, description="Chance that an image without this mark reads this way (watermark only)."
     )
+    distance: int | None = Field(default=None, description="Fingerprint Hamming distance, of 64 bits.")
 
 
 class VerificationResult(BaseModel):
@@ -78,7 +87,16 @@ class VerificationResult(BaseModel):
     summary: str = Field(description="One sentence on what the verdict means.")
     reasons: list[str] = Field(default_factory=list, description="Why the verdict is what it is.")
     evidence: list[EvidenceItem] = Field(default_factory=list, description="Strongest first.")
-    checks: dict[str, dict[str, Any]] = Field(description="c2pa, exact, watermark, chain, ipfs: each on its own.")
+    changes: list[str] = Field(
+        default_factory=list, description="For a modified copy: what was done to the original (scale, crop, ...)."
+    )
+    verification_id: str | None = Field(default=None, description="Names this report's difference image.")
+    diff_url: str | None = Field(
+        default=None, description="Where the upload differs from the certified original, once aligned (PNG)."
+    )
+    checks: dict[str, dict[str, Any]] = Field(
+        description="c2pa, exact, watermark, fingerprint, chain, ipfs: each on its own."
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict, exclude=True)
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,13 +117,17 @@ class Evidence:
     watermark_record: Record | None = None
     manifest_record: Record | None = None  # only set for a valid manifest that chains to our trust anchor
     claimed_by_untrusted_manifest: str | None = None  # a record id an untrusted or broken manifest claims
+    fingerprint_record: Record | None = None  # a fingerprint candidate whose mark was confirmed after alignment
+    fingerprint_distance: int | None = None
+    confirmation: MarkConfirmation | None = None
+    alignment: Alignment | None = None
     chain: dict[str, Any] = field(default_factory=dict)
     ipfs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def record(self) -> Record | None:
         """The record the trusted evidence leads to, strongest link first."""
-        return self.exact or self.manifest_record or self.watermark_record
+        return self.exact or self.manifest_record or self.watermark_record or self.fingerprint_record
 
     def items(self) -> list[EvidenceItem]:
         found: list[EvidenceItem] = []
@@ -127,7 +149,29 @@ class Evidence:
                     detail="A C2PA manifest signed under this service's trust anchor names the record.",
                 )
             )
-        if self.watermark_record is not None and self.detection is not None:
+        if self.fingerprint_record is not None and self.confirmation is not None:
+            found.append(
+                EvidenceItem(
+                    kind="watermark",
+                    strength="probabilistic",
+                    record_id=self.fingerprint_record.id,
+                    detail=f"After aligning the upload to the certified original, the keyed mark agrees in "
+                    f"{self.confirmation.agreeing_bits} of {self.confirmation.bits_compared} bits "
+                    f"({self.confirmation.blocks_used} blocks read).",
+                    false_positive_probability=self.confirmation.p_value,
+                )
+            )
+            found.append(
+                EvidenceItem(
+                    kind="fingerprint",
+                    strength="weak",
+                    record_id=self.fingerprint_record.id,
+                    detail="The image's fingerprint is close to the record's; on its own this only proposes a "
+                    "candidate.",
+                    distance=self.fingerprint_distance,
+                )
+            )
+        elif self.watermark_record is not None and self.detection is not None:
             found.append(
                 EvidenceItem(
                     kind="watermark",
@@ -172,7 +216,12 @@ def decide(ev: Evidence) -> tuple[str, Record | None, list[str]]:
         return PENDING, ev.exact, reasons
     record = ev.record
     if record is not None:
-        if ev.manifest_record is None:
+        if ev.fingerprint_record is not None and record is ev.fingerprint_record:
+            reasons.append(
+                "a fingerprint proposed the record and the keyed mark, read after aligning the upload to the "
+                "certified original, confirms it: these are not the certified bytes"
+            )
+        elif ev.manifest_record is None:
             reasons.append(
                 "the record was reached only through the watermark: these are not the certified bytes, and the "
                 "watermark says the pixels came from that record"
@@ -199,6 +248,9 @@ class Verifier:
         max_upload_bytes: int,
         max_pixels: int,
         watermarker: Watermarker | None = None,
+        fingerprinter: Fingerprinter | None = None,
+        fingerprint_index: FingerprintIndex | None = None,
+        max_candidates: int = 4,
     ) -> None:
         self.repository = repository
         self.manifest_reader = manifest_reader
@@ -207,6 +259,15 @@ class Verifier:
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
         self.watermarker = watermarker
+        self.fingerprinter = fingerprinter
+        self.fingerprint_index = fingerprint_index
+        self.max_candidates = max_candidates
+        self._synced_at = 0.0
+        self._sync_lock = threading.Lock()
+        # Difference images of recent verifications, by verification id: bounded, in memory, never pinned
+        # (a public endpoint must not let anyone fill the blockstore).
+        self._diffs: OrderedDict[str, bytes] = OrderedDict()
+        self._diffs_lock = threading.Lock()
 
     # Each check fills its part of the evidence and returns its report.
     def _check_exact(self, ev: Evidence) -> dict[str, Any]:
@@ -266,6 +327,102 @@ class Verifier:
             if ev.watermark_record is None:
                 report["reason"] = "a payload was read but it names no record of this service"
         return report
+
+    def _original_rgb(self, record: Record) -> np.ndarray | None:
+        try:
+            _, rgb = media.decode_rgb(self.store.cat(record.cid), max_bytes=1 << 62, max_pixels=1 << 62)
+        except ProvenanceError:
+            return None
+        return rgb
+
+    def _sync_index(self) -> None:
+        """Catch up with fingerprints other instances stored, at most once a second."""
+        assert self.fingerprint_index is not None
+        now = time.monotonic()
+        if now - self._synced_at < 1.0 or not self._sync_lock.acquire(blocking=False):
+            return
+        try:
+            self.fingerprint_index.sync(self.repository)
+            self._synced_at = now
+        finally:
+            self._sync_lock.release()
+
+    def _check_fingerprint(self, ev: Evidence, rgb: np.ndarray) -> dict[str, Any]:
+        """Find the original when the mark could not be read as is (crops, flips, rotations, heavy edits).
+
+        The fingerprint only proposes candidates. Each is confirmed by aligning the upload to the
+        candidate's certified original and reading the keyed mark in the original's block grid; an
+        unconfirmed candidate is reported as a weak match and never named as the record.
+        """
+        if self.fingerprinter is None or self.fingerprint_index is None:
+            return {"searched": False, "reason": "fingerprint lookup disabled"}
+        if ev.record is not None:
+            return {"searched": False, "reason": "the record was already found by stronger evidence"}
+        self._sync_index()
+        query = self.fingerprinter.query(rgb)
+        candidates = self.fingerprint_index.search(query)[: self.max_candidates]
+        report: dict[str, Any] = {"searched": True, "iscc": query.iscc, "candidates": [], "weak_matches": []}
+        for candidate in candidates:
+            record = self.repository.get(candidate.record_id)
+            if record is None:
+                continue
+            row: dict[str, Any] = {"distance": candidate.distance, "aligned": False, "confirmed": False}
+            original = self._original_rgb(record)
+            alignment = align(rgb, original) if original is not None else None
+            if alignment is not None and original is not None:
+                row["aligned"] = True
+                if record.watermark_id is not None and self.watermarker is not None:
+                    expected = watermark.encode_payload(record.watermark_id, self.watermarker.key)
+                    confirmation = confirm_mark(
+                        alignment.aligned, alignment.mask, original, expected, photometric=alignment.photometric
+                    )
+                    row.update(
+                        confirmed=confirmation.confirmed,
+                        p_value=confirmation.p_value,
+                        agreeing_bits=confirmation.agreeing_bits,
+                        bits_compared=confirmation.bits_compared,
+                    )
+                    if confirmation.confirmed:
+                        ev.fingerprint_record, ev.fingerprint_distance = record, candidate.distance
+                        ev.confirmation, ev.alignment = confirmation, alignment
+                        row["record_id"] = record.id
+                        report["candidates"].append(row)
+                        break
+            # Unconfirmed: similar, maybe a relative (another shot of the scene), maybe the original with its
+            # mark destroyed. Reported, never named as the record.
+            report["weak_matches"].append({"record_id": record.id, **row})
+        report["record_id"] = ev.fingerprint_record.id if ev.fingerprint_record is not None else None
+        return report
+
+    def _describe_difference(self, ev: Evidence, rgb: np.ndarray) -> tuple[list[str], bytes | None]:
+        """For a modified copy: align it to the certified original, say what changed and where."""
+        record = ev.record
+        if record is None or ev.exact is not None:
+            return [], None
+        original = self._original_rgb(record)
+        if original is None:
+            return [], None
+        alignment = ev.alignment or align(rgb, original)
+        if alignment is None:
+            return ["could not be aligned with the certified original"], None
+        upload_fmt = media.sniff_format(ev.data) or "unknown"
+        original_fmt = {v: k for k, v in media.FORMATS.items()}.get(record.media_type, "unknown")
+        size = (rgb.shape[1], rgb.shape[0])
+        changes = describe_changes(alignment, upload_fmt, original_fmt, size, (record.width, record.height))
+        return changes, difference_png(alignment, original)
+
+    def difference_image(self, verification_id: str) -> bytes | None:
+        """The PNG of a recent verification's differences, if this instance still holds it."""
+        with self._diffs_lock:
+            return self._diffs.get(verification_id)
+
+    def _keep_difference(self, png: bytes) -> str:
+        verification_id = secrets.token_hex(16)
+        with self._diffs_lock:
+            self._diffs[verification_id] = png
+            while len(self._diffs) > DIFF_CACHE_SIZE:
+                self._diffs.popitem(last=False)
+        return verification_id
 
     def _check_chain(self, ev: Evidence) -> dict[str, Any]:
         # Read live from the contract; the database only says where to look (which batch root).
@@ -352,16 +509,26 @@ class Verifier:
         checks["exact"] = timed("exact", self._check_exact, ev)
         checks["c2pa"] = timed("c2pa", self._check_c2pa, ev)
         checks["watermark"] = timed("watermark", self._check_watermark, ev, rgb)
+        checks["fingerprint"] = timed("fingerprint", self._check_fingerprint, ev, rgb)
         checks["chain"] = timed("chain", self._check_chain, ev)
         checks["ipfs"] = timed("ipfs", self._check_ipfs, ev)
         verdict, record, reasons = decide(ev)
         evidence = ev.items() if verdict != INVALID else [i for i in ev.items() if i.kind == "exact_hash"]
+        changes: list[str] = []
+        verification_id = None
+        if verdict == MODIFIED:
+            changes, png = timed("difference", self._describe_difference, ev, rgb)
+            if png is not None:
+                verification_id = self._keep_difference(png)
         return VerificationResult(
             verdict=verdict,  # type: ignore[arg-type]
             record_id=record.id if record else None,
             summary=SUMMARIES[verdict],
             reasons=reasons,
             evidence=evidence,
+            changes=changes,
+            verification_id=verification_id,
+            diff_url=f"/v1/verify/{verification_id}/diff.png" if verification_id else None,
             checks=checks,
             timings_ms=timings,
         )

@@ -295,3 +295,67 @@ class Watermarker:
 
     def detect(self, rgb: np.ndarray) -> Detection:
         return detect(rgb, self.key, factors=self.factors)
+
+
+def u_plane(rgb: np.ndarray) -> np.ndarray:
+    """The U channel of OpenCV's ``COLOR_RGB2YUV`` in float64, without its rounding to uint8.
+
+    Reading an aligned or photometrically corrected copy works on float pixels; rounding U to
+    integers first would add up to 0.5 of noise per pixel for nothing.
+    """
+    pixels = rgb.astype(np.float64)
+    luma = 0.299 * pixels[..., 0] + 0.587 * pixels[..., 1] + 0.114 * pixels[..., 2]
+    return (pixels[..., 2] - luma) * 0.492 + 128.0
+
+
+@dataclass(frozen=True)
+class SoftVotes:
+    """Per payload bit: what the blocks that were read say about it.
+
+    ``score_sums[i]`` adds one soft vote in [-1, 1] per block carrying bit ``i`` (+1: the block's
+    largest singular value sits exactly on a "1" level, -1: exactly on a "0" level, 0: halfway, no
+    information); ``counts[i]`` is the number of such blocks and ``ones[i]`` the fraction of them
+    whose hard vote (the decoder's rule) is 1.
+    """
+
+    score_sums: np.ndarray
+    counts: np.ndarray
+    ones: np.ndarray
+
+    @property
+    def blocks(self) -> int:
+        return int(self.counts.sum())
+
+
+def masked_soft_votes(u: np.ndarray, pixel_mask: np.ndarray | None = None) -> SoftVotes:
+    """Soft-read the payload from a U plane on the marked image's own block grid.
+
+    ``u`` (float, HxW) must be in the frame of the image as it was marked (after alignment), so
+    block ``k`` in reading order still carries bit ``k % PAYLOAD_BITS``. Only 4x4 blocks of the
+    Haar approximation band (8x8 pixels) lying wholly inside ``pixel_mask`` vote: a block that is
+    partly outside what the upload covers, or straddles its border, reads garbage.
+
+    The soft vote is ``-sin(2 pi phase)`` with ``phase = (s0 mod q) / q``: the embedder puts ``s0``
+    at phase 0.25 for a 0 and 0.75 for a 1, so this is -1 / +1 there, falls smoothly to 0 at the
+    decision boundaries (0 and 0.5) where a small distortion flips the hard vote, and has the same
+    sign as the hard vote of ``vote_fractions``.
+    """
+    step = SCALES[1]
+    height, width = u.shape[:2]
+    rows4, cols4 = height // 4 * 4, width // 4 * 4
+    plane = u[:rows4, :cols4]
+    ca1 = (plane[0::2, 0::2] + plane[1::2, 0::2] + plane[0::2, 1::2] + plane[1::2, 1::2]) / 2
+    rows, cols = ca1.shape[0] // BLOCK, ca1.shape[1] // BLOCK
+    blocks = ca1[: rows * BLOCK, : cols * BLOCK].reshape(rows, BLOCK, cols, BLOCK).swapaxes(1, 2)
+    blocks = blocks.reshape(-1, BLOCK, BLOCK)
+    index = np.arange(rows * cols) % PAYLOAD_BITS
+    if pixel_mask is not None:
+        side = 2 * BLOCK  # one approximation-band block covers 8x8 pixels
+        inside = pixel_mask[: rows * side, : cols * side].reshape(rows, side, cols, side).all(axis=(1, 3)).ravel()
+        blocks, index = blocks[inside], index[inside]
+    phase = (largest_singular_values(blocks) % step) / step
+    scores = -np.sin(2 * np.pi * phase)
+    counts = np.bincount(index, minlength=PAYLOAD_BITS)
+    sums = np.bincount(index, weights=scores, minlength=PAYLOAD_BITS)
+    ones = np.bincount(index, weights=(phase > 0.5).astype(np.float64), minlength=PAYLOAD_BITS)
+    return SoftVotes(sums, counts, ones / np.maximum(counts, 1))

@@ -165,10 +165,26 @@ def verify(
     services: ServicesDep,
     file: Annotated[UploadFile | None, File(description="The image to check")] = None,
 ) -> VerifyOut:
-    """Report every check (c2pa, exact, watermark, chain, ipfs) and a verdict."""
+    """Report every check (c2pa, exact, watermark, fingerprint, chain, ipfs) and a verdict."""
     data = read_upload(file, services.settings.max_upload_bytes)
-    result = services.verifier.verify(data)
-    return VerifyOut(**result.as_dict())
+    return services.verifier.verify(data)
+
+
+@router.get(
+    "/v1/verify/{verification_id}/diff.png",
+    tags=["verify"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorOut}},
+)
+def verify_difference(verification_id: str, services: ServicesDep) -> Response:
+    """Where a modified upload differs from its certified original, once aligned (red: changed; grey: not covered).
+
+    Kept in memory for the most recent verifications of this instance only.
+    """
+    png = services.verifier.difference_image(verification_id)
+    if png is None:
+        raise NotFoundError(f"No difference image {verification_id!r}: it expired, or another instance served it.")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/v1/keys", response_model=KeysOut, tags=["keys"])

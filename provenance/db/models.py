@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -63,6 +63,25 @@ class Record(Base):
 
     # "My records, newest first" pages through this index (it also serves lookups by account alone).
     __table_args__ = (Index("ix_records_account_id_created_at", "account_id", "created_at"),)
+
+
+class RecordFingerprint(Base):
+    """A record's perceptual fingerprints (``provenance/fingerprint.py``), one row per record.
+
+    ``codes`` packs every indexed code (``ImageFingerprints.packed``): one row per record rather than
+    per code, because an index loads them all at start and a million records hold 17 million codes.
+    ``id`` only grows: each service instance loads the rows after the last id it has seen.
+    """
+
+    __tablename__ = "record_fingerprints"
+
+    # BIGINT on PostgreSQL; SQLite only autoincrements an INTEGER primary key.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    record_id: Mapped[str] = mapped_column(String(32), ForeignKey("records.id", ondelete="CASCADE"), unique=True)
+    iscc: Mapped[str] = mapped_column(String(64), index=True)  # the io.iscc.v0 soft-binding value
+    scheme: Mapped[str] = mapped_column(String(32))  # which detector and layout made ``codes``
+    codes: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class SigningKeyRow(Base):

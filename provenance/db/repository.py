@@ -4,13 +4,35 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from typing import Protocol
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from provenance.db.models import AnchorBatch, NftToken, NftVoucher, Record, RecordStatus, SigningKeyRow, utcnow
+from provenance.db.models import (
+    AnchorBatch,
+    NftToken,
+    NftVoucher,
+    Record,
+    RecordFingerprint,
+    RecordStatus,
+    SigningKeyRow,
+    utcnow,
+)
 from provenance.errors import AlreadyCertifiedError
+
+
+class PackedFingerprints(Protocol):
+    """What the database keeps of an image's fingerprints (``provenance.fingerprint.ImageFingerprints``)."""
+
+    @property
+    def iscc(self) -> str: ...
+
+    @property
+    def scheme(self) -> str: ...
+
+    def packed(self) -> bytes: ...
 
 
 def new_record_id() -> str:
@@ -23,10 +45,12 @@ class RecordRepository:
         self._sessions = sessions
 
     # --- writes -----------------------------------------------------------------------------
-    def add(self, record: Record) -> Record:
-        """Insert a record in one transaction; a duplicate hash raises AlreadyCertifiedError."""
+    def add(self, record: Record, fingerprints: PackedFingerprints | None = None) -> Record:
+        """Insert a record (and its fingerprints) in one transaction; a duplicate hash raises AlreadyCertifiedError."""
         with self._sessions.begin() as session:
             session.add(record)
+            if fingerprints is not None:
+                session.add(_fingerprint_row(record.id, fingerprints))
             try:
                 session.flush()
             except IntegrityError:
@@ -73,6 +97,27 @@ class RecordRepository:
             if batch_roots:
                 session.execute(update(AnchorBatch).where(AnchorBatch.root.in_(batch_roots)).values(**reset))
                 session.execute(update(Record).where(Record.batch_root.in_(batch_roots)).values(**reset))
+
+    # --- fingerprints -----------------------------------------------------------------------
+    def add_fingerprints(self, record_id: str, fingerprints: PackedFingerprints) -> None:
+        """Store the fingerprints of a record already inserted (``add`` can take them in its transaction)."""
+        with self._sessions.begin() as session:
+            session.add(_fingerprint_row(record_id, fingerprints))
+
+    def fingerprints_since(self, cursor: int, limit: int) -> list[tuple[int, str, str, bytes]]:
+        """(row id, record id, scheme, packed codes) of the rows after ``cursor``, oldest first."""
+        query = (
+            select(RecordFingerprint.id, RecordFingerprint.record_id, RecordFingerprint.scheme, RecordFingerprint.codes)
+            .where(RecordFingerprint.id > cursor)
+            .order_by(RecordFingerprint.id)
+            .limit(limit)
+        )
+        with self._sessions() as session:
+            return [(int(i), str(r), str(s), bytes(c)) for i, r, s, c in session.execute(query)]
+
+    def fingerprints(self, record_id: str) -> RecordFingerprint | None:
+        with self._sessions() as session:
+            return session.scalars(select(RecordFingerprint).where(RecordFingerprint.record_id == record_id)).first()
 
     # --- batches ----------------------------------------------------------------------------
     def pending_unbatched(self, limit: int) -> list[Record]:
@@ -206,6 +251,12 @@ class RecordRepository:
             )
             rows = list(session.scalars(select(SigningKeyRow).order_by(SigningKeyRow.created_at)))
             return [(row, *usage.get(row.key_id, (0, None))) for row in rows]
+
+
+def _fingerprint_row(record_id: str, fingerprints: PackedFingerprints) -> RecordFingerprint:
+    return RecordFingerprint(
+        record_id=record_id, iscc=fingerprints.iscc, scheme=fingerprints.scheme, codes=fingerprints.packed()
+    )
 
 
 class NftRepository:

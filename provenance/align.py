@@ -1,0 +1,497 @@
+"""Align an upload to a candidate original: the geometry and light of a modified copy.
+
+A fact-checker's copy of a certified image is often cropped, mirrored, slightly rotated, resized,
+re-encoded or brightened. The fingerprint index proposes candidate originals; this module fits the
+transform that maps the upload onto a candidate (ORB features, ratio test, a RANSAC similarity:
+scale, rotation, translation, and the same on the mirrored upload), warps the upload into the
+original's frame and fits the brightness/contrast change. In that frame the watermark's block grid
+is the original's again, which is what lets ``provenance.confirm`` read the mark after a crop at
+any offset, a flip or a rotation; and the two images can be compared pixel by pixel to show what
+was edited (``difference_png``) and to describe the changes (``describe_changes``).
+
+Alignment is evidence of similar content only, never of identity: two photos of the same scene
+align too. Only a confirmed mark makes a candidate the record. Nothing here looks at the mark, so
+the geometry and the light it fits cannot bias the confirmation toward any payload.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+# Feature detection runs on a copy whose longest side is at most this: ORB at 512 px costs ~6 ms,
+# and the transform is composed back to full resolution, where RANSAC's fit is refined on all inliers.
+DETECT_SIDE = 512
+# A small upload (a 0.5x copy of a crop) is enlarged to this for detection: ORB ignores a 31 px
+# border and needs a few pyramid levels, so below ~300 px it finds too few features.
+MIN_DETECT_SIDE = 320
+ORB_FEATURES = 1000
+RATIO = 0.8  # Lowe's ratio test on Hamming distances
+RANSAC_THRESHOLD = 3.0  # reprojection error in original pixels at detection scale
+# Unrelated pairs of scikit-image photos (all 1,104 ordered pairs, plain and cropped) reach at most
+# 8 inliers once the scale is plausible; real copies, even 0.5x resizes of crops, have 40+.
+MIN_INLIERS = 15
+MIN_SCALE, MAX_SCALE = 0.2, 5.0
+# The unflipped fit is trusted without trying the mirror when it is this clear; otherwise both are
+# tried and the one with more inliers wins (a near-symmetric scene can half-match its mirror image).
+CLEAR_INLIERS, CLEAR_RATIO = 100, 0.6
+EROSION_PX = 3  # pixels dropped along the covered area's edge, where interpolation mixes in the fill
+FILL_TOLERANCE = 6  # colour tolerance of a rotation's constant fill (black corners), JPEG noise included
+DIFFERENCE_SIGMA = 2.0  # both images are blurred this much before comparing: re-encoding and resampling
+DIFFERENCE_THRESHOLD = 32.0  # noise stays far below it (JPEG 50 or blur radius 1: < 1% of pixels over it)
+MIN_REGION_PX = 25  # differing specks smaller than a 5x5 square are noise, not an edit
+REFINE_GRID = 3  # 3x3 patches for the sub-pixel refinement
+
+
+@dataclass(frozen=True)
+class Photometric:
+    """How the upload's light differs: upload luminance ~= ``gain`` x original luminance + ``offset``.
+
+    ``brightness`` is the relative change of mean luminance over the covered area, ``contrast`` the
+    relative change of contrast (standard deviation over mean): a brightness slider (all values
+    times 1.2) reads brightness +20%, contrast 0; a contrast slider (values pushed away from the mean
+    by 1.2) reads brightness 0, contrast +20%.
+    """
+
+    gain: float = 1.0
+    offset: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Alignment:
+    """Where an upload sits on a candidate original.
+
+    ``matrix`` (2x3) maps upload pixel coordinates to original pixel coordinates (pixel centres at
+    integers, as OpenCV). The upload is modelled as the original mirrored (if ``flipped``), rotated
+    ``rotation_deg`` counter-clockwise as seen on screen, scaled by ``scale`` (upload pixels per
+    original pixel) and cropped to ``crop_box`` (x0, y0, x1, y1: the original's pixels it covers,
+    end exclusive). ``aligned`` is the upload warped into the original's frame (original's size,
+    uint8 RGB) and ``mask`` the pixels it covers, eroded by a few pixels and without a rotation's
+    constant-colour fill corners. ``changed`` marks covered pixels that still differ from the
+    original once geometry and light are undone (edits), ``difference`` the per-pixel difference.
+    """
+
+    matrix: np.ndarray
+    flipped: bool
+    scale: float
+    rotation_deg: float
+    crop_box: tuple[int, int, int, int]
+    coverage: float
+    inliers: int
+    matches: int
+    aligned: np.ndarray
+    mask: np.ndarray
+    photometric: Photometric
+    difference: np.ndarray = field(repr=False)
+    changed: np.ndarray = field(repr=False)
+
+    @property
+    def changed_fraction(self) -> float:
+        """Share of the covered area that differs from the original after alignment."""
+        covered = int(self.mask.sum())
+        return float(self.changed.sum()) / covered if covered else 0.0
+
+
+@dataclass(eq=False)
+class Features:
+    """ORB keypoints (full-resolution coordinates) and descriptors of one image, reusable.
+
+    An upload checked against several candidates is described once; its mirror image is described
+    only when a candidate needs it, then kept.
+    """
+
+    gray: np.ndarray  # the detection-scale grey image
+    sx: float  # detection pixels per full-resolution pixel, horizontally
+    sy: float
+    width: int  # full resolution
+    height: int
+    points: np.ndarray
+    descriptors: np.ndarray | None
+    _mirrored: Features | None = None
+
+    def mirrored(self) -> Features:
+        if self._mirrored is None:
+            gray = np.ascontiguousarray(self.gray[:, ::-1])
+            self._mirrored = _describe(gray, self.sx, self.sy, self.width, self.height)
+        return self._mirrored
+
+
+_orb = cv2.ORB.create(nfeatures=ORB_FEATURES)
+_matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+
+
+def _describe(gray: np.ndarray, sx: float, sy: float, width: int, height: int) -> Features:
+    keypoints, descriptors = _orb.detectAndCompute(gray, None)
+    points = np.array([kp.pt for kp in keypoints], dtype=np.float64).reshape(-1, 2)
+    # Detection pixel centres to full-resolution pixel centres (resizing maps pixel edges to edges).
+    points[:, 0] = (points[:, 0] + 0.5) / sx - 0.5
+    points[:, 1] = (points[:, 1] + 0.5) / sy - 0.5
+    return Features(gray, sx, sy, width, height, points, descriptors)
+
+
+def features(rgb: np.ndarray) -> Features:
+    """Describe an image for ``align`` (detection on a copy resized to 320-512 px on its longest side)."""
+    height, width = rgb.shape[:2]
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    longest = max(width, height)
+    factor = min(DETECT_SIDE / longest, max(1.0, MIN_DETECT_SIDE / longest))
+    if factor != 1.0:
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+        gray = cv2.resize(gray, size, interpolation=interpolation)
+    return _describe(gray, gray.shape[1] / width, gray.shape[0] / height, width, height)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    matrix: np.ndarray  # 2x3, upload (as described, maybe mirrored) -> original
+    inliers: int
+    matches: int
+
+
+def _fit(upload: Features, original: Features) -> _Fit | None:
+    """Ratio-tested one-to-one matches, then a RANSAC similarity; None when implausible."""
+    if upload.descriptors is None or original.descriptors is None:
+        return None
+    if len(upload.descriptors) < 2 or len(original.descriptors) < 2:
+        return None
+    best: dict[int, cv2.DMatch] = {}
+    for pair in _matcher.knnMatch(upload.descriptors, original.descriptors, k=2):
+        if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
+            match = pair[0]
+            # One upload point per original point: many-to-one matches (a textureless original
+            # where every descriptor lands on the same few keypoints) make degenerate fits.
+            if match.trainIdx not in best or match.distance < best[match.trainIdx].distance:
+                best[match.trainIdx] = match
+    if len(best) < MIN_INLIERS:
+        return None
+    matches = list(best.values())
+    src = upload.points[[m.queryIdx for m in matches]]
+    dst = original.points[[m.trainIdx for m in matches]]
+    threshold = RANSAC_THRESHOLD / min(original.sx, original.sy)
+    matrix, inlier_flags = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold, maxIters=2000, confidence=0.999, refineIters=10
+    )
+    if matrix is None or inlier_flags is None:
+        return None
+    inliers = inlier_flags.ravel().astype(bool)
+    count = int(inliers.sum())
+    scale = math.sqrt(abs(float(np.linalg.det(matrix[:, :2]))))
+    if count < MIN_INLIERS or scale == 0 or not MIN_SCALE <= 1 / scale <= MAX_SCALE:
+        return None
+    # Inliers stacked on a handful of spots fit anything: require them spread over distinct points.
+    distinct = min(len(np.unique(np.round(src[inliers]), axis=0)), len(np.unique(np.round(dst[inliers]), axis=0)))
+    if distinct < MIN_INLIERS:
+        return None
+    return _Fit(matrix, count, len(matches))
+
+
+def _fill_mask(upload: np.ndarray, original: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Upload pixels that are a rotation's constant fill (e.g. black corners), as a uint8 0/255 mask.
+
+    A constant-colour region touching an image corner is taken as fill only when the original, at the
+    same place, is on average a different colour: a uniform sky or backdrop stays covered. Deciding
+    per region on its mean colour keeps the mark (a few levels of U per block) out of the decision.
+    """
+    height, width = upload.shape[:2]
+    fill = np.zeros((height, width), np.uint8)
+    flood = np.zeros((height + 2, width + 2), np.uint8)
+    tolerance = (FILL_TOLERANCE,) * 3
+    for x, y in ((0, 0), (width - 1, 0), (0, height - 1), (width - 1, height - 1)):
+        if flood[y + 1, x + 1]:
+            continue
+        region = np.zeros_like(flood)
+        flags = 4 | cv2.FLOODFILL_MASK_ONLY | cv2.FLOODFILL_FIXED_RANGE | (255 << 8)
+        cv2.floodFill(upload, region, (x, y), (0, 0, 0), tolerance, tolerance, flags)
+        flood |= region
+        inside = region[1:-1, 1:-1] > 0
+        if inside.sum() < MIN_REGION_PX:
+            continue
+        ys, xs = np.nonzero(inside)
+        colour = upload[ys, xs].mean(axis=0)
+        # Where the region lands on the original: a sample of its pixels is enough for a mean colour.
+        pick = slice(None, None, max(1, len(xs) // 2000))
+        mapped = np.stack([xs[pick], ys[pick]], axis=1) @ matrix[:, :2].T + matrix[:, 2]
+        cols, rows = np.rint(mapped[:, 0]).astype(int), np.rint(mapped[:, 1]).astype(int)
+        on = (cols >= 0) & (cols < original.shape[1]) & (rows >= 0) & (rows < original.shape[0])
+        under = original[rows[on], cols[on]]
+        if len(under) and np.abs(under.mean(axis=0) - colour).max() > 40:
+            fill[inside] = 255
+    return fill
+
+
+def fit_photometric(aligned: np.ndarray, original: np.ndarray, mask: np.ndarray) -> Photometric:
+    """Least-squares gain/offset from original to upload luminance on the covered area.
+
+    Luminance carries no mark (it lives in U), so the fit cannot lean toward any payload. Clipped
+    pixels (0-2, 253-255 in either image: a brightened sky) do not follow the model and are left
+    out; a second pass drops the worst residuals (edited regions).
+    """
+    grey_a = cv2.cvtColor(aligned, cv2.COLOR_RGB2GRAY)[::2, ::2].astype(np.float64)
+    grey_o = cv2.cvtColor(original, cv2.COLOR_RGB2GRAY)[::2, ::2].astype(np.float64)
+    use = mask[::2, ::2] & (grey_a > 2) & (grey_a < 253) & (grey_o > 2) & (grey_o < 253)
+    x, y = grey_o[use], grey_a[use]
+    if len(x) < 100 or x.std() < 2.0:
+        return Photometric()
+    gain, offset = 1.0, 0.0
+    for _ in range(2):
+        var = x.var()
+        gain = float(((x - x.mean()) * (y - y.mean())).mean() / var) if var > 0 else 1.0
+        offset = float(y.mean() - gain * x.mean())
+        residual = np.abs(y - (gain * x + offset))
+        keep = residual <= max(3.0 * float(np.median(residual)), 2.0)
+        if keep.sum() < 100:
+            break
+        x, y = x[keep], y[keep]
+    if not 0.25 <= gain <= 4.0:  # not a brightness/contrast change: leave the light alone
+        return Photometric()
+    mean_o = float(grey_o[mask[::2, ::2]].mean())
+    mean_a = gain * mean_o + offset
+    if mean_o <= 0 or mean_a <= 0:
+        return Photometric(gain, offset)
+    return Photometric(gain, offset, mean_a / mean_o - 1.0, gain * mean_o / mean_a - 1.0)
+
+
+def _difference(aligned: np.ndarray, original: np.ndarray, mask: np.ndarray, light: Photometric) -> np.ndarray:
+    """Per-pixel colour difference (max over channels) between the upload and the original in its light.
+
+    The original is put in the upload's light (gain, offset, then clipped to 0-255 as the upload's
+    editor did), rather than the upload in the original's: clipped highlights of a brightened copy
+    then match instead of lighting up. Both are compared blurred, at half resolution (4x cheaper,
+    and the map is coarse anyway), then the map is brought back to full size.
+    """
+    height, width = original.shape[:2]
+    half = (max(1, width // 2), max(1, height // 2))
+    ours = cv2.resize(aligned, half, interpolation=cv2.INTER_AREA).astype(np.float32)
+    theirs = cv2.resize(original, half, interpolation=cv2.INTER_AREA).astype(np.float32)
+    theirs = np.clip(theirs * np.float32(light.gain) + np.float32(light.offset), 0, 255)
+    sigma = DIFFERENCE_SIGMA / 2
+    delta = np.abs(cv2.GaussianBlur(ours, (0, 0), sigma) - cv2.GaussianBlur(theirs, (0, 0), sigma))
+    worst = np.maximum(np.maximum(delta[:, :, 0], delta[:, :, 1]), delta[:, :, 2])
+    difference = cv2.resize(worst, (width, height), interpolation=cv2.INTER_LINEAR)
+    difference[~mask] = 0
+    return difference
+
+
+def _changed(difference: np.ndarray) -> np.ndarray:
+    over = (difference > DIFFERENCE_THRESHOLD).astype(np.uint8)
+    # Opening removes thin lines along strong edges (a residual sub-pixel misfit), keeps areas.
+    opened = cv2.morphologyEx(over, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    return opened.astype(bool)
+
+
+def _rotation_and_scale(matrix: np.ndarray, flipped: bool) -> tuple[float, float]:
+    """Rotation (degrees, counter-clockwise on screen) and scale of the upload w.r.t. the original."""
+    to_upload = cv2.invertAffineTransform(matrix)[:, :2]
+    if flipped:
+        to_upload = to_upload @ np.diag([-1.0, 1.0])  # take the mirror out first: upload = R(S(F(original)))
+    scale = math.sqrt(abs(float(np.linalg.det(to_upload))))
+    # With y pointing down, an on-screen counter-clockwise turn by t is [[cos t, sin t], [-sin t, cos t]].
+    rotation = math.degrees(math.atan2(float(to_upload[0, 1]), float(to_upload[0, 0])))
+    return rotation, scale
+
+
+def _refine(upload: np.ndarray, original: np.ndarray, matrix: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """Sharpen the feature fit to ~0.1 px with phase correlation of patches; None to keep it.
+
+    ORB keypoints come from pyramid levels, so the RANSAC fit can be off by a pixel at the far
+    edges of the image (0.3% of scale), which is an eighth of a mark block: enough to cost the mark
+    reading one or two orders of magnitude in p-value after a resize and JPEG. Each patch of the
+    warped upload is phase-correlated with the original (luminance only: the mark is in U), and a
+    similarity fitted to the patch shifts corrects the transform (~5 ms at 512x512).
+    """
+    height, width = original.shape[:2]
+    ys, xs = np.nonzero(mask[::4, ::4])
+    if len(xs) == 0:
+        return None
+    x0, x1, y0, y1 = xs.min() * 4, xs.max() * 4, ys.min() * 4, ys.max() * 4
+    side = 128 if min(x1 - x0, y1 - y0) >= 192 else 64
+    if min(x1 - x0, y1 - y0) < side:
+        return None
+    grey_o = cv2.cvtColor(original, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grey_u = cv2.cvtColor(upload, cv2.COLOR_RGB2GRAY)
+    grey_a = cv2.warpAffine(grey_u, matrix, (width, height), flags=cv2.INTER_LINEAR).astype(np.float32)
+    window = cv2.createHanningWindow((side, side), cv2.CV_32F)
+    centres, targets = [], []
+    for cy in np.linspace(y0 + side / 2, y1 - side / 2, REFINE_GRID):
+        for cx in np.linspace(x0 + side / 2, x1 - side / 2, REFINE_GRID):
+            r0, c0 = int(cy - side / 2), int(cx - side / 2)
+            if r0 < 0 or c0 < 0 or r0 + side > height or c0 + side > width:
+                continue
+            if not mask[r0 : r0 + side, c0 : c0 + side].all():
+                continue
+            patch_o, patch_a = grey_o[r0 : r0 + side, c0 : c0 + side], grey_a[r0 : r0 + side, c0 : c0 + side]
+            (dx, dy), response = cv2.phaseCorrelate(patch_o, patch_a, window)
+            if response < 0.1 or abs(dx) > 3 or abs(dy) > 3:  # flat or ambiguous patch
+                continue
+            centre = np.array([c0 + (side - 1) / 2, r0 + (side - 1) / 2])
+            centres.append(centre)  # the warped upload shows here what the original shows at centre - shift
+            targets.append(centre - (dx, dy))
+    if len(centres) < 3:
+        return None
+    correction, _ = cv2.estimateAffinePartial2D(np.array(centres), np.array(targets), method=cv2.LMEDS)
+    if correction is None:
+        return None
+    # A refinement, not a new fit: anything beyond a pixel or two and a fraction of a degree is an outlier.
+    scale = math.sqrt(abs(float(np.linalg.det(correction[:, :2]))))
+    angle = abs(math.degrees(math.atan2(float(correction[1, 0]), float(correction[0, 0]))))
+    shift = np.abs(correction[:, :2] @ [width / 2, height / 2] + correction[:, 2] - [width / 2, height / 2]).max()
+    if abs(scale - 1) > 0.01 or angle > 0.5 or shift > 3:
+        return None
+    return np.asarray((np.vstack([correction, [0, 0, 1]]) @ np.vstack([matrix, [0, 0, 1]]))[:2])
+
+
+def align(
+    upload_rgb: np.ndarray,
+    original_rgb: np.ndarray,
+    *,
+    upload_features: Features | None = None,
+    original_features: Features | None = None,
+) -> Alignment | None:
+    """Fit and apply the similarity (plus optional mirror) from the upload onto the original.
+
+    Returns None when the images do not align: too few consistent matches, or a scale outside
+    0.2-5x. Pass ``upload_features`` / ``original_features`` (from ``features``) to describe an
+    image once for several comparisons.
+    """
+    upload_rgb = np.ascontiguousarray(upload_rgb)
+    original_rgb = np.ascontiguousarray(original_rgb)
+    ups = upload_features or features(upload_rgb)
+    orig = original_features or features(original_rgb)
+    best, flipped = _fit(ups, orig), False
+    if best is None or best.inliers < CLEAR_INLIERS or best.inliers < CLEAR_RATIO * best.matches:
+        mirrored = _fit(ups.mirrored(), orig)
+        if mirrored is not None and (best is None or mirrored.inliers > best.inliers):
+            best, flipped = mirrored, True
+    if best is None:
+        return None
+    height, width = upload_rgb.shape[:2]
+    matrix = best.matrix.astype(np.float64)
+    if flipped:  # the fit maps the mirrored upload; compose the mirror x -> width - 1 - x
+        matrix = matrix @ np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    out_h, out_w = original_rgb.shape[:2]
+    _, scale = _rotation_and_scale(matrix, flipped)
+    erosion = EROSION_PX + math.ceil(1.0 / min(scale, 1.0))  # an enlarged upload pixel smears further
+    kernel = np.ones((2 * erosion + 1,) * 2, np.uint8)
+    valid = np.full((height, width), 255, np.uint8)
+    if abs(_rotation_and_scale(matrix, flipped)[0]) > 0.2:
+        valid -= _fill_mask(upload_rgb, original_rgb, matrix)
+
+    def covered_by(transform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        covered = cv2.warpAffine(valid, transform, (out_w, out_h), flags=cv2.INTER_NEAREST) > 0
+        return covered, cv2.erode(covered.astype(np.uint8), kernel) > 0
+
+    covered, mask = covered_by(matrix)
+    if not mask.any():
+        return None
+    refined = _refine(upload_rgb, original_rgb, matrix, mask)
+    if refined is not None:
+        matrix = refined
+        covered, mask = covered_by(matrix)
+    rotation, scale = _rotation_and_scale(matrix, flipped)
+
+    source, warp_matrix = upload_rgb, matrix
+    if scale > 1.5:  # shrink a large upload first: a bilinear warp alone would alias
+        factor = 1.0 / scale
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        source = cv2.resize(upload_rgb, size, interpolation=cv2.INTER_AREA)
+        fx, fy = size[0] / width, size[1] / height
+        to_small = np.array([[fx, 0.0, 0.5 * fx - 0.5], [0.0, fy, 0.5 * fy - 0.5], [0.0, 0.0, 1.0]])
+        warp_matrix = matrix @ np.linalg.inv(to_small)
+    aligned = cv2.warpAffine(source, warp_matrix, (out_w, out_h), flags=cv2.INTER_LINEAR)
+
+    corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
+    mapped = corners @ matrix[:, :2].T + matrix[:, 2] + 0.5  # pixel edges of the original
+    x0, y0 = (max(0, min(n, round(v))) for v, n in zip(mapped.min(axis=0), (out_w, out_h), strict=True))
+    x1, y1 = (max(0, min(n, round(v))) for v, n in zip(mapped.max(axis=0), (out_w, out_h), strict=True))
+
+    light = fit_photometric(aligned, original_rgb, mask)
+    difference = _difference(aligned, original_rgb, mask, light)
+    return Alignment(
+        matrix=matrix,
+        flipped=flipped,
+        scale=scale,
+        rotation_deg=rotation,
+        crop_box=(int(x0), int(y0), int(x1), int(y1)),
+        coverage=float(covered.mean()),
+        inliers=best.inliers,
+        matches=best.matches,
+        aligned=aligned,
+        mask=mask,
+        photometric=light,
+        difference=difference,
+        changed=_changed(difference),
+    )
+
+
+def describe_changes(
+    alignment: Alignment,
+    upload_format: str,
+    original_format: str,
+    upload_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> list[str]:
+    """Human-readable list of what was done to the original to make the upload.
+
+    Sizes are (width, height); formats as ``media.sniff_format`` names them (png, jpeg, webp).
+    Small deviations (under 2% scale, 0.5 degree, 3% light, 97% coverage) are fitting noise and
+    are not reported.
+    """
+    changes: list[str] = []
+    if alignment.flipped:
+        changes.append("mirrored horizontally")
+    if abs(alignment.rotation_deg) >= 0.5:
+        direction = "counter-clockwise" if alignment.rotation_deg > 0 else "clockwise"
+        changes.append(f"rotated {abs(alignment.rotation_deg):.1f}° {direction}")
+    if abs(alignment.scale - 1.0) >= 0.02:
+        changes.append(f"resized to {alignment.scale:.2f}x")
+    x0, y0, x1, y1 = alignment.crop_box
+    box_share = (x1 - x0) * (y1 - y0) / float(original_size[0] * original_size[1])
+    if box_share < 0.97:
+        changes.append(f"cropped to ({x0},{y0})-({x1},{y1}), {alignment.coverage:.0%} of the area")
+    elif alignment.coverage < 0.97:  # a rotation inside the same frame loses the corners
+        changes.append(f"covers {alignment.coverage:.0%} of the original (corners cut off)")
+    if tuple(upload_size) != tuple(original_size):
+        changes.append(f"dimensions {original_size[0]}x{original_size[1]} -> {upload_size[0]}x{upload_size[1]} pixels")
+    light = alignment.photometric
+    if abs(light.brightness) >= 0.03:
+        changes.append(f"brightness {light.brightness:+.0%}")
+    if abs(light.contrast) >= 0.03:
+        changes.append(f"contrast {light.contrast:+.0%}")
+    if alignment.changed_fraction >= 0.001:
+        changes.append(f"edited: {alignment.changed_fraction:.1%} of the covered area differs from the original")
+    if upload_format.lower() != original_format.lower():
+        changes.append(f"re-encoded as {upload_format.upper()} (original: {original_format.upper()})")
+    elif not changes:
+        changes.append(f"re-encoded as {upload_format.upper()}: same pixels layout, different bytes")
+    return changes
+
+
+def difference_png(alignment: Alignment, original_rgb: np.ndarray) -> bytes:
+    """A PNG of the original's frame showing where the aligned upload differs.
+
+    The original is shown dimmed in grey; pixels the upload changed are red (brighter for larger
+    differences); what the upload does not cover is hatched. The original is compared in the upload's
+    light (``Photometric``), so a brightness or contrast change alone leaves the picture grey.
+    """
+    grey = cv2.cvtColor(original_rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    base = np.repeat((grey * 0.45 + 40.0)[:, :, None], 3, axis=2)
+    height, width = grey.shape
+    yy, xx = np.mgrid[0:height, 0:width]
+    hatch = np.where(((xx + yy) // 6) % 2 == 0, 150.0, 90.0).astype(np.float32)
+    uncovered = ~alignment.mask
+    base[uncovered] = hatch[uncovered][:, None]
+    changed = alignment.changed
+    strength = np.clip((alignment.difference - DIFFERENCE_THRESHOLD / 2) / (2 * DIFFERENCE_THRESHOLD), 0.0, 1.0)
+    alpha = np.where(changed, 0.6 + 0.4 * strength, 0.0).astype(np.float32)[:, :, None]
+    red = np.array([255.0, 32.0, 32.0], dtype=np.float32)
+    picture = base * (1.0 - alpha) + red * alpha
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(np.clip(picture, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - OpenCV fails only on impossible shapes
+        raise ValueError("the difference image could not be encoded")
+    return buffer.tobytes()

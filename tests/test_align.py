@@ -1,0 +1,335 @@
+"""Aligning modified copies to a candidate original, and confirming the record with a calibrated mark read.
+
+Every edit a fact-checker meets (crops at any offset, mirror, small rotations, resizes, light,
+re-encoding, noise, blur and a combination) must align back onto the original with the right
+geometry and confirm the record at p <= 1e-6; the same edits of an image marked for another id or
+under another key, unmarked copies and unrelated photos must never confirm.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance, ImageFilter
+
+from provenance import watermark
+from provenance.align import Alignment, align, describe_changes, difference_png
+from provenance.confirm import (
+    CODE_FACTOR,
+    WEIGHT_LEVELS,
+    confirm_mark,
+    names_another_codeword,
+    rademacher_tail,
+)
+from tests.conftest import decode, encode, photo
+
+KEY = watermark.MarkKey(bytes(range(32)))
+RECORD_ID, OTHER_ID = 0xC0FFEE42, 0x5EED1234
+EXPECTED = watermark.encode_payload(RECORD_ID, KEY)
+
+
+def _pil_op(rgb: np.ndarray, op: str, amount: float) -> np.ndarray:
+    image = Image.fromarray(rgb)
+    if op == "brightness":
+        image = ImageEnhance.Brightness(image).enhance(amount)
+    elif op == "contrast":
+        image = ImageEnhance.Contrast(image).enhance(amount)
+    elif op == "rotate":  # counter-clockwise on screen, same frame: the corners are filled black
+        image = image.rotate(amount, resample=Image.Resampling.BICUBIC)
+    elif op == "resize":
+        image = image.resize((round(rgb.shape[1] * amount), round(rgb.shape[0] * amount)), Image.Resampling.LANCZOS)
+    elif op == "blur":
+        image = image.filter(ImageFilter.GaussianBlur(amount))
+    return np.asarray(image.convert("RGB")).copy()
+
+
+def _crop(rgb: np.ndarray, share: float, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    height, width = rgb.shape[:2]
+    side = math.sqrt(share)
+    w, h = round(width * side), round(height * side)
+    x0, y0 = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+    return rgb[y0 : y0 + h, x0 : x0 + w].copy(), (x0, y0, x0 + w, y0 + h)
+
+
+def _edits(rgb: np.ndarray, seed: int) -> dict[str, tuple[np.ndarray, dict[str, object]]]:
+    """Each edit with what align() must find: crop box, scale, rotation, mirror, light."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, tuple[np.ndarray, dict[str, object]]] = {}
+    for share in (0.9, 0.75, 0.5):
+        cropped, box = _crop(rgb, share, rng)
+        out[f"crop {share:.0%}"] = (cropped, {"crop": box})
+    out["mirror"] = (np.ascontiguousarray(rgb[:, ::-1]), {"flip": True})
+    for degrees in (2.0, 5.0, -5.0):
+        out[f"rotate {degrees:+.0f}"] = (_pil_op(rgb, "rotate", degrees), {"rotation": degrees})
+    for factor in (0.5, 0.75, 0.8, 2.0):
+        out[f"resize {factor}x"] = (_pil_op(rgb, "resize", factor), {"scale": factor})
+    for amount in (1.2, 0.8):
+        out[f"brightness {amount - 1:+.0%}"] = (_pil_op(rgb, "brightness", amount), {"brightness": amount - 1})
+        out[f"contrast {amount - 1:+.0%}"] = (_pil_op(rgb, "contrast", amount), {"contrast": amount - 1})
+    out["jpeg 50"] = (decode(encode(rgb, "JPEG", quality=50)), {})
+    out["webp 75"] = (decode(encode(rgb, "WEBP", quality=75)), {})
+    out["noise 5"] = (np.clip(rgb + rng.normal(0, 5, rgb.shape), 0, 255).astype(np.uint8), {})
+    out["blur 1"] = (_pil_op(rgb, "blur", 1), {})
+    combo = decode(encode(_pil_op(rgb, "resize", 0.75), "JPEG", quality=75))
+    out["resize 0.75 + jpeg 75 + brightness +10%"] = (_pil_op(combo, "brightness", 1.1), {"scale": 0.75})
+    cropped, _ = _crop(rgb, 0.75, rng)
+    turned = _pil_op(np.ascontiguousarray(cropped[:, ::-1]), "rotate", 3.0)
+    out["crop 75% + mirror + rotate 3 + jpeg 75"] = (
+        decode(encode(turned, "JPEG", quality=75)),
+        {"flip": True, "rotation": 3.0},
+    )
+    return out
+
+
+def _geometry_errors(found: Alignment, truth: dict[str, object]) -> list[str]:
+    errors = []
+    scale = float(truth.get("scale", 1.0))  # type: ignore[arg-type]
+    rotation = float(truth.get("rotation", 0.0))  # type: ignore[arg-type]
+    if abs(found.scale - scale) > 0.01:
+        errors.append(f"scale {found.scale:.3f} != {scale}")
+    if abs(found.rotation_deg - rotation) > 0.3:
+        errors.append(f"rotation {found.rotation_deg:.2f} != {rotation}")
+    if found.flipped != truth.get("flip", False):
+        errors.append(f"flipped {found.flipped}")
+    if "crop" in truth and max(abs(a - b) for a, b in zip(found.crop_box, truth["crop"], strict=True)) > 2:  # type: ignore[call-overload]
+        errors.append(f"crop box {found.crop_box} != {truth['crop']}")
+    for key in ("brightness", "contrast"):
+        if key in truth and abs(getattr(found.photometric, key) - float(truth[key])) > 0.04:  # type: ignore[arg-type]
+            errors.append(f"{key} {getattr(found.photometric, key):+.3f} != {truth[key]}")
+    return errors
+
+
+@pytest.fixture(scope="module")
+def marked() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each photo marked for the record and, separately, for another record (same key)."""
+    names = ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png")
+    return {
+        name: (watermark.embed(photo(name), RECORD_ID, KEY), watermark.embed(photo(name), OTHER_ID, KEY))
+        for name in names
+    }
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "coffee.png", "chelsea.png"])
+def test_every_edit_aligns_and_confirms_only_the_right_record(
+    name: str, marked: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    original, other = marked[name]
+    edits, others = _edits(original, seed=1), _edits(other, seed=1)
+    failures = []
+    for edit, (upload, truth) in edits.items():
+        found = align(upload, original)
+        if found is None:
+            failures.append(f"{edit}: did not align")
+            continue
+        failures += [f"{edit}: {error}" for error in _geometry_errors(found, truth)]
+        mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, photometric=found.photometric)
+        if not mark.confirmed:
+            failures.append(f"{edit}: not confirmed, p={mark.p_value:.1e}")
+        # The same edit of the image marked for another record aligns just as well, and never confirms.
+        wrong = align(others[edit][0], original)
+        assert wrong is not None
+        wrong_mark = confirm_mark(wrong.aligned, wrong.mask, original, EXPECTED, photometric=wrong.photometric)
+        if wrong_mark.confirmed or wrong_mark.p_value < 1e-3:
+            failures.append(f"{edit}: another record's mark reads p={wrong_mark.p_value:.1e}")
+    assert not failures, failures
+
+
+def test_crops_at_random_offsets_keep_the_record(marked: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    original, _ = marked["motorcycle_left.png"]
+    rng = np.random.default_rng(7)
+    for share in (0.9, 0.75, 0.5):
+        for _ in range(4):
+            upload, box = _crop(original, share, rng)
+            found = align(upload, original)
+            assert found is not None and not _geometry_errors(found, {"crop": box}), (share, box)
+            assert abs(found.coverage - share) < 0.02
+            mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, photometric=found.photometric)
+            assert mark.confirmed and mark.p_value < 1e-12, (share, box, mark)
+
+
+def test_unmarked_and_other_key_copies_are_not_confirmed(marked: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    original, _ = marked["astronaut.png"]
+    unmarked = photo("astronaut.png")
+    forged = watermark.embed(unmarked, RECORD_ID, watermark.MarkKey(bytes(range(1, 33))))  # right id, other key
+    for source in (unmarked, forged):
+        for edit in ("crop 75%", "mirror", "rotate +5", "jpeg 50", "resize 0.75 + jpeg 75 + brightness +10%"):
+            upload, _ = _edits(source, seed=2)[edit]
+            found = align(upload, original)
+            assert found is not None  # same content: it aligns, which alone proves nothing
+            mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, photometric=found.photometric)
+            assert not mark.confirmed and mark.p_value > 1e-4, (edit, mark)
+
+
+def test_unrelated_photos_do_not_align_and_a_stereo_twin_does_not_confirm(
+    marked: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> None:
+    names = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "camera.png", "ihc.png", "hubble_deep_field.jpg"]
+    for upload_name in names:
+        upload = photo(upload_name)
+        for original_name in ("astronaut.png", "coffee.png", "chelsea.png"):
+            if original_name != upload_name:
+                assert align(upload, marked[original_name][0]) is None, (upload_name, original_name)
+    # The right camera of a stereo pair shows the same scene: it aligns, but carries no mark.
+    original, _ = marked["motorcycle_left.png"]
+    found = align(photo("motorcycle_right.png"), original)
+    assert found is not None
+    assert not confirm_mark(found.aligned, found.mask, original, EXPECTED).confirmed
+
+
+def test_rademacher_tail_is_exact() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        weights = rng.integers(0, 7, int(rng.integers(1, 11)))
+        observed = int(rng.integers(-40, 40))
+        signs = np.array(np.meshgrid(*[[-1, 1]] * len(weights))).reshape(len(weights), -1)
+        assert rademacher_tail(weights, observed) == pytest.approx(float(np.mean(weights @ signs >= observed)))
+    assert rademacher_tail(np.ones(80, dtype=np.int64), 80) == 2.0**-80
+
+
+def _reading(upload: np.ndarray, original: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    found = align(upload, original)
+    assert found is not None
+    u = watermark.u_plane(found.aligned)
+    votes = watermark.masked_soft_votes(128 + (u - 128) / found.photometric.gain, found.mask)
+    weights = np.rint(np.abs(votes.score_sums) / np.abs(votes.score_sums).max() * WEIGHT_LEVELS).astype(np.int64)
+    return weights, np.sign(votes.score_sums).astype(np.int64)
+
+
+def _threshold(weights: np.ndarray, p_value: float) -> int:
+    """Smallest statistic whose reported p-value (CODE_FACTOR x the exact tail) is <= p_value."""
+    low, high = -int(weights.sum()), int(weights.sum()) + 1
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if CODE_FACTOR * rademacher_tail(weights, middle) <= p_value else (middle + 1, high)
+    return low
+
+
+def test_p_values_are_calibrated_for_unrelated_payloads_and_other_records(
+    marked: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> None:
+    original, _ = marked["coffee.png"]
+    weights, read = _reading(decode(encode(original, "JPEG", quality=50)), original)
+    rng = np.random.default_rng(5)
+    # Unrelated payloads: expected bits are fair coins, so P[p <= x] <= x / CODE_FACTOR exactly.
+    coins = 2 * rng.integers(0, 2, (20000, watermark.PAYLOAD_BITS)) - 1
+    statistic = coins @ (weights * read)
+    for x in (0.1, 0.02, 0.002):
+        share = float(np.mean(statistic >= _threshold(weights, x)))
+        assert 0.6 * x / CODE_FACTOR <= share <= 1.15 * x / CODE_FACTOR, (x, share)
+    # Other records under the same key: codeword differences are even-weight Reed-Solomon words.
+    others = np.array([2 * watermark.encode_payload(int(i), KEY).astype(np.int64) - 1 for i in rng.integers(0, 2**32, 3000)])
+    statistic = others @ (weights * read)
+    for x in (0.1, 0.02):
+        assert float(np.mean(statistic >= _threshold(weights, x))) <= 1.3 * x / CODE_FACTOR, x
+    assert int(np.sum(statistic >= _threshold(weights, 1e-6))) == 0
+    differences = (others != 2 * EXPECTED.astype(np.int64) - 1).sum(axis=1)
+    assert np.all(differences % 2 == 0) and differences.min() >= 14  # the structure CODE_FACTOR covers
+
+
+def test_a_clear_mark_of_another_id_is_never_confirmed() -> None:
+    other = watermark.encode_payload(OTHER_ID, KEY)
+    assert names_another_codeword(other, EXPECTED)
+    noisy = other.copy()
+    noisy[[3, 20, 45]] ^= 1  # three read errors in three bytes: still the other id's codeword
+    assert names_another_codeword(noisy, EXPECTED)
+    unread = np.zeros(watermark.PAYLOAD_BITS, dtype=bool)
+    unread[40:48] = True  # a crop that lost every block of one byte's bits: an erasure, not an error
+    assert names_another_codeword(np.where(unread, 0, other), EXPECTED, unread)
+    assert not names_another_codeword(EXPECTED, EXPECTED)
+    own = EXPECTED.copy()
+    own[[0, 9, 18]] ^= 1
+    assert not names_another_codeword(own, EXPECTED)
+
+
+def test_masked_reading_is_the_decoders_reading() -> None:
+    marked_rgb = watermark.embed(photo("chelsea.png"), RECORD_ID, KEY)
+    coder = watermark.FastDwtDctSvd(watermarks=[], wmLen=watermark.PAYLOAD_BITS, scales=watermark.SCALES, block=4)
+    u8 = cv2.cvtColor(marked_rgb, cv2.COLOR_RGB2YUV)[:, :, 1].astype(np.float64)
+    votes = watermark.masked_soft_votes(u8)
+    assert np.array_equal(votes.ones, coder.vote_fractions(marked_rgb))
+    assert np.array_equal(votes.score_sums > 0, EXPECTED.astype(bool))
+    nothing = confirm_mark(marked_rgb, np.zeros(marked_rgb.shape[:2], bool), marked_rgb, EXPECTED)
+    assert not nothing.confirmed and nothing.blocks_used == 0 and nothing.p_value == 1.0
+
+
+def _red(png: bytes) -> np.ndarray:
+    rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(int)
+    return (rgb[:, :, 0] > 150) & (rgb[:, :, 0] - rgb[:, :, 1] > 80)
+
+
+def test_difference_image_shows_a_painted_region_and_nothing_else(
+    marked: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> None:
+    original, _ = marked["astronaut.png"]
+    edited = original.copy()
+    edited[150:250, 300:420] = original[360:460, 40:160]  # a patch pasted from elsewhere
+    upload = decode(encode(_pil_op(edited, "resize", 0.8), "JPEG", quality=90))
+    found = align(upload, original)
+    assert found is not None
+    red = _red(difference_png(found, original))
+    assert red[156:244, 306:414].mean() > 0.9
+    elsewhere = found.mask.copy()
+    elsewhere[138:262, 288:432] = False
+    assert red[elsewhere].mean() < 0.005
+    assert any(change.startswith("edited: ") for change in describe_changes(found, "jpeg", "png", (410, 410), (512, 512)))
+    mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, photometric=found.photometric)
+    assert mark.confirmed  # a local edit does not hide where the picture came from
+
+    # Light alone, or re-encoding, changes nothing that should light up.
+    for edit in ("brightness +20%", "contrast -20%", "jpeg 50", "blur 1"):
+        upload, _ = _edits(original, seed=3)[edit]
+        found = align(upload, original)
+        assert found is not None and _red(difference_png(found, original)).mean() < 0.005, edit
+
+    # What a crop leaves out is hatched grey, not red.
+    upload, (x0, y0, x1, y1) = _crop(original, 0.5, np.random.default_rng(4))
+    found = align(upload, original)
+    assert found is not None
+    png = difference_png(found, original)
+    picture = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    outside = np.ones(picture.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert set(np.unique(picture[outside])) <= {90, 150} and not _red(png)[outside].any()
+
+
+def test_describe_changes_names_each_change(marked: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    original, _ = marked["coffee.png"]
+    edits = _edits(original, seed=5)
+    upload, _ = edits["resize 0.75 + jpeg 75 + brightness +10%"]
+    found = align(upload, original)
+    assert found is not None
+    changes = describe_changes(found, "jpeg", "png", (upload.shape[1], upload.shape[0]), (600, 400))
+    assert changes[:3] == ["resized to 0.75x", "dimensions 600x400 -> 450x300 pixels", "brightness +10%"]
+    assert changes[-1] == "re-encoded as JPEG (original: PNG)"
+    upload, _ = edits["crop 75% + mirror + rotate 3 + jpeg 75"]
+    found = align(upload, original)
+    assert found is not None
+    changes = describe_changes(found, "jpeg", "png", (upload.shape[1], upload.shape[0]), (600, 400))
+    assert changes[:2] == ["mirrored horizontally", "rotated 3.0° counter-clockwise"]
+    assert changes[2].startswith("cropped to (") and changes[2].endswith(" of the area")
+    found = align(edits["contrast -20%"][0], original)
+    assert found is not None
+    assert describe_changes(found, "png", "png", (600, 400), (600, 400)) == ["contrast -20%"]
+
+
+def test_align_and_confirm_take_well_under_150_ms_at_512(marked: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    original, _ = marked["astronaut.png"]
+    upload, _ = _edits(original, seed=6)["crop 75% + mirror + rotate 3 + jpeg 75"]  # the slowest path: mirror
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # one core, as the budget says
+    try:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            found = align(upload, original)
+            assert found is not None
+            confirm_mark(found.aligned, found.mask, original, EXPECTED, photometric=found.photometric)
+            times.append(time.perf_counter() - start)
+    finally:
+        cv2.setNumThreads(threads)
+    assert float(np.median(times)) < 0.15, times  # measured ~60 ms; the margin is for a busy machine
