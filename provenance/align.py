@@ -199,6 +199,8 @@ def _fill_mask(upload: np.ndarray, original: np.ndarray, matrix: np.ndarray) -> 
     per region on its mean colour keeps the mark (a few levels of U per block) out of the decision.
     """
     height, width = upload.shape[:2]
+    if not upload.flags.writeable:  # OpenCV wants a writable image even when it fills only the mask
+        upload = upload.copy()
     fill = np.zeros((height, width), np.uint8)
     flood = np.zeros((height + 2, width + 2), np.uint8)
     tolerance = (FILL_TOLERANCE,) * 3

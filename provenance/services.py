@@ -181,7 +181,8 @@ class Services:
         )
         # The mark key is read even with watermarking disabled: verify still reads marks made earlier.
         watermarker = Watermarker.from_key_file(settings.watermark_key_file or data_dir / "keys" / "watermark.key")
-        fingerprinter = Fingerprinter() if settings.fingerprint_enabled else None
+        # Mirrored patch codes too: a crop that was also flipped is found (the mark confirms every candidate).
+        fingerprinter = Fingerprinter(mirror_keypoints=True) if settings.fingerprint_enabled else None
         fingerprint_index = FingerprintIndex() if fingerprinter is not None else None
         if fingerprint_index is not None:
             fingerprint_index.sync(repository)  # every record's fingerprints; later ones are caught up per lookup

@@ -8,7 +8,6 @@ under another key, unmarked copies and unrelated photos must never confirm.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 
@@ -157,8 +156,9 @@ def test_unmarked_and_other_key_copies_are_not_confirmed(marked: dict[str, tuple
     unmarked = photo("astronaut.png")
     forged = watermark.embed(unmarked, RECORD_ID, watermark.MarkKey(bytes(range(1, 33))))  # right id, other key
     for source in (unmarked, forged):
+        edits = _edits(source, seed=2)
         for edit in ("crop 75%", "mirror", "rotate +5", "jpeg 50", "resize 0.75 + jpeg 75 + brightness +10%"):
-            upload, _ = _edits(source, seed=2)[edit]
+            upload, _ = edits[edit]
             found = align(upload, original)
             assert found is not None  # same content: it aligns, which alone proves nothing
             mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, photometric=found.photometric)
@@ -168,7 +168,15 @@ def test_unmarked_and_other_key_copies_are_not_confirmed(marked: dict[str, tuple
 def test_unrelated_photos_do_not_align_and_a_stereo_twin_does_not_confirm(
     marked: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> None:
-    names = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "camera.png", "ihc.png", "hubble_deep_field.jpg"]
+    names = [
+        "astronaut.png",
+        "coffee.png",
+        "chelsea.png",
+        "rocket.jpg",
+        "camera.png",
+        "ihc.png",
+        "hubble_deep_field.jpg",
+    ]
     for upload_name in names:
         upload = photo(upload_name)
         for original_name in ("astronaut.png", "coffee.png", "chelsea.png"):
@@ -222,7 +230,9 @@ def test_p_values_are_calibrated_for_unrelated_payloads_and_other_records(
         share = float(np.mean(statistic >= _threshold(weights, x)))
         assert 0.6 * x / CODE_FACTOR <= share <= 1.15 * x / CODE_FACTOR, (x, share)
     # Other records under the same key: codeword differences are even-weight Reed-Solomon words.
-    others = np.array([2 * watermark.encode_payload(int(i), KEY).astype(np.int64) - 1 for i in rng.integers(0, 2**32, 3000)])
+    others = np.array(
+        [2 * watermark.encode_payload(int(i), KEY).astype(np.int64) - 1 for i in rng.integers(0, 2**32, 3000)]
+    )
     statistic = others @ (weights * read)
     for x in (0.1, 0.02):
         assert float(np.mean(statistic >= _threshold(weights, x))) <= 1.3 * x / CODE_FACTOR, x
@@ -276,13 +286,16 @@ def test_difference_image_shows_a_painted_region_and_nothing_else(
     elsewhere = found.mask.copy()
     elsewhere[138:262, 288:432] = False
     assert red[elsewhere].mean() < 0.005
-    assert any(change.startswith("edited: ") for change in describe_changes(found, "jpeg", "png", (410, 410), (512, 512)))
+    assert any(
+        change.startswith("edited: ") for change in describe_changes(found, "jpeg", "png", (410, 410), (512, 512))
+    )
     mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, photometric=found.photometric)
     assert mark.confirmed  # a local edit does not hide where the picture came from
 
     # Light alone, or re-encoding, changes nothing that should light up.
+    edits = _edits(original, seed=3)
     for edit in ("brightness +20%", "contrast -20%", "jpeg 50", "blur 1"):
-        upload, _ = _edits(original, seed=3)[edit]
+        upload, _ = edits[edit]
         found = align(upload, original)
         assert found is not None and _red(difference_png(found, original)).mean() < 0.005, edit
 
@@ -304,7 +317,8 @@ def test_describe_changes_names_each_change(marked: dict[str, tuple[np.ndarray, 
     found = align(upload, original)
     assert found is not None
     changes = describe_changes(found, "jpeg", "png", (upload.shape[1], upload.shape[0]), (600, 400))
-    assert changes[:3] == ["resized to 0.75x", "dimensions 600x400 -> 450x300 pixels", "brightness +10%"]
+    assert changes[:2] == ["resized to 0.75x", "dimensions 600x400 -> 450x300 pixels"]
+    assert changes[2] in ("brightness +9%", "brightness +10%", "brightness +11%")  # JPEG and clipping blur it
     assert changes[-1] == "re-encoded as JPEG (original: PNG)"
     upload, _ = edits["crop 75% + mirror + rotate 3 + jpeg 75"]
     found = align(upload, original)

@@ -1,0 +1,90 @@
+"""Copies that travelled: crops, flips, rotations and heavy edits still find their original, and only it."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image, ImageEnhance
+
+from tests.conftest import decode, encode, photo, wait_for
+
+
+def certify(client: TestClient, rgb: np.ndarray, name: str) -> tuple[dict, np.ndarray]:
+    body = client.post("/v1/certify", files={"file": (name, encode(rgb))}).json()
+    wait_for(lambda: client.get(f"/v1/records/{body['record_id']}").json()["status"] == "registered")
+    return body, decode(client.get(f"/v1/records/{body['record_id']}/image").content)
+
+
+def verify(client: TestClient, data: bytes) -> dict:
+    response = client.post("/v1/verify", files={"file": ("upload", data)})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def rotate(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    return cv2.warpAffine(rgb, cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0), (w, h))
+
+
+def test_crops_flips_and_rotations_find_the_original_and_show_the_changes(client: TestClient) -> None:
+    body, certified = certify(client, photo("astronaut.png"), "astronaut.png")
+    h, w = certified.shape[:2]
+    rng = np.random.default_rng(8)
+    y, x = int(rng.integers(0, h // 4)), int(rng.integers(0, w // 4))
+    cases = {
+        "cropped": encode(certified[y : y + int(h * 0.75), x : x + int(w * 0.75)]),
+        "mirrored": encode(np.ascontiguousarray(certified[:, ::-1])),
+        "rotated": encode(rotate(certified, 5)),
+        "brightness": encode(np.asarray(ImageEnhance.Brightness(Image.fromarray(certified)).enhance(0.8)), "JPEG"),
+    }
+    for change, data in cases.items():
+        result = verify(client, data)
+        assert result["verdict"] == "modified" and result["record_id"] == body["record_id"], (change, result)
+        assert any(change in c for c in result["changes"]), (change, result["changes"])
+        kinds = {e["kind"]: e for e in result["evidence"]}
+        assert kinds["watermark"]["false_positive_probability"] <= 1e-6
+        if change != "brightness":  # a brightness change alone leaves the mark readable without any lookup
+            assert kinds["fingerprint"]["strength"] == "weak" and result["checks"]["fingerprint"]["record_id"]
+        png = client.get(result["diff_url"])
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(png.content)).size == (w, h)
+    assert client.get("/v1/verify/" + "0" * 32 + "/diff.png").status_code == 404
+
+
+def test_two_records_of_one_scene_are_never_confused(client: TestClient) -> None:
+    """The fingerprint cannot tell two certifications of the same picture apart; the keyed mark can."""
+    scene = photo("coffee.png")
+    first, first_pixels = certify(client, scene, "coffee-a.png")
+    second, second_pixels = certify(client, scene, "coffee-b.png")
+    assert first["watermark_id"] != second["watermark_id"]
+    for body, pixels in ((first, first_pixels), (second, second_pixels)):
+        h, w = pixels.shape[:2]
+        cropped = pixels[h // 8 : h // 8 + int(h * 0.8), w // 6 : w // 6 + int(w * 0.8)]
+        crop = encode(np.ascontiguousarray(cropped[:, ::-1]))  # cropped and mirrored
+        result = verify(client, crop)
+        assert result["verdict"] == "modified" and result["record_id"] == body["record_id"], result
+
+
+def test_edits_that_paint_over_a_region_show_where(client: TestClient) -> None:
+    body, certified = certify(client, photo("chelsea.png"), "chelsea.png")
+    edited = certified.copy()
+    edited[100:160, 200:300] = (255, 0, 255)  # a pasted block
+    result = verify(client, encode(edited, "JPEG", quality=90))
+    assert result["verdict"] == "modified" and result["record_id"] == body["record_id"]
+    diff = np.asarray(Image.open(io.BytesIO(client.get(result["diff_url"]).content)).convert("RGB")).astype(int)
+    inside, outside = diff[110:150, 210:290], diff[220:280, 20:100]
+    redness = lambda a: float((a[..., 0] - a[..., 1:].mean(axis=-1)).mean())  # noqa: E731
+    assert redness(inside) > redness(outside) + 40
+
+
+def test_unrelated_images_name_no_record(client: TestClient) -> None:
+    # Photos no test certifies (the others are certified somewhere in the session, so copies of them may match).
+    for name in ("hubble_deep_field.jpg", "ihc.png", "retina.jpg", "grass.png"):
+        rgb = photo(name)
+        for data in (encode(rgb), encode(np.ascontiguousarray(rgb[:, ::-1])), encode(rotate(rgb, 3), "JPEG")):
+            result = verify(client, data)
+            assert result["record_id"] is None or result["evidence"][0]["kind"] == "exact_hash", result
+            assert all(m.get("confirmed") is False for m in result["checks"]["fingerprint"].get("weak_matches", []))
