@@ -377,11 +377,11 @@ def align(
     if flipped:  # the fit maps the mirrored upload; compose the mirror x -> width - 1 - x
         matrix = matrix @ np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     out_h, out_w = original_rgb.shape[:2]
-    _, scale = _rotation_and_scale(matrix, flipped)
+    rough_rotation, scale = _rotation_and_scale(matrix, flipped)
     erosion = EROSION_PX + math.ceil(1.0 / min(scale, 1.0))  # an enlarged upload pixel smears further
     kernel = np.ones((2 * erosion + 1,) * 2, np.uint8)
     valid = np.full((height, width), 255, np.uint8)
-    if abs(_rotation_and_scale(matrix, flipped)[0]) > 0.2:
+    if abs(rough_rotation) > 0.2:  # only a rotation leaves constant-colour fill in the corners
         valid -= _fill_mask(upload_rgb, original_rgb, matrix)
 
     def covered_by(transform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

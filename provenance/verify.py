@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from provenance import media, watermark
-from provenance.align import Alignment, align, describe_changes, difference_png
+from provenance.align import Alignment, align, describe_changes, difference_png, features
 from provenance.chain import Registry
 from provenance.confirm import MarkConfirmation, confirm_mark
 from provenance.db.models import Record
@@ -51,6 +51,9 @@ from provenance.watermark import Detection, Watermarker
 AUTHENTIC, PENDING, MODIFIED, UNKNOWN, INVALID = "authentic", "pending", "modified", "unknown", "invalid"
 Verdict = Literal["authentic", "pending", "modified", "unknown", "invalid"]
 DIFF_CACHE_SIZE = 256  # difference images kept for GET /v1/verify/{id}/diff.png
+# At most this chance per image that an unmarked image, or one marked for another record, is confirmed as a
+# fingerprint candidate's record.
+FALSE_MATCH_BUDGET = 1e-6
 
 SUMMARIES: dict[str, str] = {
     AUTHENTIC: "These are exactly the certified bytes: the signature checks and the hash is registered on chain.",
@@ -362,19 +365,28 @@ class Verifier:
         query = self.fingerprinter.query(rgb)
         candidates = self.fingerprint_index.search(query)[: self.max_candidates]
         report: dict[str, Any] = {"searched": True, "iscc": query.iscc, "candidates": [], "weak_matches": []}
+        # Every candidate tried is a chance for a false confirmation: split the per-image budget among them.
+        threshold = FALSE_MATCH_BUDGET / max(1, len(candidates))
+        report["confirmation_threshold"] = threshold
+        upload_features = features(rgb) if candidates else None  # described once, compared with each candidate
         for candidate in candidates:
             record = self.repository.get(candidate.record_id)
             if record is None:
                 continue
             row: dict[str, Any] = {"distance": candidate.distance, "aligned": False, "confirmed": False}
             original = self._original_rgb(record)
-            alignment = align(rgb, original) if original is not None else None
+            alignment = align(rgb, original, upload_features=upload_features) if original is not None else None
             if alignment is not None and original is not None:
                 row["aligned"] = True
                 if record.watermark_id is not None and self.watermarker is not None:
                     expected = watermark.encode_payload(record.watermark_id, self.watermarker.key)
                     confirmation = confirm_mark(
-                        alignment.aligned, alignment.mask, original, expected, photometric=alignment.photometric
+                        alignment.aligned,
+                        alignment.mask,
+                        original,
+                        expected,
+                        threshold=threshold,
+                        photometric=alignment.photometric,
                     )
                     row.update(
                         confirmed=confirmation.confirmed,
