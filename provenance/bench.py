@@ -31,19 +31,36 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from provenance import media
 from provenance.config import Settings
 from provenance.services import Services
 
-CERTIFY_STAGES = ["decode", "watermark", "encode", "c2pa", "hash_sign", "cid_pin", "database", "chain_submit"]
-VERIFY_STAGES = ["decode", "exact", "c2pa", "watermark", "chain", "ipfs"]
-TARGETS = {"certify_512": 100.0, "verify_512": 30.0, "ladder_512": 150.0}
+CERTIFY_STAGES = [
+    "decode",
+    "watermark",
+    "encode",
+    "fingerprint",
+    "c2pa",
+    "hash_sign",
+    "cid_pin",
+    "database",
+    "chain_submit",
+]
+VERIFY_STAGES = ["decode", "exact", "c2pa", "watermark", "fingerprint", "chain", "ipfs", "difference"]
+TARGETS = {
+    "certify_512": 100.0,
+    "verify_512": 30.0,
+    "ladder_512": 150.0,
+    "verify_modified_512": 300.0,
+    "verify_stranger_512": 300.0,
+}
 
 
-def _photos(size: int) -> list[bytes]:
+def _photos(size: int, names: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket")) -> list[bytes]:
     from skimage import data
 
     out = []
-    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+    for name in names:
         rgb = getattr(data, name)()
         h, w = rgb.shape[:2]
         side = min(h, w)
@@ -53,6 +70,12 @@ def _photos(size: int) -> list[bytes]:
         Image.fromarray(resized).save(buf, "PNG")
         out.append(buf.getvalue())
     return out
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def _median(rows: list[dict[str, float]], key: str) -> float:
@@ -102,6 +125,23 @@ def run(sizes: list[int], runs: int) -> dict[str, float]:
                     print(f"  {stage:<16}{_median(verify_rows, stage):>8.1f}")
                 verify_total = _median(verify_rows, "total")
                 print(f"  {'verify total':<16}{verify_total:>8.1f}   (exact copy)")
+                # The slow paths: a copy whose mark must be found through the fingerprint and an alignment to
+                # the original (cropped to 75% and mirrored), and a stranger's image (fingerprint lookup, no record).
+                slow: dict[str, list[float]] = {"modified": [], "stranger": []}
+                strangers = _photos(size, ("hubble_deep_field", "immunohistochemistry", "retina"))
+                for i, item in enumerate(certified):
+                    rgb = media.decode_rgb(item.data, max_bytes=1 << 30, max_pixels=1 << 30)[1]
+                    side = int(size * 0.87)
+                    copy = np.ascontiguousarray(rgb[size - side :, :side][:, ::-1])
+                    for kind, data in (("modified", _png(copy)), ("stranger", strangers[i % len(strangers)])):
+                        start = time.perf_counter()
+                        result = services.verifier.verify(data)
+                        slow[kind].append((time.perf_counter() - start) * 1000)
+                        if kind == "modified":
+                            assert result.record_id == item.record.id, result.verdict
+                for kind, label in (("modified", "cropped 75% + mirrored"), ("stranger", "no record")):
+                    results[f"verify_{kind}_{size}"] = statistics.median(slow[kind])
+                    print(f"  {'verify ' + kind:<16}{results[f'verify_{kind}_{size}']:>8.1f}   ({label})")
                 results[f"certify_{size}"] = certify_total
                 results[f"ladder_{size}"] = ladder
                 results[f"verify_{size}"] = verify_total
