@@ -27,6 +27,8 @@ app.add_typer(chain_app, name="chain")
 app.add_typer(apikey_app, name="apikey")
 trust_app = typer.Typer(help="The trust root verifiers pin.", no_args_is_help=True)
 app.add_typer(trust_app, name="trust")
+fingerprints_app = typer.Typer(help="Perceptual fingerprints of certified images.", no_args_is_help=True)
+app.add_typer(fingerprints_app, name="fingerprints")
 console = Console()
 err = Console(stderr=True)
 
@@ -547,6 +549,21 @@ def keys_revoke(
     finally:
         services.close()
     console.print(f"revoked {result['key_id']} at block {result['revoked_at_block']} (tx {result['revoked_tx']})")
+
+
+@fingerprints_app.command("backfill")
+def fingerprints_backfill(data_dir: DataDir = None) -> None:
+    """Fingerprint records certified before fingerprints existed, so verify can find their copies."""
+    from provenance.fingerprint import Fingerprinter, backfill
+
+    services = _open(_settings(data_dir))
+    try:
+        added = backfill(services.repository, services.store, Fingerprinter())
+    except ProvenanceError as exc:
+        _fail(exc.detail)
+    finally:
+        services.close()
+    console.print(f"fingerprinted {added} record(s)")
 
 
 @trust_app.command("export")

@@ -719,3 +719,29 @@ def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
     grown = np.zeros(capacity, array.dtype)
     grown[: len(array)] = array
     return grown
+
+
+def backfill(repository: Any, store: Any, fingerprinter: Fingerprinter, *, batch: int = 500) -> int:
+    """Fingerprint every record that has none yet, from its certified file; returns how many were added.
+
+    Records certified before fingerprints existed cannot be found through the index until this runs
+    (``provenance fingerprints backfill``). A record whose file cannot be read is skipped, and reported
+    by the count staying below the number of records without fingerprints.
+    """
+    from provenance import media
+    from provenance.errors import ProvenanceError
+
+    added = 0
+    skipped: set[str] = set()
+    while True:
+        pending = [r for r in repository.without_fingerprints(batch + len(skipped)) if r.id not in skipped]
+        if not pending:
+            return added
+        for record in pending:
+            try:
+                _, rgb = media.decode_rgb(store.cat(record.cid), max_bytes=1 << 62, max_pixels=1 << 62)
+            except ProvenanceError:
+                skipped.add(record.id)
+                continue
+            repository.add_fingerprints(record.id, fingerprinter.compute(rgb))
+            added += 1

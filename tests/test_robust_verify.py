@@ -88,3 +88,29 @@ def test_unrelated_images_name_no_record(client: TestClient) -> None:
             result = verify(client, data)
             assert result["record_id"] is None or result["evidence"][0]["kind"] == "exact_hash", result
             assert all(m.get("confirmed") is False for m in result["checks"]["fingerprint"].get("weak_matches", []))
+
+
+def test_fingerprint_soft_binding_and_backfill(client: TestClient, services, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from provenance.fingerprint import ALG, Fingerprinter, backfill
+
+    body, certified = certify(client, photo("motorcycle_right.png"), "moto-r.png")
+    data = client.get(f"/v1/records/{body['record_id']}/image").content
+    result = verify(client, data)
+    bindings = {b["alg"]: b["value"] for b in result["checks"]["c2pa"]["summary"]["soft_bindings"]}
+    assert bindings[ALG].startswith("ISCC:") and bindings[ALG] == Fingerprinter().compute(certified).iscc
+    assert services.repository.fingerprints(body["record_id"]) is not None
+
+    # A record certified without fingerprints (an older data dir) is found again once backfilled.
+    from provenance.config import Settings
+    from provenance.services import Services
+
+    settings = Settings(data_dir=tmp_path / "old", fingerprint_enabled=False)
+    old = Services.open(settings, start_worker=False)
+    try:
+        item = old.certifier.certify(encode(photo("coffee.png")))
+        assert old.repository.fingerprints(item.record.id) is None
+        assert backfill(old.repository, old.store, Fingerprinter()) == 1
+        assert old.repository.fingerprints(item.record.id) is not None
+        assert backfill(old.repository, old.store, Fingerprinter()) == 0
+    finally:
+        old.close()

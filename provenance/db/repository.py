@@ -115,6 +115,12 @@ class RecordRepository:
         with self._sessions() as session:
             return [(int(i), str(r), str(s), bytes(c)) for i, r, s, c in session.execute(query)]
 
+    def without_fingerprints(self, limit: int = 500) -> list[Record]:
+        """Records certified before fingerprints existed (or with fingerprinting off), oldest first."""
+        with self._sessions() as session:
+            has_row = select(RecordFingerprint.record_id).where(RecordFingerprint.record_id == Record.id).exists()
+            return list(session.scalars(select(Record).where(~has_row).order_by(Record.created_at).limit(limit)))
+
     def fingerprints(self, record_id: str) -> RecordFingerprint | None:
         with self._sessions() as session:
             return session.scalars(select(RecordFingerprint).where(RecordFingerprint.record_id == record_id)).first()
