@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: install openssl run test lint bench bench-chain bench-gen bench-fingerprint contracts test-servers clean
+.PHONY: install openssl run test lint bench bench-chain bench-gen bench-fingerprint bench-robustness contracts test-servers clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -55,6 +55,9 @@ bench-gen: install
 
 bench-fingerprint: install
 	$(BIN)/python -m provenance.fingerprint_bench --recall
+
+bench-robustness: install
+	$(BIN)/python -m provenance.robustness_bench
 
 contracts: $(NPM_STAMP)
 	node contracts/compile.js

@@ -85,7 +85,10 @@ class FastDwtDctSvd(EmbedDwtDctSvd):
         Only the approximation band changes, and changing a Haar approximation coefficient by ``d``
         moves each of its 2x2 pixels by ``d / 2``. The library rebuilds each channel with the
         horizontal and vertical detail bands swapped (``idwt2((ca, (v, h, d)))``), which transposes
-        every 2x2 block; we do the same, so its decoder and ours read identical marks.
+        every 2x2 block of U: a distortion that carries no mark (the approximation band, which is all a
+        decoder reads, is the same either way) and costs about 2.5 dB of PSNR on photos and 12 dB on
+        noise-like images. We keep the detail bands where they are: the library's decoder and ours
+        still read identical bits.
         """
         row, col = bgr.shape[:2]
         rows, cols = row // 4 * 4, col // 4 * 4
@@ -97,8 +100,7 @@ class FastDwtDctSvd(EmbedDwtDctSvd):
             ca = (plane[0::2, 0::2] + plane[1::2, 0::2] + plane[0::2, 1::2] + plane[1::2, 1::2]) / 2
             marked = ca.copy()
             self.encode_frame(marked, self._scales[channel])
-            rebuilt = plane.reshape(rows // 2, 2, cols // 2, 2).transpose(0, 3, 2, 1).reshape(rows, cols)
-            rebuilt += np.repeat(np.repeat((marked - ca) / 2, 2, axis=0), 2, axis=1)
+            rebuilt = plane + np.repeat(np.repeat((marked - ca) / 2, 2, axis=0), 2, axis=1)
             yuv[:rows, :cols, channel] = rebuilt  # the same unsafe float -> uint8 cast as the library
         return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
 

@@ -324,7 +324,8 @@ def test_describe_changes_names_each_change(marked: dict[str, tuple[np.ndarray, 
     found = align(upload, original)
     assert found is not None
     changes = describe_changes(found, "jpeg", "png", (upload.shape[1], upload.shape[0]), (600, 400))
-    assert changes[:2] == ["mirrored horizontally", "rotated 3.0° counter-clockwise"]
+    assert changes[0] == "mirrored horizontally"
+    assert changes[1] in (f"rotated {d}° counter-clockwise" for d in ("2.9", "3.0", "3.1"))  # fit within 0.1°
     assert changes[2].startswith("cropped to (") and changes[2].endswith(" of the area")
     found = align(edits["contrast -20%"][0], original)
     assert found is not None

@@ -14,14 +14,21 @@ WATERMARK_ID = 0xC0FFEE42
 KEY = watermark.MarkKey(bytes(range(32)))
 
 
-def test_fast_embedder_matches_the_library() -> None:
+def test_fast_embedder_marks_what_the_library_marks_with_less_distortion() -> None:
+    """Same approximation band as the library (all any decoder reads), without its 2x2 transposition of U."""
     rgb = photo("astronaut.png")
     bits = watermark.encode_payload(WATERMARK_ID, KEY)
     encoder = WatermarkEncoder()
     encoder.set_watermark("bits", list(bits))
-    stock = encoder.encode(np.ascontiguousarray(rgb[:, :, ::-1]), "dwtDctSvd", scales=watermark.SCALES)
-    ours = watermark.embed(rgb, WATERMARK_ID, KEY)[:, :, ::-1]
-    assert np.abs(stock.astype(int) - ours.astype(int)).max() <= 1  # float rounding at most
+    stock = encoder.encode(np.ascontiguousarray(rgb[:, :, ::-1]), "dwtDctSvd", scales=watermark.SCALES)[:, :, ::-1]
+    ours = watermark.embed(rgb, WATERMARK_ID, KEY)
+
+    def approximation(image: np.ndarray) -> np.ndarray:
+        u = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV)[:, :, 1].astype(float)
+        return (u[0::2, 0::2] + u[1::2, 0::2] + u[0::2, 1::2] + u[1::2, 1::2]) / 2
+
+    assert np.abs(approximation(stock) - approximation(ours)).mean() < 1.0  # uint8 rounding only
+    assert cv2.PSNR(rgb, ours) > cv2.PSNR(rgb, np.ascontiguousarray(stock)) + 1.5
 
 
 @pytest.mark.parametrize("name", PHOTOS)
@@ -56,7 +63,7 @@ def test_reed_solomon_corrects_three_bytes_and_rejects_noise() -> None:
 def test_marked_photo_survives_jpeg_75_and_half_resize(name: str) -> None:
     rgb = photo(name)
     marked = watermark.embed(rgb, WATERMARK_ID, KEY)
-    assert cv2.PSNR(rgb, marked) > 32
+    assert cv2.PSNR(rgb, marked) > 37
     assert watermark.detect(marked, KEY).watermark_id == WATERMARK_ID
     jpeg75 = decode(encode(marked, "JPEG", quality=75))
     assert watermark.detect(jpeg75, KEY).watermark_id == WATERMARK_ID
