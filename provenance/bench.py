@@ -128,6 +128,7 @@ def run(sizes: list[int], runs: int) -> dict[str, float]:
                 # The slow paths: a copy whose mark must be found through the fingerprint and an alignment to
                 # the original (cropped to 75% and mirrored), and a stranger's image (fingerprint lookup, no record).
                 slow: dict[str, list[float]] = {"modified": [], "stranger": []}
+                found = 0
                 strangers = _photos(size, ("hubble_deep_field", "immunohistochemistry", "retina"))
                 for i, item in enumerate(certified):
                     rgb = media.decode_rgb(item.data, max_bytes=1 << 30, max_pixels=1 << 30)[1]
@@ -138,8 +139,9 @@ def run(sizes: list[int], runs: int) -> dict[str, float]:
                         result = services.verifier.verify(data)
                         slow[kind].append((time.perf_counter() - start) * 1000)
                         if kind == "modified":
-                            assert result.record_id == item.record.id, result.verdict
-                for kind, label in (("modified", "cropped 75% + mirrored"), ("stranger", "no record")):
+                            found += result.record_id == item.record.id
+                copies = f"cropped 75% + mirrored, original found for {found}/{len(certified)}"
+                for kind, label in (("modified", copies), ("stranger", "no record")):
                     results[f"verify_{kind}_{size}"] = statistics.median(slow[kind])
                     print(f"  {'verify ' + kind:<16}{results[f'verify_{kind}_{size}']:>8.1f}   ({label})")
                 results[f"certify_{size}"] = certify_total

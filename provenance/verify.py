@@ -253,7 +253,7 @@ class Verifier:
         watermarker: Watermarker | None = None,
         fingerprinter: Fingerprinter | None = None,
         fingerprint_index: FingerprintIndex | None = None,
-        max_candidates: int = 4,
+        max_candidates: int = 8,
     ) -> None:
         self.repository = repository
         self.manifest_reader = manifest_reader
@@ -369,13 +369,24 @@ class Verifier:
         threshold = FALSE_MATCH_BUDGET / max(1, len(candidates))
         report["confirmation_threshold"] = threshold
         upload_features = features(rgb) if candidates else None  # described once, compared with each candidate
+        # Several records can hold the same picture (certified twice, or a batch of near-identical renders): their
+        # originals share the whole-image code and the geometry, so one alignment serves them all; only the
+        # mark, which differs per record, is read again.
+        aligned_by_code: dict[tuple[str, int, int], Alignment | None] = {}
         for candidate in candidates:
             record = self.repository.get(candidate.record_id)
             if record is None:
                 continue
             row: dict[str, Any] = {"distance": candidate.distance, "aligned": False, "confirmed": False}
             original = self._original_rgb(record)
-            alignment = align(rgb, original, upload_features=upload_features) if original is not None else None
+            stored = self.repository.fingerprints(record.id)
+            group = (stored.iscc if stored is not None else record.id, record.width, record.height)
+            if original is None:
+                alignment = None
+            elif group in aligned_by_code:
+                alignment = aligned_by_code[group]
+            else:
+                alignment = aligned_by_code[group] = align(rgb, original, upload_features=upload_features)
             if alignment is not None and original is not None:
                 row["aligned"] = True
                 if record.watermark_id is not None and self.watermarker is not None:
