@@ -106,10 +106,14 @@ class Certifier:
         watermark_id: int | None = None
         note: str | None = None
         with timer.stage("watermark"):
+            if image.notes:
+                note = "; ".join(image.notes)
             if self.watermarker is None:
-                note = "watermarking disabled by configuration"
+                note = "; ".join([*image.notes, "watermarking disabled by configuration"])
             elif not self.watermarker.can_mark(image.width, image.height):
-                note = f"image too small to watermark ({image.width}x{image.height}; at least 256x256 pixels needed)"
+                note = "; ".join(
+                    [*image.notes, f"image too small to watermark ({image.width}x{image.height}; at least 256x256)"]
+                )
             else:
                 watermark_id = self._new_watermark_id()
                 image.rgb = self.watermarker.embed(image.rgb, watermark_id)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from provenance.errors import CorruptImageError, PayloadTooLargeError, TooManyPixelsError, UnsupportedMediaError
 
@@ -40,6 +40,7 @@ class DecodedImage:
     format: str
     rgb: np.ndarray  # (height, width, 3) uint8
     alpha: np.ndarray | None = None
+    notes: tuple[str, ...] = ()  # what decoding did to the source that a reader should know (orientation...)
 
     @property
     def mime_type(self) -> str:
@@ -83,8 +84,22 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
+            with Image.open(io.BytesIO(data)) as source:
+                frames = int(getattr(source, "n_frames", 1))
+                if frames > 1:
+                    # Certifying only the first frame would silently drop the rest of the animation.
+                    raise UnsupportedMediaError(
+                        f"The {fmt.upper()} is animated ({frames} frames); only still images can be certified."
+                    )
+                source.load()
+                img: Image.Image = source
+                notes: list[str] = []
+                orientation = img.getexif().get(ORIENTATION_TAG, 1)
+                if orientation not in (None, 1):
+                    # The certified copy carries no EXIF: apply the rotation so it shows as the source did.
+                    img = ImageOps.exif_transpose(img)
+                    notes.append(f"EXIF orientation {orientation} applied to the pixels")
+                img = _to_8_bit(img)
                 alpha = None
                 if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                     rgba = img.convert("RGBA")
@@ -92,9 +107,30 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
                     rgb = np.asarray(rgba)[:, :, :3].copy()
                 else:
                     rgb = np.asarray(img.convert("RGB")).copy()
+    except UnsupportedMediaError:
+        raise
     except Exception as exc:
         raise CorruptImageError(f"The {fmt.upper()} data cannot be decoded: {exc}") from None
-    return DecodedImage(format=fmt, rgb=rgb, alpha=alpha)
+    return DecodedImage(format=fmt, rgb=rgb, alpha=alpha, notes=tuple(notes))
+
+
+ORIENTATION_TAG = 0x0112
+
+
+def _to_8_bit(img: Image.Image) -> Image.Image:
+    """High-bit-depth greyscale as 8-bit greyscale, rounding each level (Pillow's own convert clips at 255).
+
+    A 16-bit greyscale PNG opens in mode ``I;16`` (or ``I``) with levels 0-65535; ``convert("RGB")``
+    would clip every level above 255 to white. Dividing by 257 maps 65535 to 255 exactly.
+    """
+    if img.mode.startswith("I;16") or img.mode == "I":
+        levels = np.asarray(img, dtype=np.float64)
+        if levels.max(initial=0) > 65535 or levels.min(initial=0) < 0:
+            raise CorruptImageError("The image's grey levels lie outside 0-65535.")
+        return Image.fromarray(np.rint(levels / 257.0).astype(np.uint8), "L")
+    if img.mode == "F":
+        raise UnsupportedMediaError("Floating-point images cannot be certified; convert to 8 or 16 bits per channel.")
+    return img
 
 
 def decode_rgb(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, np.ndarray]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from provenance import media
 from provenance.errors import CorruptImageError, PayloadTooLargeError, TooManyPixelsError, UnsupportedMediaError
@@ -62,3 +64,39 @@ def test_truncated_image_is_corrupt() -> None:
     data = encode(photo("coffee.png"))
     with pytest.raises(CorruptImageError):
         media.decode(data[: len(data) // 2], max_bytes=10**8, max_pixels=10**8)
+
+
+def test_16_bit_greyscale_is_certified_faithfully() -> None:
+    """A 16-bit greyscale PNG used to become white (Pillow's convert clips levels above 255)."""
+    rng = np.random.default_rng(16)
+    levels = (rng.integers(0, 65536, (300, 300))).astype(np.uint16)
+    out = io.BytesIO()
+    Image.fromarray(levels).save(out, "PNG")
+    assert Image.open(io.BytesIO(out.getvalue())).mode.startswith("I")
+    image = media.decode(out.getvalue(), max_bytes=10**8, max_pixels=10**8)
+    expected = np.rint(levels / 257.0)
+    assert np.abs(image.rgb[:, :, 0].astype(int) - expected).max() <= 1
+    assert (image.rgb[:, :, 0] == image.rgb[:, :, 1]).all() and (image.rgb[:, :, 1] == image.rgb[:, :, 2]).all()
+
+
+def test_exif_orientation_is_applied_and_noted() -> None:
+    rgb = np.zeros((40, 80, 3), dtype=np.uint8)
+    rgb[:, :40] = 255  # left half white
+    pil = Image.fromarray(rgb)
+    exif = pil.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    out = io.BytesIO()
+    pil.save(out, "JPEG", quality=95, exif=exif)
+    image = media.decode(out.getvalue(), max_bytes=10**8, max_pixels=10**8)
+    assert image.rgb.shape[:2] == (80, 40)  # shown upright: the certified pixels are the displayed ones
+    assert image.rgb[:20].mean() > 200 and image.rgb[60:].mean() < 50  # the white half is now on top
+    assert any("orientation 6" in n for n in image.notes)
+
+
+def test_animated_images_are_refused() -> None:
+    frames = [Image.fromarray(np.full((64, 64, 3), v, dtype=np.uint8)) for v in (0, 128, 255)]
+    for fmt in ("PNG", "WEBP"):
+        out = io.BytesIO()
+        frames[0].save(out, fmt, save_all=True, append_images=frames[1:], duration=100)
+        with pytest.raises(UnsupportedMediaError, match="animated"):
+            media.decode(out.getvalue(), max_bytes=10**8, max_pixels=10**8)
