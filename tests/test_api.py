@@ -64,6 +64,8 @@ def test_record_carries_chain_status(certified_png: dict) -> None:
     record = certified_png["record"]
     assert record["tx_hash"].startswith("0x") and len(record["tx_hash"]) == 66
     assert record["block_number"] > 0 and record["chain_id"] == 31337
+    for stamp in (record["created_at"], record["registered_at"]):  # UTC with its zone, as date-time requires
+        assert stamp.endswith("Z") or stamp.endswith("+00:00"), stamp
 
 
 def test_exact_copy_is_authentic(client: TestClient, certified_png: dict) -> None:

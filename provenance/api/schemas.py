@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from provenance.db.models import Record
 from provenance.verify import VerificationResult
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands datetimes back without a zone; every timestamp the service stores is UTC."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+# A timestamp that always carries its zone (UTC), as the OpenAPI ``date-time`` format requires.
+UtcDatetime = Annotated[dt.datetime, AfterValidator(_as_utc)]
 
 
 class ErrorOut(BaseModel):
@@ -55,8 +64,8 @@ class RecordOut(CertifyOut):
     chain_id: int | None
     registry_address: str | None
     chain_error: str | None
-    created_at: dt.datetime
-    registered_at: dt.datetime | None
+    created_at: UtcDatetime
+    registered_at: UtcDatetime | None
     ipfs_url: str
     generation: dict[str, Any] | None = Field(default=None, description="Model, weights, seed... of generated images.")
     job_id: str | None = None
@@ -96,8 +105,8 @@ class SigningKeyOut(BaseModel):
     public_key_pem: str
     active: bool
     records_signed: int
-    created_at: dt.datetime
-    last_used_at: dt.datetime | None
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None
 
 
 class C2paTrustOut(BaseModel):
@@ -190,9 +199,9 @@ class JobOut(BaseModel):
     attempts: int
     records: list[CertifyOut]
     error: str | None
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
 
 
 class RecordPage(BaseModel):
