@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,7 @@ from provenance.db.models import NftToken, NftVoucher, Record, RecordStatus
 from provenance.db.repository import NftRepository, RecordRepository
 from provenance.errors import (
     AlreadyMintedError,
+    ChainError,
     InvalidAddressError,
     NftUnavailableError,
     NotFoundError,
@@ -79,6 +83,8 @@ class NftService:
         self.tokens = tokens
         self.store = store
         self.nft = nft
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         self.voucher_ttl_s = voucher_ttl_s
 
     def _contract(self) -> Web3Nft:
@@ -102,22 +108,49 @@ class NftService:
         metadata_cid = self.store.add(json.dumps(metadata_for(record), indent=1).encode()).cid
         return contract, record, Web3.to_checksum_address(to), metadata_cid
 
+    @contextmanager
+    def _minting(self, record_id: str) -> Iterator[None]:
+        """One mint per record at a time in this process; a second caller waits, then finds it minted."""
+        with self._locks_guard:
+            lock = self._locks.setdefault(record_id, threading.Lock())
+        try:
+            with lock:
+                yield
+        finally:
+            with self._locks_guard:
+                if not lock.locked():
+                    self._locks.pop(record_id, None)
+
     def mint(self, record_id: str, to: str, *, account_id: str | None = None) -> MintResult:
-        """Custodial mint: the service sends the transaction and waits for it. ``account_id``: who asked."""
-        contract, record, owner, metadata_cid = self._prepare(record_id, to)
-        tx_hash, _ = contract.mint(owner, record.sha256, metadata_cid, record.batch_root, record.merkle_proof or [])
-        token_id = "0x" + record.sha256
-        self.tokens.add_token(
-            NftToken(
-                token_id=token_id,
-                record_id=record.id,
-                owner=owner,
-                metadata_cid=metadata_cid,
-                tx_hash=tx_hash,
-                minted_via="custodial",
-                account_id=account_id,
+        """Custodial mint: the service sends the transaction and waits for it. ``account_id``: who asked.
+
+        Concurrent mints of one record: one wins, the others get ``AlreadyMintedError`` (409), whether
+        they lose here (one mint per record at a time in this process) or on chain (another instance).
+        """
+        with self._minting(record_id):
+            contract, record, owner, metadata_cid = self._prepare(record_id, to)
+            try:
+                tx_hash, _ = contract.mint(
+                    owner, record.sha256, metadata_cid, record.batch_root, record.merkle_proof or []
+                )
+            except ChainError as exc:
+                if "already minted" in exc.detail:
+                    raise AlreadyMintedError(
+                        f"Record {record_id} is already minted (token id 0x{record.sha256})."
+                    ) from None
+                raise
+            token_id = "0x" + record.sha256
+            self.tokens.add_token(
+                NftToken(
+                    token_id=token_id,
+                    record_id=record.id,
+                    owner=owner,
+                    metadata_cid=metadata_cid,
+                    tx_hash=tx_hash,
+                    minted_via="custodial",
+                    account_id=account_id,
+                )
             )
-        )
         return MintResult(token_id, tx_hash, contract.token_uri(int(record.sha256, 16)), contract.address, owner)
 
     def voucher(

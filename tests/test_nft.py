@@ -86,6 +86,22 @@ def test_custodial_mint(client: TestClient, services: Services) -> None:
     assert again.status_code == 409 and again.json()["error"] == "already_minted"
 
 
+def test_concurrent_mints_of_one_record_give_one_token_and_409s(client: TestClient) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    record = certified_record(client, encode(photo("astronaut.png")))
+    owners = [Account.create().address for _ in range(6)]
+
+    def mint(owner: str) -> tuple[int, str]:
+        response = client.post("/v1/nft/mint", json={"record_id": record["record_id"], "to": owner})
+        return response.status_code, response.json().get("error", "")
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(mint, owners))
+    assert sorted(status for status, _ in results) == [201, 409, 409, 409, 409, 409], results
+    assert all(error == "already_minted" for status, error in results if status == 409)
+
+
 @pytest.mark.parametrize(
     "body,status,code",
     [
