@@ -253,3 +253,24 @@ def test_unknown_record_health_and_docs(client: TestClient) -> None:
     assert health["status"] == "ok" and health["chain"]["ok"] and health["database"] == "sqlite"
     assert client.get("/docs").status_code == 200
     assert "/v1/certify" in client.get("/openapi.json").json()["paths"]
+
+
+def test_health_is_503_and_names_a_dead_chain(tmp_path: Path) -> None:
+    from provenance.api.app import create_app
+    from provenance.config import Settings
+
+    services = Services.open(Settings(data_dir=tmp_path / "data"), start_worker=False)
+    try:
+        with TestClient(create_app(services=services)) as local:
+            assert local.get("/healthz").status_code == 200
+            node = services.chain.node
+            assert node is not None and node.process is not None
+            node.process.kill()  # the anvil this test started, by its process object
+            node.process.wait(timeout=10)
+            response = local.get("/healthz")
+            assert response.status_code == 503
+            body = response.json()
+            assert body["status"] == "degraded" and body["down"] == ["chain"] and not body["chain"]["ok"]
+            assert body["database_state"]["ok"] and body["ipfs_state"]["ok"]
+    finally:
+        services.close()

@@ -6,10 +6,10 @@ import base64
 import binascii
 import datetime as dt
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from provenance import __version__, media
 from provenance.api.deps import CurrentAccount, ServicesDep, read_upload, require_scope, verify_access
@@ -246,23 +246,46 @@ def ipfs_gateway(cid: str, services: ServicesDep) -> Response:
     )
 
 
-@router.get("/healthz", response_model=HealthOut, tags=["health"])
-def healthz(services: ServicesDep) -> HealthOut:
-    status: Literal["ok", "degraded"] = "ok"
+# The CID of an empty file: asking whether it is pinned exercises the store without writing to it.
+_PROBE_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+
+
+@router.get("/healthz", response_model=HealthOut, tags=["health"], responses={503: {"model": HealthOut}})
+def healthz(services: ServicesDep) -> JSONResponse:
+    """Each dependency asked in turn; 503 names the ones that do not answer (load balancers read the status)."""
+    down: list[str] = []
     chain_state: dict[str, Any]
     try:
         block = services.chain.registry.w3.eth.block_number
         chain_state = {"ok": True, "chain_id": services.chain.registry.chain_id, "block_number": block}
     except Exception as exc:
-        status, chain_state = "degraded", {"ok": False, "error": str(exc)}
-    return HealthOut(
-        status=status,
+        down.append("chain")
+        chain_state = {"ok": False, "error": f"the chain RPC does not answer: {exc}"}
+    records: dict[str, int] = {}
+    try:
+        records = services.repository.counts()
+        database_state: dict[str, Any] = {"ok": True}
+    except Exception as exc:
+        down.append("database")
+        database_state = {"ok": False, "error": f"the database does not answer: {type(exc).__name__}"}
+    try:
+        services.store.has(_PROBE_CID)
+        ipfs_state: dict[str, Any] = {"ok": True}
+    except Exception as exc:
+        down.append("ipfs")
+        ipfs_state = {"ok": False, "error": f"the content store does not answer: {exc}"}
+    body = HealthOut(
+        status="degraded" if down else "ok",
+        down=down,
         version=__version__,
         database=services.engine.url.get_backend_name(),
+        database_state=database_state,
         chain=chain_state,
         ipfs=services.store.description,
-        records=services.repository.counts(),
+        ipfs_state=ipfs_state,
+        records=records,
     )
+    return JSONResponse(body.model_dump(mode="json"), status_code=503 if down else 200)
 
 
 def _job_out(job: GenerationJob, request: Request, services: ServicesDep) -> JobOut:

@@ -148,11 +148,14 @@ class VoucherIn(MintIn):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded"] = Field(description="degraded (HTTP 503) when any dependency is down.")
+    down: list[str] = Field(default_factory=list, description="The dependencies that do not answer.")
     version: str
     database: str
+    database_state: dict[str, Any] = Field(default_factory=dict)
     chain: dict[str, Any]
     ipfs: str
+    ipfs_state: dict[str, Any] = Field(default_factory=dict)
     records: dict[str, int]
 
 
