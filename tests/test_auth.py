@@ -288,10 +288,13 @@ def test_apikey_cli_create_list_revoke(anonymous_client: TestClient, services: S
     assert account["account_name"] == "cli-user" and account["rate_per_min"] == 100
     assert account["scopes"] == ["certify", "verify"]
 
-    # Only the hash is stored: the key is nowhere in the database files (WAL included).
+    # Only the hash is stored: the key is nowhere in the database files (WAL included). They are read by another
+    # process: opening and closing them here would drop this process's SQLite file locks (POSIX fcntl semantics)
+    # and break the session's database for every later test.
     db = services.settings.resolved_data_dir / "provenance.db"
-    for file in db.parent.glob("provenance.db*"):
-        assert key.encode() not in file.read_bytes(), file
+    files = [str(f) for f in db.parent.glob("provenance.db*")]
+    found = subprocess.run(["grep", "-F", "-l", key, *files], capture_output=True, text=True)
+    assert found.returncode == 1 and found.stdout == "", found.stdout  # grep: 1 = no file contains it
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT key_hash FROM api_keys WHERE id = ?", (account["key_id"],)).fetchall()
     assert rows == [(hash_key(key),)]
