@@ -51,6 +51,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -179,27 +180,27 @@ def _bench_faiss(codes: np.ndarray, planted: list[tuple[int, ImageFingerprints]]
     faiss.omp_set_num_threads(1)
     as_bytes = codes.view(np.uint8).reshape(-1, 8)
     few = planted[:5]
+
+    def time_range_search(index: Any) -> list[float]:
+        times = []
+        for _, query in few:
+            q = query.codes.view(np.uint8).reshape(-1, 8)
+            start = time.perf_counter()
+            index.range_search(q, 9)
+            times.append((time.perf_counter() - start) * 1000)
+        return times
+
     flat = faiss.IndexBinaryFlat(64)
     flat.add(as_bytes)
-    times = []
-    for _, query in few:
-        q = query.codes.view(np.uint8).reshape(-1, 8)
-        start = time.perf_counter()
-        flat.range_search(q, 9)
-        times.append((time.perf_counter() - start) * 1000)
+    times = time_range_search(flat)
     print(f"{'faiss IndexBinaryFlat, radius 8':<40}{statistics.mean(times):>9.2f}{_p95(times):>9.2f}{TARGET_MS:>8.0f}")
     del flat
     # faiss' multi-hash index takes minutes and gigabytes at this size: time it on 2M entries, and scale.
-    sample = as_bytes[: 2_000_000]
+    sample = as_bytes[:2_000_000]
     mh = faiss.IndexBinaryMultiHash(64, 4, 16)
     mh.add(sample)
     mh.nflip = 2  # 4 substrings of 16 bits, 2 flips: exact for radius <= 11
-    times = []
-    for _, query in few:
-        q = query.codes.view(np.uint8).reshape(-1, 8)
-        start = time.perf_counter()
-        mh.range_search(q, 9)
-        times.append((time.perf_counter() - start) * 1000)
+    times = time_range_search(mh)
     label = f"faiss MultiHash 4x16 nflip 2, {len(sample) / 1e6:.0f}M only"
     print(f"{label:<40}{statistics.mean(times):>9.2f}{_p95(times):>9.2f}{TARGET_MS:>8.0f}")
 

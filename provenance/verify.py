@@ -124,6 +124,7 @@ class Evidence:
     fingerprint_distance: int | None = None
     confirmation: MarkConfirmation | None = None
     alignment: Alignment | None = None
+    original_rgb: np.ndarray | None = None  # the confirmed candidate's certified pixels, fetched once
     chain: dict[str, Any] = field(default_factory=dict)
     ipfs: dict[str, Any] = field(default_factory=dict)
 
@@ -407,7 +408,7 @@ class Verifier:
                     )
                     if confirmation.confirmed:
                         ev.fingerprint_record, ev.fingerprint_distance = record, candidate.distance
-                        ev.confirmation, ev.alignment = confirmation, alignment
+                        ev.confirmation, ev.alignment, ev.original_rgb = confirmation, alignment, original
                         row["record_id"] = record.id
                         report["candidates"].append(row)
                         break
@@ -422,14 +423,14 @@ class Verifier:
         record = ev.record
         if record is None or ev.exact is not None:
             return [], None
-        original = self._original_rgb(record)
+        original = ev.original_rgb if ev.original_rgb is not None else self._original_rgb(record)
         if original is None:
             return [], None
         alignment = ev.alignment or align(rgb, original)
         if alignment is None:
             return ["could not be aligned with the certified original"], None
-        upload_fmt = media.sniff_format(ev.data) or "unknown"
-        original_fmt = {v: k for k, v in media.FORMATS.items()}.get(record.media_type, "unknown")
+        # Media types are image/<format>, with the format names describe_changes expects.
+        upload_fmt, original_fmt = ev.mime_type.removeprefix("image/"), record.media_type.removeprefix("image/")
         size = (rgb.shape[1], rgb.shape[0])
         changes = describe_changes(alignment, upload_fmt, original_fmt, size, (record.width, record.height))
         return changes, difference_png(alignment, original)
