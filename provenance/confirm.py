@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from reedsolo import ReedSolomonError, RSCodec
 
@@ -53,6 +54,13 @@ WEIGHT_LEVELS = 64  # quantisation of per-bit evidence: exact integer DP, ~1 ms 
 # it (at most 1.8x for hard decisions, counted over all 2^32 codewords; about 1.15x on average for
 # real soft readings); against anything else it only makes the test stricter.
 CODE_FACTOR = 2.0
+
+# Unsharp masking of U before reading (amount; Gaussian sigma 1 pixel). Resizing, re-encoding and the bicubic
+# warp back onto the original's grid all low-pass the copy, which shrinks the 8x8-pixel block statistics the mark
+# lives in; sharpening gives part of that back. It is a function of the upload alone, so the null distribution
+# below is untouched. Measured on photos and generated images over the benchmark's changes: it never lowered
+# the evidence, and raised it most where it was weakest (0.75x + JPEG 75 on detailed images: p 1e-6 -> 1e-11).
+SHARPEN = 1.5
 
 _rs = RSCodec(watermark.PARITY_BYTES)  # the mark's code, used without the key (see names_another_codeword)
 
@@ -142,6 +150,7 @@ def confirm_mark(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     photometric: Photometric | None = None,
+    sharpen: float = SHARPEN,
 ) -> MarkConfirmation:
     """Read the keyed mark on ``aligned_rgb`` (in the original's frame) within ``mask`` and test it.
 
@@ -150,7 +159,8 @@ def confirm_mark(
     (an equal offset on R, G and B cancels in U = 0.492 (B - Y) + 128), and the mark is read modulo
     a quantisation step of 48, so even a 5% gain would scramble it. The gain is fitted on luminance,
     which carries no mark, so the correction cannot lean toward any payload; ``photometric`` reuses
-    the fit from ``Alignment.photometric``.
+    the fit from ``Alignment.photometric``. ``sharpen`` undoes part of the blur of resampling (see
+    ``SHARPEN``).
     """
     expected = np.asarray(expected_bits).astype(np.int64).ravel()
     if expected.shape != (watermark.PAYLOAD_BITS,):
@@ -159,6 +169,8 @@ def confirm_mark(
     u = watermark.u_plane(aligned_rgb)
     if light.gain != 1.0:
         u = 128.0 + (u - 128.0) / light.gain
+    if sharpen:
+        u = u + sharpen * (u - cv2.GaussianBlur(u, (0, 0), 1.0))
     votes = watermark.masked_soft_votes(u, mask)
     evidence = votes.score_sums
     signs = 2 * expected - 1
