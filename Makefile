@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: install openssl run test lint bench bench-chain bench-gen bench-fingerprint bench-robustness contracts test-servers clean
+.PHONY: install openssl run test lint bench bench-chain bench-gen bench-fingerprint bench-robustness bench-load bench-memory contracts test-servers clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -24,10 +24,11 @@ $(NPM_STAMP): package.json package-lock.json
 	touch $@
 
 # Servers the tests start on 127.0.0.1: PostgreSQL (database tests) and Redis (Celery workers);
-# openssl answers the local RFC 3161 time-stamp authority (provenance/tsa.py).
+# openssl answers the local RFC 3161 time-stamp authority (provenance/tsa.py); Debian's chromium is the
+# browser the web interface tests drive with Playwright (tests/test_web_ui.py).
 test-servers:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null || ! command -v openssl >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server openssl >/dev/null; \
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null || ! command -v openssl >/dev/null || ! test -x /usr/bin/chromium; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server openssl chromium >/dev/null; \
 	fi
 
 # The embedded time-stamp authority answers with `openssl ts`.
@@ -58,6 +59,14 @@ bench-fingerprint: install
 
 bench-robustness: install
 	$(BIN)/python -m provenance.robustness_bench
+
+# The service under load: certify/verify per second at 1, 4 and 16 clients, registration lag, RSS.
+bench-load: install openssl
+	$(BIN)/python -m provenance.load_bench
+
+# Memory: four concurrent 39.9 MP uploads against a real server (peak RSS), and pathological uploads refused.
+bench-memory: install openssl
+	$(BIN)/python -m provenance.memory_bench
 
 contracts: $(NPM_STAMP)
 	node contracts/compile.js

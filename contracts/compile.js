@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Compile the contracts with solc from npm and write contracts/artifacts/<Name>.json.
+// Compile the contracts with solc from npm and write provenance/chain/compiled/<Name>.json, inside
+// the Python package so that a wheel ships them (read with importlib.resources).
 // The output is deterministic: tests run this into a temporary folder and compare byte for byte
 // with the committed artifacts. Usage: node contracts/compile.js [OUT_DIR]
 "use strict";
@@ -17,7 +18,7 @@ const SETTINGS = {
 
 const here = __dirname;
 const root = path.dirname(here);
-const outDir = path.resolve(process.argv[2] || path.join(here, "artifacts"));
+const outDir = path.resolve(process.argv[2] || path.join(root, "provenance", "chain", "compiled"));
 
 function findImports(importPath) {
   // Imports such as "@openzeppelin/contracts/..." resolve in node_modules, offline.

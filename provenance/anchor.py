@@ -1,10 +1,17 @@
 """Anchoring: move records from ``pending`` to ``registered`` on chain, surviving crashes.
 
-Two modes. ``single``: one ``register(hash, cid)`` transaction per record. ``batch``: pending
+Three modes. ``single``: one ``register(hash, cid)`` transaction per record. ``batch``: pending
 records are collected until there are ``batch_max_items`` of them or the oldest has waited
 ``batch_max_seconds``; their hashes become the leaves of a Merkle tree whose sorted leaf list is
 published on IPFS, and one ``anchorBatch(root, leavesCid, count)`` transaction anchors them all.
-Each record keeps its root and inclusion proof.
+Each record keeps its root and inclusion proof. ``auto`` (the default): one transaction per record
+while few are waiting, and a Merkle batch of everything waiting as soon as ``batch_backlog``
+records are, so that registration keeps up with any certification rate.
+
+Only one process per database anchors: the holder of the writer lease (``provenance/chain/writer.py``).
+A pass sends every pending registration at once with consecutive nonces (``submit_many``) and
+collects the receipts in one JSON-RPC batch on the next pass. A transaction still waiting after
+``replace_after_s`` is sent again with the same nonce and a higher fee.
 
 The worker never trusts its own memory: every pass reads the database and the chain. A record
 (or batch) is ``pending`` until a transaction is sent, ``submitted`` with its tx hash until that
@@ -23,14 +30,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provenance.chain import Registry
+from provenance.chain.transactions import ContractRefusedError
 from provenance.db.models import AnchorBatch, Record, RecordStatus, utcnow
 from provenance.db.repository import RecordRepository
-from provenance.errors import ChainError, ProvenanceError
+from provenance.errors import ChainError, ChainUnavailableError, ProvenanceError
 from provenance.ipfs import ContentStore
 from provenance.merkle import MerkleTree
+
+if TYPE_CHECKING:
+    from provenance.chain.writer import WriterLease
 
 log = logging.getLogger(__name__)
 LEAVES_FORMAT = "provenance-merkle-batch/1"
@@ -57,12 +68,12 @@ class _Track:
     items: Callable[[str], list[Any]]  # the items in a status
     key: Callable[[Any], str]
     block_on_chain: Callable[[Any], int | None]  # the block the contract registered it in, or None
-    send: Callable[[Any], str]  # sends its transaction, returns the tx hash
+    send_many: Callable[[list[Any]], list[str | ChainError]]  # sends their transactions: tx hash or error each
     set_status: Callable[..., None]  # (key, status, **fields)
 
 
 class Anchorer:
-    """One pass of the anchoring state machine; used by the worker thread and the CLI."""
+    """One pass of the anchoring state machine; run by the writer's worker thread, or by the CLI holding the lease."""
 
     def __init__(
         self,
@@ -70,23 +81,38 @@ class Anchorer:
         registry: Registry,
         *,
         store: ContentStore | None = None,
-        mode: str = "single",
+        mode: str = "auto",
         batch_max_items: int = 256,
         batch_max_seconds: float = 10.0,
+        batch_backlog: int = 32,
         confirmations: int = 1,
+        replace_after_s: float = 60.0,
         on_chain_reset: Callable[[], None] | None = None,
     ) -> None:
-        if mode not in ("single", "batch"):
-            raise ValueError(f"anchor mode must be 'single' or 'batch', not {mode!r}")
+        if mode not in ("single", "batch", "auto"):
+            raise ValueError(f"anchor mode must be 'auto', 'single' or 'batch', not {mode!r}")
         self.repository = repository
         self.registry = registry
         self.store = store
         self.mode = mode
         self.batch_max_items = batch_max_items
         self.batch_max_seconds = batch_max_seconds
+        self.batch_backlog = batch_backlog
         self.confirmations = confirmations
+        self.replace_after_s = replace_after_s
         self.on_chain_reset = on_chain_reset
         self._lock = threading.Lock()
+        # Look every pending record up on chain before sending it: true at start, after taking the
+        # writer lease and after a failed pass (a transaction sent just before a crash is on chain).
+        self._verify_pending = True
+        self._waiting_since: dict[str, float] = {}  # tx hash -> when this process first saw it waiting
+
+    def on_leadership(self) -> None:
+        """This process just became the chain writer: trust nothing it did not see itself."""
+        with self._lock:
+            self._verify_pending = True
+            self._waiting_since.clear()
+            self.registry.resync_nonce()
 
     # --- shared ---------------------------------------------------------------------------
     def _chain_fields(self, block_number: int, tx_hash: str | None) -> dict[str, object]:
@@ -111,7 +137,7 @@ class Anchorer:
             items=lambda status: [r for r in self.repository.in_status(status) if r.batch_root is None],
             key=lambda record: record.id,
             block_on_chain=on_chain,
-            send=lambda record: self.registry.submit(record.sha256, record.cid),
+            send_many=lambda records: self.registry.submit_many([(r.sha256, r.cid) for r in records]),
             set_status=self.repository.set_status,
         )
 
@@ -120,11 +146,20 @@ class Anchorer:
             entry = self.registry.batch(batch.root)
             return entry.block_number if entry.anchored else None
 
+        def send_many(batches: list[AnchorBatch]) -> list[str | ChainError]:
+            results: list[str | ChainError] = []
+            for batch in batches:
+                try:
+                    results.append(self.registry.submit_batch(batch.root, batch.leaves_cid, batch.count))
+                except ChainError as exc:
+                    results.append(exc)
+            return results
+
         return _Track(
             items=self.repository.batches_in_status,
             key=lambda batch: batch.root,
             block_on_chain=on_chain,
-            send=lambda batch: self.registry.submit_batch(batch.root, batch.leaves_cid, batch.count),
+            send_many=send_many,
             set_status=self.repository.set_batch_status,
         )
 
@@ -142,17 +177,27 @@ class Anchorer:
         return True
 
     def _confirm(self, track: _Track) -> int:
+        items = [i for i in track.items(RecordStatus.SUBMITTED)]
+        if not items:
+            return 0  # idle: no RPC call at all
         done = 0
         head = self.registry.block_number()
-        for item in track.items(RecordStatus.SUBMITTED):
-            outcome = self.registry.outcome(item.tx_hash)
+        hashes = [i.tx_hash or "0x" + "00" * 32 for i in items]
+        outcomes = self.registry.outcomes(hashes)
+        unmined = [h for h, o in zip(hashes, outcomes, strict=True) if o is None]
+        known = dict(zip(unmined, self.registry.known(unmined), strict=True)) if unmined else {}
+        now = time.monotonic()
+        for item, tx_hash, outcome in zip(items, hashes, outcomes, strict=True):
             if outcome is not None and outcome.success:
                 if self._deep_enough(outcome.block_number, head):
                     self._register(track, item, outcome.block_number, item.tx_hash)
+                    self._waiting_since.pop(tx_hash, None)
                     done += 1
                 continue
-            if outcome is None and self.registry.is_known(item.tx_hash):
-                continue  # still waiting to be mined
+            if outcome is None and known.get(tx_hash):
+                self._maybe_replace(track, item, tx_hash, now)  # still waiting to be mined
+                continue
+            self._waiting_since.pop(tx_hash, None)
             # Reverted, dropped or never sent: the contract decides what happened.
             block = track.block_on_chain(item)
             if block is not None:
@@ -168,27 +213,51 @@ class Anchorer:
                 )
         return done
 
-    def _submit(self, track: _Track) -> int:
+    def _maybe_replace(self, track: _Track, item: Any, tx_hash: str, now: float) -> None:
+        """A transaction waiting longer than ``replace_after_s``: same nonce, higher fee."""
+        first = self._waiting_since.setdefault(tx_hash, now)
+        if now - first < self.replace_after_s:
+            return
+        new_hash = self.registry.replace(tx_hash)
+        self._waiting_since.pop(tx_hash, None)
+        if new_hash is None or new_hash == tx_hash:
+            return  # mined meanwhile, or gone: the next pass sees which
+        log.info("transaction %s waited %.0fs; replaced by %s with a higher fee", tx_hash, now - first, new_hash)
+        self._waiting_since[new_hash] = now
+        track.set_status(track.key(item), RecordStatus.SUBMITTED, tx_hash=new_hash)
+
+    def _submit(self, track: _Track, *, verify: bool = True) -> int:
+        items = track.items(RecordStatus.PENDING)
+        if not items:
+            return 0
+        head: int | None = None
+        if verify:
+            head = self.registry.block_number()
+            items = [item for item in items if not self._settle(track, item, head)]
+        results = track.send_many(items)
         sent = 0
-        head = self.registry.block_number()
-        for item in track.items(RecordStatus.PENDING):
-            if self._settle(track, item, head):
-                continue
-            try:
-                tx_hash = track.send(item)
-            except ChainError as exc:
+        unavailable: ChainError | None = None
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, str):
+                sent += 1
+                self._waiting_since[result] = time.monotonic()
+                track.set_status(track.key(item), RecordStatus.SUBMITTED, tx_hash=result)
+            elif isinstance(result, ContractRefusedError):
+                # The contract refuses it: already registered (by a crashed run), or a real refusal.
+                head = head if head is not None else self.registry.block_number()
                 if not self._settle(track, item, head):
-                    track.set_status(track.key(item), RecordStatus.FAILED, chain_error=exc.detail)
-                continue
-            sent += 1
-            track.set_status(track.key(item), RecordStatus.SUBMITTED, tx_hash=tx_hash)
+                    track.set_status(track.key(item), RecordStatus.FAILED, chain_error=result.detail)
+            else:  # the node did not take it (unreachable, busy): it stays pending for the next pass
+                unavailable = unavailable or result
+        if unavailable is not None:
+            raise unavailable
         return sent
 
     def confirm_submitted(self) -> int:
         return self._confirm(self._records())
 
     def submit_pending(self) -> int:
-        return self._submit(self._records())
+        return self._submit(self._records(), verify=self._verify_pending)
 
     def confirm_batches(self) -> int:
         return self._confirm(self._batches())
@@ -210,6 +279,22 @@ class Anchorer:
             waited = (utcnow() - oldest).total_seconds()
             if len(pending) < self.batch_max_items and waited < self.batch_max_seconds and not force:
                 return formed
+            self._create_batch(pending)
+            formed += 1
+
+    def form_backlog_batches(self) -> int:
+        """Auto mode: when ``batch_backlog`` records or more wait, anchor them as Merkle batches."""
+        formed = 0
+        while True:
+            pending = self.repository.pending_unbatched(self.batch_max_items)
+            if len(pending) < self.batch_backlog:
+                return formed
+            if self._verify_pending:  # one sent just before a crash must not also become a leaf
+                head = self.registry.block_number()
+                track = self._records()
+                pending = [r for r in pending if not self._settle(track, r, head)]
+                if len(pending) < self.batch_backlog:
+                    return formed
             self._create_batch(pending)
             formed += 1
 
@@ -245,29 +330,71 @@ class Anchorer:
     def run_once(self, *, force_batch: bool = False) -> None:
         """Confirm what was sent, send what is pending, confirm again (anvil mines instantly)."""
         with self._lock:
-            self.confirm_submitted()
-            self.confirm_batches()
-            # Records still pending from before a switch to batch mode simply join the next batch.
-            if self.mode == "batch":
-                self.form_batches(force=force_batch)
-                sent = self.submit_batches()
-            else:
-                sent = self.submit_pending()
+            try:
+                self.confirm_submitted()
+                self.confirm_batches()
+                sent = 0
+                # Records still pending from before a switch to batch mode simply join the next batch.
+                if self.mode == "batch":
+                    self.form_batches(force=force_batch)
+                elif self.mode == "auto":
+                    if force_batch:
+                        self.form_batches(force=True)
+                    else:
+                        self.form_backlog_batches()
+                if self.mode != "single":
+                    sent += self.submit_batches()
+                if self.mode != "batch":
+                    sent += self.submit_pending()
+                self._verify_pending = False
+            except BaseException:
+                self._verify_pending = True
+                raise
             if sent:
                 self.confirm_submitted()
                 self.confirm_batches()
 
 
 class AnchorWorker:
-    """A daemon thread that runs ``Anchorer.run_once`` when woken or every poll interval."""
+    """A daemon thread that anchors while this process holds the writer lease.
 
-    def __init__(self, anchorer: Anchorer, *, poll_interval_s: float = 0.5, health_check_s: float = 5.0) -> None:
+    Without the lease it only tries to take it every ``lease_retry_s`` (a database call, no RPC).
+    With it, it runs ``Anchorer.run_once`` when woken or every poll interval; an idle pass makes no
+    RPC call, and the registry's code is checked every ``health_check_s``. When the chain does not
+    answer it backs off exponentially up to ``max_backoff_s``. It logs one line per change of
+    state (writer or not, chain down or back), never a traceback per pass.
+    """
+
+    def __init__(
+        self,
+        anchorer: Anchorer,
+        *,
+        lease: WriterLease | None = None,
+        poll_interval_s: float = 0.5,
+        health_check_s: float = 5.0,
+        lease_retry_s: float = 1.0,
+        lease_check_s: float = 5.0,
+        max_backoff_s: float = 30.0,
+    ) -> None:
         self.anchorer = anchorer
+        self.lease = lease
         self.poll_interval_s = poll_interval_s
         self.health_check_s = health_check_s
+        self.lease_retry_s = lease_retry_s
+        self.lease_check_s = lease_check_s
+        self.max_backoff_s = max_backoff_s
+        self.failing: str | None = None  # what the last pass failed with, while it keeps failing
+        self._failures = 0
+        self._following: bool | None = None  # None: not decided yet
+        self._next_lease_try = 0.0
+        self._last_lease_check = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="anchor-worker", daemon=True)
+
+    @property
+    def is_writer(self) -> bool:
+        return self.lease is None or self.lease.held
 
     def start(self) -> None:
         self._thread.start()
@@ -279,25 +406,137 @@ class AnchorWorker:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
+        if self.lease is not None:
+            self.lease.release()
 
     def _check_chain(self) -> None:
         """A dev chain restarted without its state has no registry: repair it from the database."""
         registry = self.anchorer.registry
-        if self.anchorer.on_chain_reset is not None and not registry.is_deployed():  # type: ignore[attr-defined]
+        if self.anchorer.on_chain_reset is not None and not registry.is_deployed():
             log.warning("the registry is gone from the chain (reset dev chain?); redeploying and re-anchoring")
             self.anchorer.on_chain_reset()
+            self.anchorer.on_leadership()
+
+    def _lead(self) -> bool:
+        """True while this process is the chain writer; takes the lease when it is free."""
+        lease = self.lease
+        if lease is None:
+            return True
+        now = time.monotonic()
+        if lease.held:
+            if now - self._last_lease_check < self.lease_check_s:
+                return True
+            self._last_lease_check = now
+            if lease.check():
+                return True
+            log.warning("lost the chain writer lease (%s); another process will anchor", lease.describe())
+            self._following = None
+        if now < self._next_lease_try:
+            return False
+        self._next_lease_try = now + self.lease_retry_s
+        if lease.try_acquire():
+            self._last_lease_check = now
+            log.info("this process is the chain writer now (%s): it sends every registration", lease.describe())
+            self._following = False
+            self.anchorer.on_leadership()
+            return True
+        if self._following is not True:
+            holder = lease.holder()
+            log.info(
+                "another process is the chain writer (%s%s); this one leaves registration to it",
+                lease.describe(),
+                f", held by {holder}" if holder else "",
+            )
+            self._following = True
+        return False
+
+    def _failed(self, state: str, what: str, exc: BaseException) -> float:
+        """Note a failed pass; log only when the state changes. Returns the back-off delay."""
+        self._failures += 1
+        if self.failing != state:
+            log.warning("anchoring paused: %s; retrying with back-off up to %.0fs", what, self.max_backoff_s)
+            log.debug("anchoring failure", exc_info=exc)
+            self.failing = state
+        return min(self.poll_interval_s * 2 ** min(self._failures, 16), self.max_backoff_s)
 
     def _run(self) -> None:
         last_check = time.monotonic()
         while not self._stop.is_set():
+            if not self._lead():
+                self._stop.wait(min(self.lease_retry_s, self.poll_interval_s * 5))
+                continue
+            delay = self.poll_interval_s
             try:
                 if time.monotonic() - last_check > self.health_check_s:
                     last_check = time.monotonic()
                     self._check_chain()
                 self.anchorer.run_once()
+                if self.failing is not None:
+                    log.info("anchoring resumed after %d failed passes", self._failures)
+                self.failing, self._failures = None, 0
+            except ChainUnavailableError as exc:
+                delay = self._failed("chain unavailable", f"the chain node does not answer ({exc.detail})", exc)
             except ProvenanceError as exc:
-                log.warning("anchoring pass failed: %s", exc.detail)
-            except Exception:  # the RPC can fail in many ways; retry on the next pass
-                log.exception("anchoring pass failed; retrying")
-            self._wake.wait(self.poll_interval_s)
-            self._wake.clear()
+                delay = self._failed(exc.detail, exc.detail, exc)
+            except Exception as exc:  # the RPC can fail in many ways; retry after a back-off
+                delay = self._failed(type(exc).__name__, f"{type(exc).__name__}: {exc}", exc)
+            if self.failing is not None:
+                self._stop.wait(delay)  # wakes from new records do not shorten a back-off
+            else:
+                self._wake.wait(delay)
+                self._wake.clear()
+
+
+def register_or_hand_over(
+    anchorer: Anchorer,
+    repository: RecordRepository,
+    lease: WriterLease,
+    record_ids: list[str],
+    *,
+    wait: bool,
+    timeout_s: float,
+    say: Callable[[str], None],
+) -> dict[str, str]:
+    """What a CLI command does with the records it just made.
+
+    If no other process is the chain writer, this one becomes it for its run: it anchors (and, with
+    ``wait``, waits for the records to be registered), then releases the lease. Otherwise it sends
+    nothing, says in one line that the running writer registers them, and with ``wait`` waits for
+    that. A chain failure is said in one line too; the records stay pending for the next writer.
+    Returns each record's status.
+    """
+
+    def statuses() -> dict[str, str]:
+        found = {rid: repository.get(rid) for rid in record_ids}
+        return {rid: (r.status if r is not None else "missing") for rid, r in found.items()}
+
+    def done(current: dict[str, str]) -> bool:
+        return all(s in (RecordStatus.REGISTERED, RecordStatus.FAILED) for s in current.values())
+
+    deadline = time.monotonic() + timeout_s
+    if lease.try_acquire():
+        try:
+            anchorer.on_leadership()
+            while True:
+                try:
+                    anchorer.run_once()
+                except ProvenanceError as exc:
+                    say(f"registration not finished: {exc.detail}; the records stay pending for the next chain writer")
+                    return statuses()
+                current = statuses()
+                if done(current) or not wait or time.monotonic() > deadline:
+                    return current
+                time.sleep(0.2)
+        finally:
+            lease.release()
+    holder = lease.holder()
+    say(
+        "a running service is the chain writer for this database"
+        + (f" ({holder})" if holder else "")
+        + ": it registers these records"
+    )
+    while True:
+        current = statuses()
+        if done(current) or not wait or time.monotonic() > deadline:
+            return current
+        time.sleep(0.2)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -13,11 +13,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from provenance import __version__
 from provenance.cli_apikeys import apikey_app
 from provenance.config import Settings
-from provenance.errors import ProvenanceError
+from provenance.errors import ConfigurationError, InputError, ProvenanceError
 
 app = typer.Typer(help="Certify AI-generated images and verify them back.", no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="ECDSA signing keys.", invoke_without_command=True)
@@ -30,7 +31,7 @@ app.add_typer(trust_app, name="trust")
 fingerprints_app = typer.Typer(help="Perceptual fingerprints of certified images.", no_args_is_help=True)
 app.add_typer(fingerprints_app, name="fingerprints")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the terminal width
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (default ./data or PROVENANCE_DATA_DIR).")
@@ -75,14 +76,19 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
-def _wait_registered(services: Any, record_ids: list[str], timeout_s: float) -> dict[str, str]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        services.anchorer.run_once()
-        statuses = {rid: services.repository.get(rid).status for rid in record_ids}
-        if all(s in ("registered", "failed") for s in statuses.values()) or time.monotonic() > deadline:
-            return statuses
-        time.sleep(0.2)
+def _wait_registered(services: Any, record_ids: list[str], timeout_s: float, *, wait: bool = True) -> dict[str, str]:
+    """Register the records: as the chain writer if no service is running, else leave it to the service."""
+    from provenance.anchor import register_or_hand_over
+
+    return register_or_hand_over(
+        services.anchorer,
+        services.repository,
+        services.writing.lease,
+        record_ids,
+        wait=wait,
+        timeout_s=timeout_s,
+        say=lambda line: err.print(line, highlight=False, soft_wrap=True),
+    )
 
 
 @app.command()
@@ -148,8 +154,10 @@ def certify(
                     }
                 )
                 progress.advance(task)
-        if wait and results:
-            statuses = _wait_registered(services, [r["record_id"] for r in results], settings.tx_timeout_s)
+        if results:
+            statuses = _wait_registered(services, [r["record_id"] for r in results], settings.tx_timeout_s, wait=wait)
+            if wait and any(s != "registered" for s in statuses.values()):
+                failures += 1  # exit code 1: not every record made it onto the chain
             for r in results:
                 record = services.repository.get(r["record_id"])
                 r.update(status=statuses[r["record_id"]], tx_hash=record.tx_hash, block_number=record.block_number)
@@ -232,8 +240,7 @@ def generate(
             target = out / f"{record.id}.png"
             target.write_bytes(services.store.cat(record.cid))
             written.append((target, record))
-        if wait:
-            _wait_registered(services, [r.id for _, r in written], settings.tx_timeout_s)
+        statuses = _wait_registered(services, [r.id for _, r in written], settings.tx_timeout_s, wait=wait)
         for target, record in written:
             record = services.repository.get(record.id)
             console.print(
@@ -242,6 +249,8 @@ def generate(
                 highlight=False,
                 soft_wrap=True,
             )
+        if wait and any(status != "registered" for status in statuses.values()):
+            raise typer.Exit(1)  # certified, but not every record made it onto the chain
     except ProvenanceError as exc:
         _fail(exc.detail)
     finally:
@@ -318,6 +327,7 @@ def worker(data_dir: DataDir = None) -> None:
 VERDICT_COLOURS = {
     "authentic": "green",
     "pending": "yellow",
+    "unavailable": "yellow",
     "modified": "yellow",
     "unknown": "white",
     "invalid": "red",
@@ -809,11 +819,38 @@ def chain_info(data_dir: DataDir = None) -> None:
 
 
 def main() -> None:
+    """Run the CLI: errors are one line on stderr, never a traceback.
+
+    Exit codes: 0 success (for ``verify``: the verdict is authentic), 1 a failure that is not the
+    caller's input (a dependency down, a chain refusal, a verdict other than authentic), 2 bad input or
+    configuration. ``PROVENANCE_DEBUG=1`` re-raises unexpected errors with their traceback.
+    """
     try:
-        app()
-    except ProvenanceError as exc:  # pragma: no cover - commands catch their own
+        # Not standalone: exceptions reach the handlers below instead of click's and typer's tracebacks.
+        result = app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("error: interrupted")
+        sys.exit(130)
+    except TyperException as exc:  # usage errors (unknown option, missing argument): typer's own click
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(2)
+    except (InputError, ConfigurationError) as exc:
         err.print(f"error: {exc.detail}")
         sys.exit(2)
+    except ProvenanceError as exc:
+        err.print(f"error: {exc.detail}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("error: interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("PROVENANCE_DEBUG"):
+            raise
+        err.print(f"error: unexpected {type(exc).__name__}: {exc} (PROVENANCE_DEBUG=1 shows the traceback)")
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)  # click returns the code of a typer.Exit here
 
 
 if __name__ == "__main__":

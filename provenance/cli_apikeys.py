@@ -17,7 +17,7 @@ from provenance.errors import ProvenanceError
 
 apikey_app = typer.Typer(help="API keys: Authorization: Bearer KEY for the HTTP API.", no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the terminal width
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (default ./data or PROVENANCE_DATA_DIR).")

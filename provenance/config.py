@@ -46,6 +46,20 @@ class Settings(BaseSettings):
     # Input limits (stage 1).
     max_upload_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 40_000_000
+    # Memory (provenance/budget.py): pixels decoded and worked on at once by certify and verify, shared by
+    # concurrent requests (about 17 bytes per pixel at the peak: 80 MP is about 1.4 GB over the idle server).
+    # An image larger than the budget runs alone.
+    pixel_budget: int = Field(default=80_000_000, ge=1, description="Pixels in flight at once across requests.")
+    pixel_budget_wait_s: float = Field(
+        default=60.0, ge=0, description="How long a request waits for room in the pixel budget before 503 busy."
+    )
+    # Structure checked before decoding (provenance/media.py): refused with 4xx, never parsed.
+    max_metadata_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=0, description="Text, EXIF, XMP and ICC bytes an upload may carry (C2PA apart)."
+    )
+    max_metadata_chunks: int = Field(
+        default=1_000, ge=1, description="PNG chunks / JPEG segments / WebP chunks other than pixel data."
+    )
 
     # Database (stage 6).
     database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
@@ -62,10 +76,25 @@ class Settings(BaseSettings):
     # from the hot key above; embedded default: <data_dir>/chain/owner.key (0600).
     chain_owner_key_file: Path | None = Field(default=None, validation_alias=_env("CHAIN_OWNER_KEY_FILE"))
     registry_address: str | None = Field(default=None, validation_alias=_env("REGISTRY_ADDRESS"))
-    anvil_binary: Path | None = Field(default=None, description="Path to anvil; default: the npm package.")
+    anvil_binary: Path | None = Field(
+        default=None, description="Path to anvil; default: `anvil` on PATH, then the npm package of a checkout."
+    )
     anvil_port: int = Field(default=0, description="0 picks a free port.")
     tx_timeout_s: float = 120.0
-    anchor_mode: str = Field(default="single", description="single: one transaction per image; batch: Merkle roots.")
+    anchor_mode: str = Field(
+        default="auto",
+        description="auto: one transaction per image, a Merkle batch when the backlog grows; "
+        "single: always one per image; batch: always Merkle roots.",
+    )
+    anchor_batch_backlog: int = Field(
+        default=32, ge=2, description="auto mode: this many records waiting are anchored as one Merkle batch."
+    )
+    tx_replace_after_s: float = Field(
+        default=60.0, gt=0, description="A transaction not mined after this long is sent again with a higher fee."
+    )
+    writer_retry_s: float = Field(
+        default=1.0, gt=0, description="How often an instance that is not the chain writer tries to become it."
+    )
     batch_max_items: int = Field(default=256, ge=1, le=65536)
     batch_max_seconds: float = Field(default=10.0, ge=0.0)
     confirmations: int = Field(default=1, ge=1, description="Blocks (including its own) before a tx counts.")

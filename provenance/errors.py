@@ -44,6 +44,20 @@ class CorruptImageError(InputError):
     code = "corrupt_image"
 
 
+class MetadataTooLargeError(InputError):
+    """More text, EXIF, XMP or ICC data (bytes or chunks) than an upload may carry; refused before parsing."""
+
+    status_code = 413
+    code = "metadata_too_large"
+
+
+class ImageTooComplexError(InputError):
+    """A container no real encoder writes (tens of thousands of chunks, hundreds of JPEG scans)."""
+
+    status_code = 422
+    code = "image_too_complex"
+
+
 class InvalidSourceTypeError(InputError):
     status_code = 422
     code = "invalid_source_type"
@@ -69,6 +83,13 @@ class ConfigurationError(ProvenanceError):
 class ChainError(ProvenanceError):
     status_code = 502
     code = "chain_error"
+
+
+class ChainUnavailableError(ChainError):
+    """The chain node does not answer (connection refused, timeout): retry later."""
+
+    status_code = 503
+    code = "chain_unavailable"
 
 
 class IpfsError(ProvenanceError):
@@ -171,3 +192,49 @@ class DependencyUnavailableError(ProvenanceError):
 
     status_code = 503
     code = "dependency_unavailable"
+
+
+class ServerBusyError(ProvenanceError):
+    """The pixel budget stayed full for as long as a request may wait (503 with ``Retry-After``)."""
+
+    status_code = 503
+    code = "busy"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_s)}
+        self.extra: dict[str, object] = {"retry_after_s": retry_after_s}
+
+
+class StorageUnavailableError(ProvenanceError):
+    """The database or the content store cannot be written (or read) right now: retry later."""
+
+    status_code = 503
+    code = "storage_unavailable"
+
+
+_STORAGE_ERRNOS = {"EROFS", "ENOSPC", "EDQUOT", "EACCES", "EPERM", "ENOTDIR", "EISDIR", "EIO"}
+
+
+def dependency_error(exc: BaseException) -> ProvenanceError | None:
+    """The 503 that a raw exception from a dependency stands for, or None for anything else.
+
+    The database (SQLAlchemy operational errors: read-only, locked, disk I/O, server gone), the data
+    dir (a read-only, full or broken filesystem) and the chain RPC (web3 over ``requests``: refused,
+    timed out) are faults to retry, not bugs: they answer 503 with a code that names the dependency.
+    """
+    import errno
+
+    import requests
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, (StorageUnavailableError, ChainUnavailableError, DependencyUnavailableError)):
+        return exc
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InternalError, sa_exc.DisconnectionError, sa_exc.TimeoutError)):
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return StorageUnavailableError(f"The database cannot be written or read right now ({reason}); retry later.")
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return ChainUnavailableError("The chain node does not answer; retry later.")
+    if isinstance(exc, OSError) and errno.errorcode.get(exc.errno or 0) in _STORAGE_ERRNOS:
+        return StorageUnavailableError(f"The data directory cannot be written right now ({exc.strerror}); retry later.")
+    return None

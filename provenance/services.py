@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,10 +11,13 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from provenance import media
 from provenance.anchor import Anchorer, AnchorWorker
 from provenance.auth import AccountRepository, Limits, bootstrap_admin, open_limiter
+from provenance.budget import PixelBudget
 from provenance.certify import Certifier
 from provenance.chain.setup import ChainConnection, open_chain
+from provenance.chain.writer import ChainWriting, open_chain_writing
 from provenance.config import Settings
 from provenance.db.repository import NftRepository, RecordRepository
 from provenance.db.session import make_engine, migrate, session_factory
@@ -104,6 +108,14 @@ def _publish_trust(
         )
 
 
+def _after_chain_restart(chain: ChainConnection, anchorer: Anchorer) -> None:
+    """A restarted dev chain may have lost its last second of blocks: nonces from the node, lost records again."""
+    for sender in (chain.registry.sender, chain.deployer):
+        if sender is not None:
+            sender.resync()
+    anchorer.reconcile()
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -123,15 +135,30 @@ class Services:
     accounts: AccountRepository = field(init=False)
     admin_account_id: str = field(init=False)  # the account behind <data_dir>/admin.key; the CLI acts as it
     limits: Limits = field(init=False)
+    pixel_budget: PixelBudget = field(init=False, repr=False)  # pixels decoded at once (provenance/budget.py)
     tsa_url: str | None = field(init=False, default=None)  # RFC 3161 authority the C2PA signer uses
     close_tsa: Callable[[], None] = field(init=False, repr=False, default=lambda: None)
+    writing: ChainWriting = field(init=False, repr=False)  # the writer lease (CLI: services.writing.lease)
 
     @classmethod
     def open(cls, settings: Settings, *, start_worker: bool = True) -> Services:
-        """Create the data dir, keys and CA, migrate the database, start the chain and worker."""
+        """Create the data dir, keys and CA, migrate the database, start the chain and worker.
+
+        If any step fails, what the earlier steps opened (database engine, anvil, time-stamp authority,
+        anchor worker, limiter, job queue) is closed again, newest first, before the error propagates:
+        a failed start leaves no process, thread or port behind.
+        """
+        with contextlib.ExitStack() as opened:
+            services = cls._open(settings, start_worker=start_worker, opened=opened)
+            opened.pop_all()  # from here on Services.close() releases them
+        return services
+
+    @classmethod
+    def _open(cls, settings: Settings, *, start_worker: bool, opened: contextlib.ExitStack) -> Services:
         data_dir = settings.resolved_data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.effective_database_url)
+        opened.callback(engine.dispose)
         migrate(engine)
         sessions = session_factory(engine)
         repository = RecordRepository(sessions)
@@ -144,8 +171,17 @@ class Services:
             key_path=settings.c2pa_private_key,
             extra_anchors_path=settings.c2pa_trust_anchors,
         )
+        # The mark key is read even with watermarking disabled: verify still reads marks made earlier.
+        # Local files first: a bad one fails the start before any process is started.
+        watermarker = Watermarker.from_key_file(settings.watermark_key_file or data_dir / "keys" / "watermark.key")
         store = open_store(settings)
         chain = open_chain(settings)
+        opened.callback(chain.close)
+        # One chain writer per database, one nonce sequence per key across processes (chain/writer.py).
+        writing = open_chain_writing(
+            engine, data_dir, [chain.registry.sender, chain.deployer, chain.admin.sender if chain.admin else None]
+        )
+        opened.callback(writing.close)
         if chain.redeployed:
             requeued = repository.requeue_all()
             log.warning("The dev chain was reset; registry redeployed, %d records queued again.", requeued)
@@ -166,21 +202,28 @@ class Services:
             mode=settings.anchor_mode,
             batch_max_items=settings.batch_max_items,
             batch_max_seconds=settings.batch_max_seconds,
+            batch_backlog=settings.anchor_batch_backlog,
             confirmations=settings.confirmations,
+            replace_after_s=settings.tx_replace_after_s,
             on_chain_reset=on_chain_reset if chain.node is not None else None,
         )
         if chain.node is not None and not chain.redeployed:
             # anvil dumps its state every second: a kill can lose the last blocks. Repair from the database.
             anchorer.reconcile()
+        if chain.node is not None:
+            # The same repair each time the supervisor brings a killed anvil back (see chain/anvil.py).
+            chain.node.on_restart = lambda: _after_chain_restart(chain, anchorer)
         worker = (
             AnchorWorker(
-                anchorer, poll_interval_s=settings.anchor_poll_interval_s, health_check_s=settings.chain_health_check_s
+                anchorer,
+                lease=writing.lease,
+                poll_interval_s=settings.anchor_poll_interval_s,
+                health_check_s=settings.chain_health_check_s,
+                lease_retry_s=settings.writer_retry_s,
             )
             if start_worker
             else None
         )
-        # The mark key is read even with watermarking disabled: verify still reads marks made earlier.
-        watermarker = Watermarker.from_key_file(settings.watermark_key_file or data_dir / "keys" / "watermark.key")
         # Mirrored patch codes too: a crop that was also flipped is found (the mark confirms every candidate).
         fingerprinter = Fingerprinter(mirror_keypoints=True) if settings.fingerprint_enabled else None
         fingerprint_index = FingerprintIndex() if fingerprinter is not None else None
@@ -188,6 +231,7 @@ class Services:
             fingerprint_index.sync(repository)  # every record's fingerprints; later ones are caught up per lookup
         # Before the signer: every manifest is time-stamped (the local TSA for the embedded CA).
         tsa_url, close_tsa = open_time_stamp_authority(settings, data_dir / "c2pa")
+        opened.callback(close_tsa)
         certifier = Certifier(
             repository=repository,
             keys=keys,
@@ -213,6 +257,7 @@ class Services:
         )
         if worker is not None:
             worker.start()
+            opened.callback(worker.stop)
         services = cls(
             settings,
             engine,
@@ -228,20 +273,29 @@ class Services:
             verifier,
         )
         services.tsa_url, services.close_tsa = tsa_url, close_tsa
+        services.writing = writing
         services.accounts = AccountRepository(sessions)
         services.admin_account_id = bootstrap_admin(services.accounts, data_dir)
         services.limits = Limits(settings, open_limiter(settings))
+        opened.callback(services.limits.limiter.close)
+        services.pixel_budget = PixelBudget(settings.pixel_budget, wait_s=settings.pixel_budget_wait_s)
+        media.STRUCTURE_LIMITS.max_metadata_bytes = settings.max_metadata_bytes
+        media.STRUCTURE_LIMITS.max_metadata_chunks = settings.max_metadata_chunks
         services.jobs = open_jobs(settings, services, start_worker=start_worker)
+        opened.callback(services.jobs.close)
         services.nft = NftService(
             repository, NftRepository(sessions), store, chain.nft, voucher_ttl_s=settings.voucher_ttl_s
         )
         return services
 
     def close(self) -> None:
-        self.jobs.close()
-        self.close_tsa()  # after the jobs: a generation finishing during shutdown still signs
-        self.limits.limiter.close()
-        if self.worker is not None:
-            self.worker.stop()
-        self.chain.close()
-        self.engine.dispose()
+        """Release everything ``open`` opened, in this order; a step that raises does not skip the rest."""
+        with contextlib.ExitStack() as closing:  # callbacks run last-registered first
+            closing.callback(self.engine.dispose)
+            closing.callback(self.chain.close)
+            closing.callback(self.writing.close)
+            if self.worker is not None:
+                closing.callback(self.worker.stop)
+            closing.callback(self.limits.limiter.close)
+            closing.callback(self.close_tsa)  # after the jobs: a generation finishing during shutdown still signs
+            closing.callback(self.jobs.close)

@@ -49,7 +49,8 @@ from provenance.signing import sha256_hex, verify_signature
 from provenance.watermark import Detection, Watermarker
 
 AUTHENTIC, PENDING, MODIFIED, UNKNOWN, INVALID = "authentic", "pending", "modified", "unknown", "invalid"
-Verdict = Literal["authentic", "pending", "modified", "unknown", "invalid"]
+UNAVAILABLE = "unavailable"  # exact certified bytes, but the chain cannot be read to say authentic or pending
+Verdict = Literal["authentic", "pending", "modified", "unknown", "invalid", "unavailable"]
 DIFF_CACHE_SIZE = 256  # difference images kept for GET /v1/verify/{id}/diff.png
 # At most this chance per image that an unmarked image, or one marked for another record, is confirmed as a
 # fingerprint candidate's record.
@@ -61,6 +62,8 @@ SUMMARIES: dict[str, str] = {
     MODIFIED: "This image comes from a certified original, but its bytes differ (re-encoded, resized or edited).",
     UNKNOWN: "Nothing trustworthy links this image to a record of this service.",
     INVALID: "The image carries provenance evidence that does not hold up.",
+    UNAVAILABLE: "These are exactly the certified bytes and the signature checks, but the chain cannot be read "
+    "right now to confirm the registration: retry later.",
 }
 
 
@@ -213,6 +216,8 @@ def decide(ev: Evidence) -> tuple[str, Record | None, list[str]]:
         if ev.chain.get("registered") and ev.chain.get("key_valid") is False:
             reasons.append("the signing key was not published, or was revoked, at the registration block")
             return INVALID, ev.exact, reasons
+        if ev.chain.get("status") == "unavailable":  # never "pending" for what may well be registered
+            return UNAVAILABLE, ev.exact, reasons
         if ev.chain.get("registered"):
             reasons.append("exact certified bytes, valid signature, registered on chain")
             return AUTHENTIC, ev.exact, reasons
@@ -477,8 +482,11 @@ class Verifier:
                 ev.chain["key_id"] = record.key_id
                 ev.chain["key_valid"] = self.registry.key_valid_at(record.key_id, int(ev.chain["block_number"]))
         except Exception as exc:  # an unreachable RPC is a result, not a crash
-            ev.chain = {**base, "registered": False, "error": f"chain lookup failed: {exc}"}
+            # Unknown, not False: the record may well be registered; the chain just cannot say so now.
+            error = f"the chain cannot be read: {exc}"
+            ev.chain = {**base, "status": "unavailable", "registered": None, "error": error}
             return ev.chain
+        ev.chain["status"] = "ok"
         if record is not None:
             ev.chain["tx_hash"] = record.tx_hash
         return ev.chain

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from imwatermark.dwtDctSvd import EmbedDwtDctSvd
 from reedsolo import ReedSolomonError, RSCodec
 
 from provenance.errors import ConfigurationError
@@ -65,13 +64,23 @@ def largest_singular_values(blocks: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(np.linalg.eigvalsh(gram)[:, -1], 0.0))
 
 
-class FastDwtDctSvd(EmbedDwtDctSvd):
-    """``EmbedDwtDctSvd`` with its loops vectorised; identical bit layout and arithmetic.
+class FastDwtDctSvd:
+    """``imwatermark.dwtDctSvd.EmbedDwtDctSvd`` with its loops vectorised; identical bit layout and arithmetic.
 
     ``encode_frame`` batches the per-block SVD, ``encode`` writes the one-level Haar transform out
     in NumPy; reading uses ``vote_fractions``. Tests check against the library's own encoder and
-    decoder both ways.
+    decoder both ways. It no longer inherits from the library's class, whose only remaining part was
+    the constructor: importing ``imwatermark`` imports torch (for its rivaGan model), 1.5 s and
+    hundreds of MB in every process that only needs this scheme.
     """
+
+    def __init__(
+        self, watermarks: list[int] | None = None, wmLen: int = 8, scales: list[int] | None = None, block: int = 4
+    ) -> None:
+        self._watermarks = list(watermarks or [])
+        self._wmLen = wmLen
+        self._scales = list(scales if scales is not None else [0, 36, 0])
+        self._block = block
 
     def _blocks(self, frame: np.ndarray) -> tuple[np.ndarray, int, int]:
         rows, cols = frame.shape[0] // self._block, frame.shape[1] // self._block
@@ -90,27 +99,43 @@ class FastDwtDctSvd(EmbedDwtDctSvd):
         noise-like images. We keep the detail bands where they are: the library's decoder and ours
         still read identical bits.
         """
-        row, col = bgr.shape[:2]
-        rows, cols = row // 4 * 4, col // 4 * 4
         yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
+        # Memory: the float work runs one stripe of block rows at a time (each block is marked on its own,
+        # so the result is the same bytes), and pixels outside whole blocks are left as they are (d = 0).
+        side = 2 * self._block  # one approximation-band block covers side x side pixels
+        block_rows, block_cols = bgr.shape[0] // 4 * 2 // self._block, bgr.shape[1] // 4 * 2 // self._block
         for channel in range(2):
             if self._scales[channel] <= 0:
                 continue
-            plane = yuv[:rows, :cols, channel].astype(np.float64)
-            ca = (plane[0::2, 0::2] + plane[1::2, 0::2] + plane[0::2, 1::2] + plane[1::2, 1::2]) / 2
-            marked = ca.copy()
-            self.encode_frame(marked, self._scales[channel])
-            rebuilt = plane + np.repeat(np.repeat((marked - ca) / 2, 2, axis=0), 2, axis=1)
-            yuv[:rows, :cols, channel] = rebuilt  # the same unsafe float -> uint8 cast as the library
+            for first, last in _stripes(block_rows, block_cols):
+                plane = yuv[first * side : last * side, : block_cols * side, channel]  # uint8 view
+                ca = plane[0::2, 0::2].astype(np.float64)
+                ca += plane[1::2, 0::2]
+                ca += plane[0::2, 1::2]
+                ca += plane[1::2, 1::2]
+                ca /= 2
+                marked = ca.copy()
+                self.encode_frame(marked, self._scales[channel], first_block=first * block_cols)
+                marked -= ca
+                marked /= 2
+                for dy in (0, 1):
+                    for dx in (0, 1):
+                        # pixel + d / 2 in float64, then the same unsafe float -> uint8 cast as the library
+                        plane[dy::2, dx::2] = plane[dy::2, dx::2] + marked
         return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
 
-    def encode_frame(self, frame: np.ndarray, scale: float) -> None:
+    def encode_frame(self, frame: np.ndarray, scale: float, first_block: int = 0) -> None:
+        """Mark every whole block of ``frame``; ``first_block``: the reading-order index of its first block."""
         blocks, rows, cols = self._blocks(frame)
-        bits = np.resize(np.asarray(self._watermarks, dtype=np.float64), blocks.shape[0])
+        payload = np.asarray(self._watermarks, dtype=np.float64)
+        bits = payload[(first_block + np.arange(blocks.shape[0])) % payload.shape[0]]
         u, s, vt = np.linalg.svd(blocks)
         s0 = s[:, 0]
         target = (s0 // scale + 0.25 + 0.5 * bits) * scale
-        blocks = blocks + (target - s0)[:, None, None] * (u[:, :, 0, None] * vt[:, None, 0, :])
+        step = u[:, :, 0, None] * vt[:, None, 0, :]
+        del u, vt  # in place from here: no full-size temporaries
+        step *= (target - s0)[:, None, None]
+        blocks += step
         b = self._block
         frame[: rows * b, : cols * b] = blocks.reshape(rows, cols, b, b).swapaxes(1, 2).reshape(rows * b, cols * b)
 
@@ -121,15 +146,31 @@ class FastDwtDctSvd(EmbedDwtDctSvd):
         of U as ``(a + b + c + d) / 2`` over 2x2 pixels (what ``pywt.dwt2(..., "haar")`` returns,
         13x faster), then one vote per 4x4 block.
         """
-        row, col = rgb.shape[:2]
-        u = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)[: row // 4 * 4, : col // 4 * 4, 1].astype(np.float64)
-        ca1 = (u[0::2, 0::2] + u[1::2, 0::2] + u[0::2, 1::2] + u[1::2, 1::2]) / 2
-        blocks, _, _ = self._blocks(ca1)
-        votes = ((largest_singular_values(blocks) % SCALES[1]) > SCALES[1] * 0.5).astype(np.float64)
-        index = np.arange(votes.shape[0]) % self._wmLen
-        sums = np.bincount(index, weights=votes, minlength=self._wmLen)
-        counts = np.bincount(index, minlength=self._wmLen)
+        side = 2 * self._block
+        block_rows, block_cols = rgb.shape[0] // 4 * 2 // self._block, rgb.shape[1] // 4 * 2 // self._block
+        sums = np.zeros(self._wmLen)
+        counts = np.zeros(self._wmLen, dtype=np.int64)
+        # One stripe of block rows at a time (memory); votes are 0 or 1, so the sums are exact either way.
+        for first, last in _stripes(block_rows, block_cols):
+            stripe = np.ascontiguousarray(rgb[first * side : last * side, : block_cols * side])
+            u = cv2.cvtColor(stripe, cv2.COLOR_RGB2YUV)[:, :, 1]
+            ca1 = u[0::2, 0::2].astype(np.float64)
+            ca1 += u[1::2, 0::2]
+            ca1 += u[0::2, 1::2]
+            ca1 += u[1::2, 1::2]
+            ca1 /= 2
+            blocks, _, _ = self._blocks(ca1)
+            votes = ((largest_singular_values(blocks) % SCALES[1]) > SCALES[1] * 0.5).astype(np.float64)
+            index = (first * block_cols + np.arange(votes.shape[0])) % self._wmLen
+            sums += np.bincount(index, weights=votes, minlength=self._wmLen)
+            counts += np.bincount(index, minlength=self._wmLen)
         return sums / np.maximum(counts, 1)
+
+
+def _stripes(block_rows: int, block_cols: int, blocks_per_stripe: int = 1 << 16) -> list[tuple[int, int]]:
+    """Ranges of block rows holding about ``blocks_per_stripe`` blocks each (about 4 MP of pixels)."""
+    step = max(1, blocks_per_stripe // max(1, block_cols))
+    return [(first, min(block_rows, first + step)) for first in range(0, block_rows, step)]
 
 
 class MarkKey:
@@ -263,6 +304,7 @@ def detect(rgb: np.ndarray, key: MarkKey, *, factors: tuple[float, ...] = RESCAL
         if factor == 1.0:
             candidate = rgb
         else:
+            candidate = rgb  # drop the previous rescaled copy before making the next one (memory)
             size = (round(width * factor), round(height * factor))
             candidate = cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC)
         if not can_mark(candidate.shape[1], candidate.shape[0]):

@@ -192,8 +192,9 @@ def test_bad_input_is_a_json_4xx_and_writes_nothing(
 def test_missing_file_and_oversized_upload(
     client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    response = client.post("/v1/certify", data={"source_type": "digitalArt"})
-    assert response.status_code == 400 and response.json()["error"] == "bad_request"
+    response = client.post("/v1/certify", data={"source_type": "digitalArt"})  # `file` is required (OpenAPI too)
+    assert response.status_code == 422 and response.json()["error"] == "validation_error"
+    assert "file" in str(response.json()["detail"])
     monkeypatch.setattr(services.settings, "max_upload_bytes", 1000)
     response = client.post("/v1/verify", files={"file": ("big.png", encode(photo("coffee.png")))})
     assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
@@ -266,6 +267,7 @@ def test_health_is_503_and_names_a_dead_chain(tmp_path: Path) -> None:
             assert local.get("/healthz").status_code == 200
             node = services.chain.node
             assert node is not None and node.process is not None
+            node.supervise = False  # keep it down: the supervisor would start it again
             node.process.kill()  # the anvil this test started, by its process object
             node.process.wait(timeout=10)
             response = local.get("/healthz")

@@ -117,8 +117,11 @@ def test_a_worker_killed_mid_job_leaves_it_retried(stack, tmp_path: Path) -> Non
     _services, client, env = stack
     log = tmp_path / "worker.log"
     first = start_worker(env, log)
+    # Long enough to be killed mid-way (after step 2 of 12), short enough that the retry takes seconds: the
+    # time goes into diffusion steps, not waiting (Redis hands the unacked task to the next worker at its start,
+    # once the 4 s visibility timeout has passed).
     job_id = client.post(
-        "/v1/generations", json={"prompt": "slow", "seed": 4, "steps": 40, "width": 512, "height": 512}
+        "/v1/generations", json={"prompt": "slow", "seed": 4, "steps": 12, "width": 256, "height": 256}
     ).json()["job_id"]
     try:
         wait_for(lambda: client.get(f"/v1/generations/{job_id}").json()["progress"]["step"] >= 2, timeout=180)
@@ -134,6 +137,7 @@ def test_a_worker_killed_mid_job_leaves_it_retried(stack, tmp_path: Path) -> Non
         )
         assert job["status"] == "succeeded", (job, log.read_text()[-3000:])
         assert job["attempts"] == 2 and len(job["records"]) == 1
+        assert job["progress"]["step"] == job["progress"]["steps"] == 12  # the retry ran the whole job again
     finally:
         stop(second)
 

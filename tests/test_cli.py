@@ -44,3 +44,24 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         assert result.returncode != 0
         assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error:"), result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_exit_codes_follow_the_documented_contract(tmp_path: Path) -> None:
+    """2 for bad usage or input, 1 for a failure that is not the caller's, never a traceback."""
+    usage = run("verify", cwd=tmp_path)  # missing argument
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr and "Traceback" not in usage.stderr
+    unknown = run("certify", "--no-such-option", cwd=tmp_path)
+    assert unknown.returncode == 2 and "No such option" in unknown.stderr
+
+    (tmp_path / "a.png").write_bytes(encode(photo("astronaut.png")))
+    # A chain node that refuses connections (nothing listens on port 9 of this host): a one-line error, exit 2
+    # at start (the configured RPC is unusable), no half-written output.
+    env_dead_chain = {"RPC_URL": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
+    dead = subprocess.run(
+        [*CLI, "certify", "a.png", "--data-dir", "d", "-o", "out"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env_dead_chain,
+    )
+    assert dead.returncode == 2, dead.stderr
+    assert dead.stderr.startswith("error:") and dead.stderr.strip().count("\n") == 0, dead.stderr
+    assert "127.0.0.1:9" in dead.stderr and "Traceback" not in dead.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -21,7 +21,7 @@ def _assert_schema_matches_models(url: str) -> None:
     migrate(engine)  # idempotent at start
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert MigrationContext.configure(conn).get_current_revision() == "0005"
+        assert MigrationContext.configure(conn).get_current_revision() == "0006"
     assert {"records", "signing_keys", "alembic_version"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 

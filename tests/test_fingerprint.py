@@ -8,10 +8,11 @@ from pathlib import Path
 import iscc_lib
 import numpy as np
 import pytest
+from alembic import command
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from alembic import command
 from provenance.db.models import Record
 from provenance.db.repository import RecordRepository, new_record_id
 from provenance.db.session import alembic_config, make_engine, migrate, session_factory
@@ -279,6 +280,9 @@ def test_migration_0005_applies_and_reverts(tmp_path: Path) -> None:
         command.downgrade(config, "0004")
     assert "record_fingerprints" not in inspect(engine).get_table_names()
     migrate(engine)
+    assert "record_fingerprints" in inspect(engine).get_table_names()
+    head = ScriptDirectory.from_config(config).get_current_head()
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0005"
+        assert MigrationContext.configure(conn).get_current_revision() == head
+    assert head is not None and head >= "0005"
     engine.dispose()

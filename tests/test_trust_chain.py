@@ -306,7 +306,7 @@ def test_embedded_chain_redeploys_when_the_artifact_changed(tmp_path: Path) -> N
     saved = tmp_path / "data" / "chain" / "deployment.json"
     conn = open_chain(settings)
     first = conn.registry.address
-    # The code on chain is no longer what contracts/artifacts holds (as after a contract change).
+    # The code on chain is no longer what provenance/chain/compiled holds (as after a contract change).
     changed = load_artifact(REGISTRY)["deployedBytecode"][:-2] + "00"
     conn.registry.w3.provider.make_request("anvil_setCode", [first, changed])  # type: ignore[arg-type]
     conn.close()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import json
+from contextlib import AbstractContextManager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from provenance import __version__, media
+from provenance import __version__, idempotency, media
 from provenance.api.deps import CurrentAccount, ServicesDep, read_upload, require_scope, verify_access
 from provenance.api.schemas import (
     AccountOut,
@@ -45,7 +47,24 @@ ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 415, 422, 429, 502)
 }
 router = APIRouter(responses=ERRORS)
-WRITE_ERRORS: dict[int | str, dict[str, object]] = {403: {"model": ErrorOut}}
+WRITE_ERRORS: dict[int | str, dict[str, object]] = {403: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=idempotency.HEADER,
+        max_length=255,
+        description="Makes a retry safe: the same key, account and request within 24 h get the first answer "
+        "(no second record or job); the same key with another request is a 422.",
+    ),
+]
+
+
+def _within_budget(services: ServicesDep, data: bytes) -> AbstractContextManager[int]:
+    """Refuse a bad upload from its headers alone, then hold its pixels in the shared budget while it is
+    decoded and worked on (waits for room; 503 ``busy`` with ``Retry-After`` when none is made in time)."""
+    settings = services.settings
+    _, width, height = media.check_limits(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    return services.pixel_budget.reserve(width * height)
 
 
 def _base_url(request: Request, services: ServicesDep) -> str:
@@ -59,16 +78,32 @@ def certify(
     request: Request,
     services: ServicesDep,
     caller: Annotated[Caller, Depends(require_scope("certify"))],
-    file: Annotated[UploadFile | None, File(description="PNG, JPEG or WebP image")] = None,
+    file: Annotated[UploadFile, File(description="PNG, JPEG or WebP image")],
     source_type: Annotated[str, Form(description="IPTC digital source type")] = DEFAULT_SOURCE_TYPE,
-) -> CertifyOut:
-    """Watermark, sign (C2PA + ECDSA), pin and record an image; chain registration follows (scope ``certify``)."""
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> CertifyOut | JSONResponse:
+    """Watermark, sign (C2PA + ECDSA), pin and record an image; chain registration follows (scope ``certify``).
+
+    With ``Idempotency-Key``, a retry (same key, account and upload within 24 h) gets the first answer back.
+    """
     data = read_upload(file, services.settings.max_upload_bytes)
-    options = CertifyOptions(
-        source_type=source_type, filename=file.filename if file else None, account_id=caller.account_id
+    options = CertifyOptions(source_type=source_type, filename=file.filename, account_id=caller.account_id)
+
+    def run() -> CertifyOut:
+        with _within_budget(services, data):
+            certified = services.certifier.certify(data, options)
+        return CertifyOut.of(certified.record, _base_url(request, services))
+
+    if idempotency_key is None:
+        return run()
+    return idempotency.respond(
+        services.sessions,
+        account_id=caller.account_id,
+        endpoint="certify",
+        key=idempotency_key,
+        digest=idempotency.request_digest(hashlib.sha256(data).hexdigest(), source_type, file.filename),
+        call=lambda: (201, run().model_dump(mode="json")),
     )
-    certified = services.certifier.certify(data, options)
-    return CertifyOut.of(certified.record, _base_url(request, services))
 
 
 def _encode_cursor(record: RecordOut) -> str:
@@ -160,14 +195,21 @@ def get_record_bundle(record_id: str, services: ServicesDep) -> Response:
     )
 
 
-@router.post("/v1/verify", response_model=VerifyOut, tags=["verify"], dependencies=[Depends(verify_access)])
+@router.post(
+    "/v1/verify",
+    response_model=VerifyOut,
+    tags=["verify"],
+    dependencies=[Depends(verify_access)],
+    responses={503: {"model": ErrorOut, "description": "busy: the pixel budget stayed full; see Retry-After"}},
+)
 def verify(
     services: ServicesDep,
-    file: Annotated[UploadFile | None, File(description="The image to check")] = None,
+    file: Annotated[UploadFile, File(description="The image to check")],
 ) -> VerifyOut:
     """Report every check (c2pa, exact, watermark, fingerprint, chain, ipfs) and a verdict."""
     data = read_upload(file, services.settings.max_upload_bytes)
-    return services.verifier.verify(data)
+    with _within_budget(services, data):
+        return services.verifier.verify(data)
 
 
 @router.get(
@@ -268,8 +310,18 @@ def healthz(services: ServicesDep) -> JSONResponse:
     except Exception as exc:
         down.append("database")
         database_state = {"ok": False, "error": f"the database does not answer: {type(exc).__name__}"}
+    else:
+        try:
+            services.repository.probe_write()  # answering reads is not enough: certify writes
+        except Exception as exc:
+            down.append("database")
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            database_state = {"ok": False, "error": f"the database does not take writes: {reason}"}
     try:
         services.store.has(_PROBE_CID)
+        check_writable = getattr(services.store, "check_writable", None)  # the embedded blockstore
+        if check_writable is not None:
+            check_writable()
         ipfs_state: dict[str, Any] = {"ok": True}
     except Exception as exc:
         down.append("ipfs")
@@ -316,15 +368,30 @@ def create_generation(
     request: Request,
     services: ServicesDep,
     caller: Annotated[Caller, Depends(require_scope("generate"))],
-) -> JobAccepted:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobAccepted | JSONResponse:
     """Queue a text-to-image job; every image it makes is certified for the caller's account (scope ``generate``).
 
     Each image counts against the account's daily quota (``images_per_day``); a refused job counts nothing.
+    With ``Idempotency-Key``, a retry (same key, account and body within 24 h) gets the same job, not a new one.
     """
-    with services.limits.quota(caller, IMAGES_PER_DAY, body.num_images):
-        job = services.jobs.submit(body.model_dump(), account_id=caller.account_id)
-    return JobAccepted(
-        job_id=job.id, status=job.status, status_url=f"{_base_url(request, services)}/v1/generations/{job.id}"
+
+    def run() -> JobAccepted:
+        with services.limits.quota(caller, IMAGES_PER_DAY, body.num_images):
+            job = services.jobs.submit(body.model_dump(), account_id=caller.account_id)
+        return JobAccepted(
+            job_id=job.id, status=job.status, status_url=f"{_base_url(request, services)}/v1/generations/{job.id}"
+        )
+
+    if idempotency_key is None:
+        return run()
+    return idempotency.respond(
+        services.sessions,
+        account_id=caller.account_id,
+        endpoint="generations",
+        key=idempotency_key,
+        digest=idempotency.request_digest(body.model_dump(mode="json")),
+        call=lambda: (202, run().model_dump(mode="json")),
     )
 
 

@@ -15,7 +15,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
 from provenance.chain import BatchEntry, Entry, KeyStatus
-from provenance.errors import ChainError, InputError
+from provenance.errors import ChainError, ChainUnavailableError, InputError
 
 
 def function_selector(signature: str) -> bytes:
@@ -47,7 +47,7 @@ class JsonRpc:
         try:
             reply = self._http.post(self.url, json=payload).json()
         except (httpx.HTTPError, ValueError) as exc:
-            raise ChainError(f"The chain RPC at {self.url} did not answer: {exc}") from None
+            raise ChainUnavailableError(f"The chain RPC at {self.url} did not answer: {exc}") from None
         if not isinstance(reply, dict) or ("error" not in reply and "result" not in reply):
             raise ChainError(f"The chain RPC at {self.url} sent a malformed reply.")
         if "error" in reply:

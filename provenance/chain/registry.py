@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -12,8 +13,8 @@ from web3.exceptions import TransactionNotFound
 from provenance.chain import BatchEntry, Entry, KeyStatus, TxOutcome
 from provenance.chain.artifacts import load_artifact
 from provenance.chain.reader import JsonRpc, RegistryReader, function_selector
-from provenance.chain.transactions import TxSender
-from provenance.errors import ConfigurationError
+from provenance.chain.transactions import TxSender, rpc_errors
+from provenance.errors import ChainError, ChainUnavailableError, ConfigurationError
 
 REGISTRY = "ProvenanceRegistry"
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -73,6 +74,7 @@ class Web3Registry:
         self.contract = w3.eth.contract(address=self.address, abi=load_artifact(REGISTRY)["abi"])
         # Reads go through plain JSON-RPC (see reader.py): the same code a standalone verifier runs.
         self.reader = RegistryReader(rpc_url, self.address)
+        self._http = httpx.Client(timeout=30.0)  # JSON-RPC batches: many receipts in one request
 
     @property
     def abi(self) -> list[dict[str, Any]]:
@@ -90,14 +92,15 @@ class Web3Registry:
         return self.sender
 
     def is_deployed(self) -> bool:
-        return len(self.w3.eth.get_code(self.address)) > 0
+        return self.reader.has_code()
 
     def block_number(self) -> int:
-        return int(self.w3.eth.block_number)
+        return self.reader.block_number()
 
     def next_nonce(self) -> int:
         assert self.account is not None
-        return int(self.w3.eth.get_transaction_count(self.account.address, "pending"))
+        with rpc_errors("reading the nonce"):
+            return int(self.w3.eth.get_transaction_count(self.account.address, "pending"))
 
     # --- writes ---------------------------------------------------------------------------
     def submit(self, sha256_hex: str, cid: str, nonce: int | None = None) -> str:
@@ -106,17 +109,67 @@ class Web3Registry:
             self.contract.functions.register(bytes.fromhex(sha256_hex), cid), nonce=nonce
         )[0]
 
+    def submit_many(self, items: list[tuple[str, str]]) -> list[str | ChainError]:
+        """Send ``register(hash, cid)`` for each (sha256, cid) with consecutive nonces, without waiting.
+
+        One result per item: the transaction hash, or the ``ChainError`` that kept it from going out.
+        """
+        sender = self._require_sender()
+        txs = [sender.encode(self.contract.functions.register(bytes.fromhex(sha), cid)) for sha, cid in items]
+        return [r if isinstance(r, ChainError) else r[0] for r in sender.send_many(txs, label="registry")]
+
     def submit_batch(self, root_hex: str, leaves_cid: str, count: int) -> str:
         """Send ``anchorBatch(root, leavesCid, count)``; returns the transaction hash."""
         function = self.contract.functions.anchorBatch(bytes.fromhex(root_hex.removeprefix("0x")), leaves_cid, count)
-        return self._require_sender().call(function)[0]
+        return self._require_sender().call(function, label="registry")[0]
+
+    def replace(self, tx_hash: str) -> str | None:
+        """Send a stuck transaction again, same nonce, higher fee; None if there is nothing to replace."""
+        replaced = self._require_sender().replace(tx_hash, label="registry")
+        return replaced[0] if replaced is not None else None
 
     # --- transactions ---------------------------------------------------------------------
-    def outcome(self, tx_hash: str) -> TxOutcome | None:
+    def _batch(self, method: str, params: list[list[Any]]) -> list[Any]:
+        """One JSON-RPC batch request; the results in order (None where the node has nothing)."""
+        if not params:
+            return []
+        payload = [{"jsonrpc": "2.0", "id": i, "method": method, "params": p} for i, p in enumerate(params)]
         try:
-            receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-        except TransactionNotFound:
-            return None
+            replies = self._http.post(self.rpc_url, json=payload).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ChainUnavailableError(f"The chain RPC at {self.rpc_url} did not answer: {exc}") from None
+        if not isinstance(replies, list):
+            raise ChainError(f"The chain RPC at {self.rpc_url} refused a batch request: {str(replies)[:200]}")
+        by_id = {reply.get("id"): reply for reply in replies if isinstance(reply, dict)}
+        results = []
+        for i in range(len(params)):
+            reply = by_id.get(i)
+            if reply is None or "error" in reply:
+                error = reply.get("error") if reply else "no answer"
+                raise ChainError(f"{method} failed: {error}")
+            results.append(reply.get("result"))
+        return results
+
+    def outcomes(self, tx_hashes: list[str]) -> list[TxOutcome | None]:
+        """The receipts of many transactions in one request (None: not mined, or unknown)."""
+        receipts = self._batch("eth_getTransactionReceipt", [[h] for h in tx_hashes])
+        return [
+            None
+            if receipt is None
+            else TxOutcome(success=int(receipt["status"], 16) == 1, block_number=int(receipt["blockNumber"], 16))
+            for receipt in receipts
+        ]
+
+    def known(self, tx_hashes: list[str]) -> list[bool]:
+        """Whether the node knows each transaction (mined or waiting in its pool), in one request."""
+        return [tx is not None for tx in self._batch("eth_getTransactionByHash", [[h] for h in tx_hashes])]
+
+    def outcome(self, tx_hash: str) -> TxOutcome | None:
+        with rpc_errors("reading a receipt"):
+            try:
+                receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return None
         return TxOutcome(success=receipt["status"] == 1, block_number=int(receipt["blockNumber"]))
 
     def resync_nonce(self) -> None:
@@ -124,11 +177,12 @@ class Web3Registry:
             self.sender.resync()
 
     def is_known(self, tx_hash: str) -> bool:
-        try:
-            self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
-            return True
-        except TransactionNotFound:
-            return False
+        with rpc_errors("reading a transaction"):
+            try:
+                self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+                return True
+            except TransactionNotFound:
+                return False
 
     # --- reads (live, from the contract) --------------------------------------------------
     def lookup(self, sha256_hex: str) -> Entry:
@@ -173,7 +227,8 @@ class Web3Registry:
 
     def counts(self) -> tuple[int, int]:
         """(single entries, batches) on chain."""
-        return int(self.contract.functions.count().call()), int(self.contract.functions.batchCount().call())
+        with rpc_errors("reading the registry"):
+            return int(self.contract.functions.count().call()), int(self.contract.functions.batchCount().call())
 
 
 def load_account(private_key: str | None) -> LocalAccount | None:

@@ -1,4 +1,4 @@
-"""SQLAlchemy models. The schema is created only by Alembic migrations (``alembic/versions``)."""
+"""SQLAlchemy models. The schema is created only by Alembic migrations (``provenance/db/migrations/versions``)."""
 
 from __future__ import annotations
 
@@ -192,3 +192,30 @@ class ApiKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class IdempotencyKey(Base):
+    """An ``Idempotency-Key`` of a POST: the request's SHA-256 and, once answered, the answer (kept 24 h).
+
+    ``status_code`` is None while the first request with the key runs; a retry waits for it.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class HealthProbe(Base):
+    """One row per probe name, rewritten by ``/healthz``: proof that the database takes writes."""
+
+    __tablename__ = "health_probes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    checked_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

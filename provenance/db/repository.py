@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provenance.db.models import (
     AnchorBatch,
+    HealthProbe,
     NftToken,
     NftVoucher,
     Record,
@@ -245,6 +246,11 @@ class RecordRepository:
         with self._sessions() as session:
             rows = session.execute(select(Record.status, func.count()).group_by(Record.status)).all()
             return {status: int(n) for status, n in rows}
+
+    def probe_write(self, name: str = "healthz") -> None:
+        """Commit one small write (``/healthz``): a read-only, full or unreachable database fails here."""
+        with self._sessions.begin() as session:
+            session.merge(HealthProbe(name=name, checked_at=utcnow()))
 
     def signing_keys(self) -> list[tuple[SigningKeyRow, int, dt.datetime | None]]:
         """Every signing key with how many records it signed and the last time it did."""

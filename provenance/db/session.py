@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from alembic import command
-
-ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+# The migrations ship inside the package (env.py, script.py.mako, versions/): alembic finds them
+# through importlib.resources, so a wheel install migrates like a checkout does.
+MIGRATIONS = "provenance.db:migrations"
 
 
 def make_engine(url: str) -> Engine:
@@ -35,7 +34,7 @@ def make_engine(url: str) -> Engine:
 
 def alembic_config(url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    config.set_main_option("script_location", MIGRATIONS)
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 

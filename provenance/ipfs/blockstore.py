@@ -7,9 +7,11 @@ walking the DAG from the root.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
-from provenance.errors import NotFoundError
+from provenance.errors import NotFoundError, StorageUnavailableError
 from provenance.fsutil import write_atomic
 from provenance.ipfs import AddResult
 from provenance.ipfs.unixfs import DAG_PB, build_dag, child_cids, cid_codec, cid_from_str, cid_to_str
@@ -32,6 +34,22 @@ class LocalBlockstore:
         return self.blocks_dir / cid[-2:] / cid
 
     def add(self, data: bytes) -> AddResult:
+        try:
+            return self._add(data)
+        except OSError as exc:  # read-only, full or broken disk: a fault to report (503), not a bug
+            raise StorageUnavailableError(f"The blockstore cannot be written ({exc.strerror}); retry later.") from exc
+
+    def check_writable(self) -> None:
+        """Write and delete a scratch file next to the blocks and the pins (``/healthz``)."""
+        for directory in (self.blocks_dir, self.pins_dir):
+            try:
+                fd, name = tempfile.mkstemp(dir=directory, prefix=".probe-")
+                os.close(fd)
+                os.unlink(name)
+            except OSError as exc:
+                raise StorageUnavailableError(f"The blockstore cannot be written ({exc.strerror}).") from exc
+
+    def _add(self, data: bytes) -> AddResult:
         root, blocks = build_dag(data)
         cid = cid_to_str(root.cid)
         created = not (self.pins_dir / cid).exists()
@@ -54,6 +72,8 @@ class LocalBlockstore:
             return self._block_path(cid).read_bytes()
         except FileNotFoundError:
             raise NotFoundError(f"Block {cid} is not in the blockstore.") from None
+        except OSError as exc:
+            raise StorageUnavailableError(f"The blockstore cannot be read ({exc.strerror}); retry later.") from exc
 
     def _walk(self, cid: str, out: bytearray) -> None:
         block = self._get_block(cid)

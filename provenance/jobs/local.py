@@ -12,10 +12,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from provenance.errors import QueueFullError
-from provenance.jobs.runner import JobRunner
+from provenance.jobs.runner import JobRunner, is_transient
 
 log = logging.getLogger(__name__)
 _STOP = "__stop__"
+RETRY_START_S = 2.0
 
 
 class LocalJobQueue:
@@ -50,8 +51,14 @@ class LocalJobQueue:
                 generated = self.runner.generate_phase(job_id)
                 if generated is not None:
                     self._certify.submit(self.runner.certify_phase, job_id, generated[1])
-            except Exception:  # never let one job kill the worker
-                log.exception("job %s crashed the worker loop", job_id)
+            except Exception as exc:  # never let one job kill the worker
+                if is_transient(exc):  # the database could not start the job: it is still queued there
+                    log.warning("job %s could not start (%s); trying again in %.0fs", job_id, exc, RETRY_START_S)
+                    timer = threading.Timer(RETRY_START_S, self._queue.put, args=(job_id,))
+                    timer.daemon = True
+                    timer.start()
+                else:
+                    log.exception("job %s crashed the worker loop", job_id)
 
     def stop(self) -> None:
         self._queue.put(_STOP)

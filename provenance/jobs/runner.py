@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PIL import Image
 
 from provenance.certify import CertifyOptions
 from provenance.db.models import JobStatus
+from provenance.errors import ProvenanceError, dependency_error
 from provenance.jobs.store import JobRepository
 
 if TYPE_CHECKING:
@@ -19,6 +21,43 @@ if TYPE_CHECKING:
     from provenance.services import Services
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Waits between tries when a dependency fails (database or blockstore unwritable, chain node down):
+# about a minute in all before the job fails for good.
+RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A fault of a dependency that may pass (503 on the API: storage, chain, a busy server), not a bug or bad input."""
+    return dependency_error(exc) is not None or (isinstance(exc, ProvenanceError) and exc.status_code == 503)
+
+
+def with_retries(
+    what: str,
+    fn: Callable[[], T],
+    delays: Sequence[float] = RETRY_DELAYS_S,
+    *,
+    give_up: Callable[[], bool] | None = None,
+) -> T:
+    """``fn()``, tried again after each of ``delays`` while it fails transiently; other errors go through.
+
+    One warning when it starts failing and one line when it works again, not one per try.
+    """
+    for attempt, delay in enumerate((*delays, None)):
+        try:
+            result = fn()
+        except Exception as exc:
+            if delay is None or not is_transient(exc) or (give_up is not None and give_up()):
+                raise
+            if attempt == 0:
+                log.warning("%s failed (%s: %s); retrying with backoff", what, type(exc).__name__, exc)
+            time.sleep(delay)
+            continue
+        if attempt:
+            log.warning("%s worked again after %d retries", what, attempt)
+        return result
+    raise AssertionError("unreachable")
 
 
 def request_from_dict(data: dict[str, Any]) -> GenerationRequest:
@@ -44,6 +83,7 @@ class JobRunner:
         self._generator_factory = generator_factory
         self._generator: Generator | None = None
         self.max_attempts = max_attempts
+        self.retry_delays_s: Sequence[float] = RETRY_DELAYS_S
 
     @property
     def generator(self) -> Generator:
@@ -77,7 +117,11 @@ class JobRunner:
                 on_step(step, steps)
             now = time.monotonic()
             if step == steps or now - last_write > 0.1:  # progress writes at most 10 per second
-                self.jobs.progress(job_id, step, steps)
+                try:
+                    self.jobs.progress(job_id, step, steps)
+                except Exception as exc:  # progress is best effort: a database hiccup must not fail the job
+                    if not is_transient(exc):
+                        raise
                 last_write = now
 
         try:
@@ -97,26 +141,49 @@ class JobRunner:
 
     def certify_phase(self, job_id: str, images: list[GeneratedImage]) -> None:
         """Certify every image; the job succeeds when all are recorded."""
-        record_ids = []
-        job = self.jobs.get(job_id)  # the images belong to the account that submitted the job
+        record_ids: list[str] = []
+        delays = self.retry_delays_s
+        # The images belong to the account that submitted the job.
+        job = with_retries(f"reading job {job_id}", lambda: self.jobs.get(job_id), delays)
+
+        def cancelled() -> bool:
+            try:
+                return self.jobs.status(job_id) == JobStatus.CANCELLED
+            except Exception:
+                return False
+
         try:
             for image in images:
-                certified = self.services.certifier.certify(
-                    png_bytes(image),
-                    CertifyOptions(
-                        source_type="trainedAlgorithmicMedia",
-                        filename=f"{job_id}-{image.index}.png",
-                        generation=image.provenance,
-                        job_id=job_id,
-                        account_id=job.account_id if job else None,
-                    ),
+                data = png_bytes(image)
+                options = CertifyOptions(
+                    source_type="trainedAlgorithmicMedia",
+                    filename=f"{job_id}-{image.index}.png",
+                    generation=image.provenance,
+                    job_id=job_id,
+                    account_id=job.account_id if job else None,
+                )
+                # A storage or chain fault that passes within a minute costs a delay, not the job.
+                certified = with_retries(
+                    f"certifying image {image.index} of job {job_id}",
+                    functools.partial(self.services.certifier.certify, data, options),
+                    delays,
+                    give_up=cancelled,
                 )
                 record_ids.append(certified.record.id)
         except Exception as exc:
             log.exception("certifying job %s failed", job_id)
-            self.jobs.finish(job_id, JobStatus.FAILED, error=f"certification failed: {exc}", record_ids=record_ids)
+            error = f"certification failed: {exc}"
+            with_retries(
+                f"finishing job {job_id}",
+                lambda: self.jobs.finish(job_id, JobStatus.FAILED, error=error, record_ids=record_ids),
+                delays,
+            )
             return
-        self.jobs.finish(job_id, JobStatus.SUCCEEDED, record_ids=record_ids)
+        with_retries(
+            f"finishing job {job_id}",
+            lambda: self.jobs.finish(job_id, JobStatus.SUCCEEDED, record_ids=record_ids),
+            delays,
+        )
 
     def run(self, job_id: str, on_step: Callable[[int, int], None] | None = None) -> None:
         """Both phases, one after the other (Celery workers, the CLI)."""

@@ -1,0 +1,253 @@
+"""Memory under concurrent large uploads: ``make bench-memory``.
+
+Starts ``provenance serve`` on the embedded stack in a temporary data dir (a real server process on
+127.0.0.1), then sends ``--concurrency`` certifications at once of a ``--side`` x ``--side`` PNG of zeros
+(6320 x 6320 = 39.9 MP by default, just under the 40 MP limit: the upload of issue #9), then as many
+verifications at once of such an image that was never certified (the worst case for reading: every
+rescaling is tried). For each phase it prints the server's resident memory before, its peak during the
+phase (``VmHWM``, reset between phases through ``/proc/PID/clear_refs``), the status codes and the time.
+
+The target: four concurrent 39.9 MP uploads keep the server under 2.5 GB.
+
+    python -m provenance.memory_bench [--side 6320] [--concurrency 4] [--pixel-budget N] [--wait-s S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+TARGET_MB = 2500
+
+
+def zero_png(side: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.zeros((side, side, 3), np.uint8)).save(out, "PNG", compress_level=9)
+    return out.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _small(fmt: str, **kwargs: object) -> bytes:
+    rng = np.random.default_rng(0)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+def _after_ihdr(png: bytes, extra: bytes) -> bytes:
+    return png[:33] + extra + png[33:]  # signature (8) + IHDR chunk (25)
+
+
+def pathological_files() -> dict[str, bytes]:
+    """Uploads whose structure, not their pixels, is the attack; each is a valid file of its format.
+
+    The first is the one of issue #9: 1.5 million empty tEXt chunks (21 MB) took 56 s to verify.
+    """
+    png, jpeg = _small("PNG"), _small("JPEG", quality=90)
+    empty_text = _png_chunk(b"tEXt", b"")
+    files = {
+        "png-1.5M-empty-text-chunks": _after_ihdr(png, empty_text * 1_500_000),
+        "png-100k-empty-idat-chunks": png[:-12] + _png_chunk(b"IDAT", b"") * 100_000 + png[-12:],
+        "png-9MB-iccp": _after_ihdr(png, _png_chunk(b"iCCP", b"icc\x00\x00" + os.urandom(9 << 20))),
+        "png-9MB-exif": _after_ihdr(png, _png_chunk(b"eXIf", b"MM\x00\x2a" + os.urandom(9 << 20))),
+        "png-ztxt-bomb-64MB": _after_ihdr(png, _png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * (64 << 20), 1))),
+        "png-header-50000x50000": _png_bomb(50_000, 50_000),
+    }
+    app1 = b"\xff\xe1" + struct.pack(">H", 65_535) + b"http://ns.adobe.com/xap/1.0/\x00" + b"x" * (65_533 - 29)
+    files["jpeg-10MB-xmp"] = jpeg[:2] + app1 * 160 + jpeg[2:]
+    files["jpeg-5000-comments"] = jpeg[:2] + (b"\xff\xfe" + struct.pack(">H", 3) + b"c") * 5_000 + jpeg[2:]
+    files["jpeg-500-scans"] = _many_scans(_small("JPEG", quality=90, progressive=True), 500)
+    webp = _small("WEBP", quality=80)
+    body = webp[12:] + (b"JUNK" + struct.pack("<I", 0)) * 5_000
+    files["webp-5000-chunks"] = b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+    return files
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height grey pixels, all zero, compressed to a few hundred kB."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    compressor = zlib.compressobj(1)
+    row = b"\x00" * (width + 1)
+    idat = b"".join(compressor.compress(row) for _ in range(min(height, 100))) + compressor.flush()
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def _many_scans(progressive: bytes, scans: int) -> bytes:
+    """A progressive JPEG with its last scan repeated until it has ``scans`` scans."""
+    last = progressive.rfind(b"\xff\xda")
+    end = progressive.rfind(b"\xff\xd9")
+    return progressive[:last] + progressive[last:end] * scans + progressive[end:]
+
+
+def refusal_times(server: Server) -> list[tuple[str, int, int, float]]:
+    """(name, bytes, status, seconds) of verifying each pathological file on the server."""
+    rows = []
+    for name, data in pathological_files().items():
+        start = time.perf_counter()
+        response = httpx.post(f"{server.url}/v1/verify", files={"file": (name, data)}, timeout=600)
+        rows.append((name, len(data), response.status_code, time.perf_counter() - start))
+    return rows
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in MiB."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            values[line.split(":")[0]] = int(line.split()[1]) // 1024
+    return values
+
+
+def reset_peak(pid: int) -> None:
+    """Make VmHWM start again from the current RSS (Linux: write 5 to clear_refs)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    key: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, timeout_s: float = 120.0) -> Server:
+    """``provenance serve`` on a free port with its own data dir; returns once /healthz answers."""
+    port = free_port()
+    env = {**os.environ, "PROVENANCE_DATA_DIR": str(data_dir), "PROVENANCE_PORT": str(port), **(extra_env or {})}
+    env.pop("DATABASE_URL", None)
+    log = data_dir.parent / f"{data_dir.name}.server.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provenance.cli", "serve"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code in (200, 503):
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the server did not answer within {timeout_s:.0f} s: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    key = (data_dir / "admin.key").read_text().strip()
+    return Server(process, url, key, log)
+
+
+@dataclass
+class Phase:
+    name: str
+    rss_before_mb: int
+    peak_mb: int
+    statuses: Counter[int]
+    seconds: float
+
+
+def concurrent_posts(server: Server, path: str, data: bytes, concurrency: int, *, auth: bool) -> Phase:
+    """``concurrency`` POSTs of ``data`` at once; the server's RSS before and its peak while they ran."""
+    pid = server.process.pid
+    reset_peak(pid)
+    before = proc_status(pid)["VmRSS"]
+    headers = {"Authorization": f"Bearer {server.key}"} if auth else {}
+
+    def post(index: int) -> int:
+        files = {"file": (f"zeros-{index}.png", data, "image/png")}
+        return httpx.post(f"{server.url}{path}", files=files, headers=headers, timeout=600).status_code
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        statuses = Counter(pool.map(post, range(concurrency)))
+    seconds = time.perf_counter() - start
+    return Phase(path, before, proc_status(pid)["VmHWM"], statuses, seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--side", type=int, default=6320, help="image side in pixels (6320: 39.9 MP)")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--pixel-budget", type=int, default=None, help="PROVENANCE_PIXEL_BUDGET for the server")
+    parser.add_argument("--wait-s", type=float, default=None, help="PROVENANCE_PIXEL_BUDGET_WAIT_S for the server")
+    args = parser.parse_args(argv)
+
+    env: dict[str, str] = {}
+    if args.pixel_budget is not None:
+        env["PROVENANCE_PIXEL_BUDGET"] = str(args.pixel_budget)
+    if args.wait_s is not None:
+        env["PROVENANCE_PIXEL_BUDGET_WAIT_S"] = str(args.wait_s)
+    data = zero_png(args.side)
+    megapixels = args.side * args.side / 1e6
+    print(f"{args.concurrency} concurrent uploads of a {args.side}x{args.side} PNG of zeros ({megapixels:.1f} MP, "
+          f"{len(data) / 1e3:.0f} kB); server env {env or 'defaults'}")
+    with tempfile.TemporaryDirectory(prefix="provenance-memory-") as tmp:
+        server = start_server(Path(tmp) / "data", env)
+        try:
+            idle = proc_status(server.process.pid)["VmRSS"]
+            print(f"server idle: {idle} MB RSS")
+            phases = [
+                concurrent_posts(server, "/v1/certify", data, args.concurrency, auth=True),
+                concurrent_posts(server, "/v1/verify", data, args.concurrency, auth=False),
+            ]
+            refusals = refusal_times(server)
+        finally:
+            server.stop()
+    print(f"{'phase':<12} {'RSS before':>11} {'peak RSS':>9} {'seconds':>8}  statuses")
+    worst = 0
+    for phase in phases:
+        codes = ", ".join(f"{code} x{count}" for code, count in sorted(phase.statuses.items()))
+        print(f"{phase.name:<12} {phase.rss_before_mb:>8} MB {phase.peak_mb:>6} MB {phase.seconds:>8.1f}  {codes}")
+        worst = max(worst, phase.peak_mb)
+    verdict = "within" if worst < TARGET_MB else "OVER"
+    print(f"peak {worst} MB: {verdict} the {TARGET_MB} MB target")
+    print(f"\n{'pathological upload (POST /v1/verify)':<40} {'bytes':>11} {'status':>6} {'seconds':>8}")
+    slowest = 0.0
+    for name, size, status, seconds in refusals:
+        print(f"{name:<40} {size:>11,} {status:>6} {seconds:>8.3f}")
+        slowest = max(slowest, seconds)
+    refused = all(400 <= status < 500 for _, _, status, _ in refusals)
+    print(f"every one refused with a 4xx: {refused}; slowest {slowest:.3f} s (target: at most 1 s, upload included)")
+    return 0 if worst < TARGET_MB and refused and slowest <= 1.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
