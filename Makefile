@@ -42,8 +42,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Test files run on two processes (pytest-xdist; each file stays on one, so its fixtures are shared); the
+# schemathesis run goes on its own, since xdist loses schemathesis' generated cases.
+PYTEST_WORKERS ?= 2
 test: install test-servers lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --ignore=tests/test_openapi_fuzz.py
+	$(BIN)/pytest tests/test_openapi_fuzz.py
 
 bench: install
 	$(BIN)/python -m provenance.bench

@@ -50,10 +50,11 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _open(settings: Settings, *, start_worker: bool = False):  # type: ignore[no-untyped-def]
+def _open(settings: Settings, *, start_worker: bool = False, signing: bool = True):  # type: ignore[no-untyped-def]
+    """The services a command needs; ``signing=False`` for commands that never sign a manifest."""
     from provenance.services import Services
 
-    return Services.open(settings, start_worker=start_worker)
+    return Services.open(settings, start_worker=start_worker, signing=signing)
 
 
 @app.command()
@@ -298,7 +299,7 @@ def mint(
     data_dir: DataDir = None,
 ) -> None:
     """Mint a certified record as an NFT (custodial: the service pays the gas)."""
-    services = _open(_settings(data_dir))
+    services = _open(_settings(data_dir), signing=False)
     try:
         result = services.nft.mint(record_id, to, account_id=services.admin_account_id)
     except ProvenanceError as exc:
@@ -424,7 +425,7 @@ def verify(
         return
     if registry or trust or rpc:
         _fail("--rpc, --registry and --trust go with --bundle")
-    services = _open(_settings(data_dir))
+    services = _open(_settings(data_dir), signing=False)
     try:
         result = services.verifier.verify(file.read_bytes()).as_dict()
     except ProvenanceError as exc:
@@ -531,7 +532,7 @@ def keys_rotate(
     """
     from provenance.trust import rotate_signing_key
 
-    services = _open(_settings(data_dir))
+    services = _open(_settings(data_dir), signing=False)
     try:
         result = rotate_signing_key(services, revoke_previous=revoke_previous)
     except ProvenanceError as exc:
@@ -551,7 +552,7 @@ def keys_revoke(
     """Revoke a signing key on the registry: nothing it signs is authentic from the next block on."""
     from provenance.trust import revoke_signing_key
 
-    services = _open(_settings(data_dir))
+    services = _open(_settings(data_dir), signing=False)
     try:
         result = revoke_signing_key(services, key_id)
     except ProvenanceError as exc:
@@ -566,7 +567,7 @@ def fingerprints_backfill(data_dir: DataDir = None) -> None:
     """Fingerprint records certified before fingerprints existed, so verify can find their copies."""
     from provenance.fingerprint import Fingerprinter, backfill
 
-    services = _open(_settings(data_dir))
+    services = _open(_settings(data_dir), signing=False)
     try:
         added = backfill(services.repository, services.store, Fingerprinter())
     except ProvenanceError as exc:
@@ -586,7 +587,7 @@ def trust_export(
     """Write the trust document verifiers pin (same as GET /.well-known/provenance-trust.json)."""
     from provenance.trust import build_trust_document
 
-    services = _open(_settings(data_dir))
+    services = _open(_settings(data_dir), signing=False)
     try:
         document = build_trust_document(services).to_json()
     except ProvenanceError as exc:
@@ -793,7 +794,7 @@ def chain_set_minter(
 @chain_app.command("info")
 def chain_info(data_dir: DataDir = None) -> None:
     """Show the chain, the contracts and the roles this data dir uses."""
-    services = _open(_settings(data_dir))
+    services = _open(_settings(data_dir), signing=False)
     try:
         chain = services.chain
         r = chain.registry

@@ -81,6 +81,10 @@ def open_jobs(settings: Settings, services: Services, *, start_worker: bool) -> 
     return JobService(settings, JobRepository(services.sessions), catalog, runner, queue)
 
 
+def _nothing_to_close() -> None:
+    return None
+
+
 def open_store(settings: Settings) -> ContentStore:
     if settings.ipfs_api_url:
         return KuboClient(settings.ipfs_api_url, timeout_s=settings.ipfs_timeout_s)
@@ -141,20 +145,25 @@ class Services:
     writing: ChainWriting = field(init=False, repr=False)  # the writer lease (CLI: services.writing.lease)
 
     @classmethod
-    def open(cls, settings: Settings, *, start_worker: bool = True) -> Services:
+    def open(cls, settings: Settings, *, start_worker: bool = True, signing: bool = True) -> Services:
         """Create the data dir, keys and CA, migrate the database, start the chain and worker.
+
+        ``signing=False`` is for commands that only read (verify, key and trust administration): no
+        time-stamp authority is started, so nothing they open is left unused.
 
         If any step fails, what the earlier steps opened (database engine, anvil, time-stamp authority,
         anchor worker, limiter, job queue) is closed again, newest first, before the error propagates:
         a failed start leaves no process, thread or port behind.
         """
         with contextlib.ExitStack() as opened:
-            services = cls._open(settings, start_worker=start_worker, opened=opened)
+            services = cls._open(settings, start_worker=start_worker, signing=signing, opened=opened)
             opened.pop_all()  # from here on Services.close() releases them
         return services
 
     @classmethod
-    def _open(cls, settings: Settings, *, start_worker: bool, opened: contextlib.ExitStack) -> Services:
+    def _open(
+        cls, settings: Settings, *, start_worker: bool, signing: bool, opened: contextlib.ExitStack
+    ) -> Services:
         data_dir = settings.resolved_data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.effective_database_url)
@@ -230,7 +239,9 @@ class Services:
         if fingerprint_index is not None:
             fingerprint_index.sync(repository)  # every record's fingerprints; later ones are caught up per lookup
         # Before the signer: every manifest is time-stamped (the local TSA for the embedded CA).
-        tsa_url, close_tsa = open_time_stamp_authority(settings, data_dir / "c2pa")
+        tsa_url, close_tsa = (
+            open_time_stamp_authority(settings, data_dir / "c2pa") if signing else (None, _nothing_to_close)
+        )
         opened.callback(close_tsa)
         certifier = Certifier(
             repository=repository,

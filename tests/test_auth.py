@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from provenance.config import Settings
 from provenance.db.session import make_engine, migrate, session_factory
 from provenance.errors import QuotaExceededError
 from provenance.services import Services
-from tests.conftest import _free_port, encode, wait_for
+from tests.conftest import encode, wait_for
 
 CLI = [sys.executable, "-m", "provenance.cli"]
 SMALL = {"steps": 3, "width": 256, "height": 256}
@@ -329,31 +328,6 @@ def test_cli_acts_as_the_admin_account(tmp_path: Path) -> None:
 
 
 # --- the limiters themselves -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server on 127.0.0.1 (``make test`` installs it)."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path_factory.mktemp("redis"))],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(port=port)
-
-    def ping() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    wait_for(ping, timeout=20)
-    yield f"redis://127.0.0.1:{port}/0"
-    client.close()
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_redis_limiter_shares_counts_between_instances(redis_url: str) -> None:

@@ -15,47 +15,9 @@ from fastapi.testclient import TestClient
 from provenance.api.app import create_app
 from provenance.config import Settings
 from provenance.services import Services
-from tests.conftest import _free_port, wait_for
+from tests.conftest import wait_for
 
 SMALL = {"steps": 3, "width": 256, "height": 256}
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server on 127.0.0.1 (``make test`` installs it)."""
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(port=port)
-    wait_for(lambda: _ping(client), timeout=20)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-def _ping(client) -> bool:  # type: ignore[no-untyped-def]
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pytest
 from provenance.config import Settings
 from provenance.errors import ConfigurationError
 from provenance.services import Services
-from tests.conftest import wait_for
+from tests.conftest import encode, photo, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.prefix) / "bin" / "provenance"
@@ -229,3 +229,23 @@ def test_an_anvil_setting_that_points_nowhere_is_named_and_nothing_is_left(tmp_p
         Services.open(Settings(data_dir=data, anvil_binary=tmp_path / "no-such-anvil"))
     assert _processes_naming(data) == []
     wait_for(lambda: not _new_threads(threads_before), timeout=10)
+
+
+def test_a_read_only_open_starts_no_time_stamp_authority(tmp_path: Path) -> None:
+    """Commands that never sign (verify, keys, trust) open with ``signing=False``: no TSA; verify still works."""
+    settings = Settings(data_dir=tmp_path / "data")
+    writer = Services.open(settings, start_worker=False)
+    try:
+        assert writer.tsa_url is not None  # the embedded CA signs with the local time-stamp authority
+        certified = writer.certifier.certify(encode(photo("astronaut.png")))
+        writer.anchorer.run_once()
+    finally:
+        writer.close()
+    threads_before = set(threading.enumerate())
+    reader = Services.open(settings, start_worker=False, signing=False)
+    try:
+        assert reader.tsa_url is None
+        assert "provenance-tsa" not in {t.name for t in _new_threads(threads_before)}
+        assert reader.verifier.verify(certified.data).verdict == "authentic"
+    finally:
+        reader.close()
