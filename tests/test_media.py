@@ -100,3 +100,46 @@ def test_animated_images_are_refused() -> None:
         frames[0].save(out, fmt, save_all=True, append_images=frames[1:], duration=100)
         with pytest.raises(UnsupportedMediaError, match="animated"):
             media.decode(out.getvalue(), max_bytes=10**8, max_pixels=10**8)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "P+tRNS", "RGBA", "I;16", "CMYK"])
+def test_every_pixel_mode_is_decoded_as_it_renders(mode: str) -> None:
+    """Greyscale, palette, alpha, 16-bit and CMYK files decode to their own 8-bit rendering, within 1 level.
+
+    The expected pixels are computed from the image in memory before it is written, so a decoder that loses
+    the palette, drops or inverts a channel, or clips 16-bit levels fails here.
+    """
+    source = photo("coffee.png")[:128, :160]
+    rgba = np.dstack([source, np.tile(np.linspace(0, 255, 160, dtype=np.uint8), (128, 1))])
+    pil = Image.fromarray(rgba, "RGBA")
+    if mode == "I;16":
+        levels = (np.asarray(pil.convert("L")).astype(np.uint16) * 257) + np.uint16(100)
+        image_in_mode = Image.fromarray(levels)
+        expected = np.repeat(np.rint(levels / 257.0)[:, :, None], 3, axis=2)
+    else:
+        if mode == "P":
+            image_in_mode = pil.convert("RGB").convert("P")
+        elif mode == "P+tRNS":  # a palette with per-entry transparency (PNG's tRNS chunk)
+            image_in_mode = pil.convert("RGB").convert("P")
+            image_in_mode.info["transparency"] = bytes(range(256))  # palette entry i: alpha i
+        else:
+            image_in_mode = pil.convert(mode)
+        expected = np.asarray(image_in_mode.convert("RGBA"))[:, :, :3]
+    has_alpha = "A" in mode or mode == "P+tRNS"
+    expected_alpha = np.asarray(image_in_mode.convert("RGBA"))[:, :, 3] if has_alpha else None
+    fmt, options = ("JPEG", {"quality": 100}) if mode == "CMYK" else ("PNG", {})
+    out = io.BytesIO()
+    image_in_mode.save(out, fmt, **options)
+    decoded = media.decode(out.getvalue(), max_bytes=10**8, max_pixels=10**8)
+    if mode == "CMYK":  # lossy: compare with the file's own rendering, and check no channel was inverted
+        rendered = np.asarray(Image.open(io.BytesIO(out.getvalue())).convert("RGB")).astype(int)
+        assert np.abs(decoded.rgb.astype(int) - rendered).max() <= 1
+        assert np.abs(decoded.rgb.astype(int) - expected.astype(int)).mean() < 3
+    else:
+        assert np.abs(decoded.rgb.astype(int) - expected.astype(int)).max() <= 1
+    if expected_alpha is not None:
+        assert decoded.alpha is not None
+        assert np.abs(decoded.alpha.astype(int) - expected_alpha.astype(int)).max() <= 1
+        assert decoded.alpha.std() > 10  # the transparency was kept, not flattened to opaque
+    else:
+        assert decoded.alpha is None
