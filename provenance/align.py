@@ -38,6 +38,7 @@ MIN_SCALE, MAX_SCALE = 0.2, 5.0
 # The unflipped fit is trusted without trying the mirror when it is this clear; otherwise both are
 # tried and the one with more inliers wins (a near-symmetric scene can half-match its mirror image).
 CLEAR_INLIERS, CLEAR_RATIO = 100, 0.6
+AFFINE_MAX_ANISOTROPY = 2.0  # a stretched copy: at most one side resized twice as much as the other
 PHOTOMETRIC_CELL = 4  # the brightness/contrast fit compares means over cells of this many pixels a side
 EROSION_PX = 3  # pixels dropped along the covered area's edge, where interpolation mixes in the fill
 FILL_TOLERANCE = 6  # colour tolerance of a rotation's constant fill (black corners), JPEG noise included
@@ -61,6 +62,10 @@ class Photometric:
     offset: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
+    # How far colours moved from grey: upload (V - 128) ~= chroma_gain x original (V - 128), V being the
+    # red-difference channel, which carries no mark. A brightness or contrast slider scales chroma as it scales
+    # luminance; a saturation slider scales chroma alone. The mark is read from U, which moves with V.
+    chroma_gain: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,6 +187,20 @@ def _fit(upload: Features, original: Features) -> _Fit | None:
         return None
     inliers = inlier_flags.ravel().astype(bool)
     count = int(inliers.sum())
+    if count < CLEAR_RATIO * len(matches):
+        # Few matches fit a similarity: perhaps the copy was stretched (width and height resized by different
+        # factors, as a platform that forces an aspect ratio does). A full affine fit takes over only when it
+        # explains clearly more matches; its scales must stay within AFFINE_MAX_ANISOTROPY of each other.
+        affine, affine_flags = cv2.estimateAffine2D(
+            src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold, maxIters=2000, confidence=0.999,
+            refineIters=10,
+        )  # fmt: skip
+        if affine is not None and affine_flags is not None:
+            affine_inliers = affine_flags.ravel().astype(bool)
+            singular = np.linalg.svd(affine[:, :2], compute_uv=False)
+            plausible = singular[1] > 0 and singular[0] / singular[1] <= AFFINE_MAX_ANISOTROPY
+            if plausible and affine_inliers.sum() >= max(MIN_INLIERS, 1.25 * count):
+                matrix, inliers, count = affine, affine_inliers, int(affine_inliers.sum())
     scale = math.sqrt(abs(float(np.linalg.det(matrix[:, :2]))))
     if count < MIN_INLIERS or scale == 0 or not MIN_SCALE <= 1 / scale <= MAX_SCALE:
         return None
@@ -263,17 +282,46 @@ def fit_photometric(aligned: np.ndarray, original: np.ndarray, mask: np.ndarray)
         if keep.sum() < 100:
             break
         x, y = x[keep], y[keep]
+    chroma = _chroma_gain(aligned, original, use)
     if not 0.25 <= gain <= 4.0:  # not a brightness/contrast change: leave the light alone
-        return Photometric()
+        return Photometric(chroma_gain=chroma if chroma is not None else 1.0)
+    chroma_gain = chroma if chroma is not None else gain
     mean_o = float(grey_o[mask].mean())
     mean_a = gain * mean_o + offset
     if mean_o <= 0 or mean_a <= 0:
-        return Photometric(gain, offset)
-    return Photometric(gain, offset, mean_a / mean_o - 1.0, gain * mean_o / mean_a - 1.0)
+        return Photometric(gain, offset, chroma_gain=chroma_gain)
+    return Photometric(gain, offset, mean_a / mean_o - 1.0, gain * mean_o / mean_a - 1.0, chroma_gain)
+
+
+def _chroma_gain(aligned: np.ndarray, original: np.ndarray, cells: np.ndarray) -> float | None:
+    """The factor by which colours moved away from grey, fitted on V (no mark) over unclipped cells.
+
+    A least-squares fit through V = 128 (an equal offset on R, G and B cancels in V), then a second pass
+    without the worst residuals. None when the picture has too little colour to tell (then the luminance
+    gain stands in: brightness and contrast move both alike).
+    """
+    v_a = _cell_means(_v_plane(aligned))[cells].astype(np.float64) - 128.0
+    v_o = _cell_means(_v_plane(original))[cells].astype(np.float64) - 128.0
+    for _ in range(2):
+        energy = float(np.dot(v_o, v_o))
+        if len(v_o) < 100 or energy < 100 * 4.0**2:  # about 100 cells 4 levels away from grey
+            return None
+        gain = float(np.dot(v_o, v_a)) / energy
+        residual = np.abs(v_a - gain * v_o)
+        keep = residual <= max(3.0 * float(np.median(residual)), 1.0)
+        v_a, v_o = v_a[keep], v_o[keep]
+    return gain if 0.25 <= gain <= 4.0 else None
+
+
+def _v_plane(rgb: np.ndarray) -> np.ndarray:
+    """V (red difference) of OpenCV's ``COLOR_RGB2YUV``, in float32 and unrounded."""
+    pixels = rgb.astype(np.float32)
+    luma = 0.299 * pixels[..., 0] + 0.587 * pixels[..., 1] + 0.114 * pixels[..., 2]
+    return (pixels[..., 0] - luma) * np.float32(0.877) + np.float32(128.0)
 
 
 def _difference(aligned: np.ndarray, original: np.ndarray, mask: np.ndarray, light: Photometric) -> np.ndarray:
-    """Per-pixel colour difference (max over channels) between the upload and the original in its light.
+    """Per-pixel colour difference (max over channels) between the upload and the original in its light and colour.
 
     The original is put in the upload's light (gain, offset, then clipped to 0-255 as the upload's
     editor did), rather than the upload in the original's: clipped highlights of a brightened copy
@@ -284,7 +332,11 @@ def _difference(aligned: np.ndarray, original: np.ndarray, mask: np.ndarray, lig
     half = (max(1, width // 2), max(1, height // 2))
     ours = cv2.resize(aligned, half, interpolation=cv2.INTER_AREA).astype(np.float32)
     theirs = cv2.resize(original, half, interpolation=cv2.INTER_AREA).astype(np.float32)
-    theirs = np.clip(theirs * np.float32(light.gain) + np.float32(light.offset), 0, 255)
+    # Luminance by the gain and offset, colour (distance from grey) by the chroma gain: a contrast or
+    # brightness change scales both alike, a saturation change only the colour.
+    luma = (theirs @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
+    theirs = luma * np.float32(light.gain) + np.float32(light.offset) + (theirs - luma) * np.float32(light.chroma_gain)
+    theirs = np.clip(theirs, 0, 255)
     sigma = DIFFERENCE_SIGMA / 2
     delta = np.abs(cv2.GaussianBlur(ours, (0, 0), sigma) - cv2.GaussianBlur(theirs, (0, 0), sigma))
     worst = np.maximum(np.maximum(delta[:, :, 0], delta[:, :, 1]), delta[:, :, 2])
@@ -465,8 +517,13 @@ def describe_changes(
     if abs(alignment.rotation_deg) >= 0.5:
         direction = "counter-clockwise" if alignment.rotation_deg > 0 else "clockwise"
         changes.append(f"rotated {abs(alignment.rotation_deg):.1f}° {direction}")
-    if abs(alignment.scale - 1.0) >= 0.02:
+    to_upload = cv2.invertAffineTransform(alignment.matrix)[:, :2]
+    scale_x, scale_y = (float(np.hypot(*to_upload[:, i])) for i in (0, 1))  # how far each original axis stretched
+    if abs(scale_x / scale_y - 1.0) >= 0.02:
+        changes.append(f"stretched: width x{scale_x:.2f}, height x{scale_y:.2f} (aspect ratio changed)")
+    elif abs(alignment.scale - 1.0) >= 0.02:
         changes.append(f"resized to {alignment.scale:.2f}x")
+    light = alignment.photometric
     x0, y0, x1, y1 = alignment.crop_box
     box_share = (x1 - x0) * (y1 - y0) / float(original_size[0] * original_size[1])
     if box_share < 0.97:
@@ -475,11 +532,13 @@ def describe_changes(
         changes.append(f"covers {alignment.coverage:.0%} of the original (corners cut off)")
     if tuple(upload_size) != tuple(original_size):
         changes.append(f"dimensions {original_size[0]}x{original_size[1]} -> {upload_size[0]}x{upload_size[1]} pixels")
-    light = alignment.photometric
     if abs(light.brightness) >= 0.03:
         changes.append(f"brightness {light.brightness:+.0%}")
     if abs(light.contrast) >= 0.03:
         changes.append(f"contrast {light.contrast:+.0%}")
+    saturation = light.chroma_gain / light.gain - 1.0 if light.gain > 0 else 0.0
+    if abs(saturation) >= 0.05:
+        changes.append(f"saturation {saturation:+.0%}")
     if alignment.changed_fraction >= 0.001:
         changes.append(f"edited: {alignment.changed_fraction:.1%} of the covered area differs from the original")
     if upload_format.lower() != original_format.lower():
