@@ -150,6 +150,19 @@ def rotate(rgb: np.ndarray, degrees: float) -> np.ndarray:
     return cv2.warpAffine(rgb, cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0), (w, h))
 
 
+def _stretch(rgb: np.ndarray, fx: float, fy: float) -> np.ndarray:
+    image = Image.fromarray(rgb)
+    return np.asarray(image.resize((round(image.width * fx), round(image.height * fy)), Image.Resampling.BICUBIC))
+
+
+def _saturation(rgb: np.ndarray, factor: float) -> np.ndarray:
+    return np.asarray(ImageEnhance.Color(Image.fromarray(rgb)).enhance(factor))
+
+
+def _gamma(rgb: np.ndarray, gamma: float) -> np.ndarray:
+    return np.clip(np.rint(255.0 * (rgb / 255.0) ** gamma), 0, 255).astype(np.uint8)
+
+
 def _combined(rgb: np.ndarray) -> bytes:
     return _save(_brightness(_resize(rgb, 0.75), 1.1), "JPEG", quality=75)
 
@@ -178,6 +191,12 @@ CHANGES: dict[str, tuple[ChangeFn, str]] = {
     "rotate 2°": (lambda x, r: _save(rotate(x, 2.0)), HARD),
     "rotate 5°": (lambda x, r: _save(rotate(x, 5.0)), HARD),
     "resize 0.75x + JPEG 75 + brightness +10%": (lambda x, r: _combined(x), MAIN),
+    # Beyond the list (reported, no target): edits platforms and editors also make.
+    "stretch to 100% x 80% + JPEG 80": (lambda x, r: _save(_stretch(x, 1.0, 0.8), "JPEG", quality=80), REPORT),
+    "saturation +30%": (lambda x, r: _save(_saturation(x, 1.3)), REPORT),
+    "saturation -30%": (lambda x, r: _save(_saturation(x, 0.7)), REPORT),
+    "gamma 0.8": (lambda x, r: _save(_gamma(x, 0.8)), REPORT),
+    "JPEG 30": (lambda x, r: _save(x, "JPEG", quality=30), REPORT),
 }
 CROPS = [name for name in CHANGES if name.startswith("crop")]
 

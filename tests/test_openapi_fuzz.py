@@ -9,7 +9,10 @@ match the declared schema, an invalid request accepted or a valid one refused.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -40,8 +43,10 @@ def fuzz_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services
 
 
 # The document is read from the app at collection; the app gets its services when the test runs (the ASGI
-# transport sends requests without running the lifespan, which would open the default data dir).
-APP = create_app()
+# transport sends requests without running the lifespan). Reading the document does run the lifespan once, which
+# opens (and closes) a stack: it gets a scratch data dir, never the checkout's ./data.
+SCHEMA_DATA_DIR = Path(tempfile.mkdtemp(prefix="provenance-fuzz-schema-"))
+APP = create_app(Settings(data_dir=SCHEMA_DATA_DIR))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
@@ -51,6 +56,7 @@ def admin_headers(fuzz_services: Services) -> Iterator[dict[str, str]]:
     key = (fuzz_services.settings.resolved_data_dir / "admin.key").read_text().strip()
     yield {"Authorization": f"Bearer {key}"}
     del APP.state.services
+    shutil.rmtree(SCHEMA_DATA_DIR, ignore_errors=True)
 
 
 @schema.parametrize()
