@@ -125,14 +125,7 @@ class IdempotencyStore:
             if (now - _aware(row.created_at)).total_seconds() > self.lease_s:
                 log.warning("taking over idempotency key %r of %s: its first request never finished", key, endpoint)
                 with self._sessions.begin() as session:
-                    session.execute(
-                        delete(IdempotencyKey).where(
-                            IdempotencyKey.account_id == account_id,
-                            IdempotencyKey.endpoint == endpoint,
-                            IdempotencyKey.key == key,
-                            IdempotencyKey.status_code.is_(None),
-                        )
-                    )
+                    _delete_unfinished(session, account_id, endpoint, key)
                 continue
             if time.monotonic() > deadline:
                 raise IdempotencyInProgressError(
@@ -143,14 +136,7 @@ class IdempotencyStore:
     def _release(self, account_id: str, endpoint: str, key: str) -> None:
         try:
             with self._sessions.begin() as session:
-                session.execute(
-                    delete(IdempotencyKey).where(
-                        IdempotencyKey.account_id == account_id,
-                        IdempotencyKey.endpoint == endpoint,
-                        IdempotencyKey.key == key,
-                        IdempotencyKey.status_code.is_(None),
-                    )
-                )
+                _delete_unfinished(session, account_id, endpoint, key)
         except Exception:  # the request's own error matters more; the lease frees the key later
             log.warning("could not release idempotency key %r of %s", key, endpoint, exc_info=True)
 
@@ -201,4 +187,16 @@ def respond(
         outcome.body,
         status_code=outcome.status_code,
         headers={HEADER: key, "Idempotent-Replayed": "true" if outcome.replayed else "false"},
+    )
+
+
+def _delete_unfinished(session: Session, account_id: str, endpoint: str, key: str) -> None:
+    """Free a claim whose request never stored an answer (a finished one is kept for replays)."""
+    session.execute(
+        delete(IdempotencyKey).where(
+            IdempotencyKey.account_id == account_id,
+            IdempotencyKey.endpoint == endpoint,
+            IdempotencyKey.key == key,
+            IdempotencyKey.status_code.is_(None),
+        )
     )
