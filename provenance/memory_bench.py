@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+
+from provenance.chain.anvil import free_port
 
 TARGET_MB = 2500
 
@@ -120,12 +121,6 @@ def proc_status(pid: int) -> dict[str, int]:
 def reset_peak(pid: int) -> None:
     """Make VmHWM start again from the current RSS (Linux: write 5 to clear_refs)."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -81,10 +81,6 @@ def open_jobs(settings: Settings, services: Services, *, start_worker: bool) -> 
     return JobService(settings, JobRepository(services.sessions), catalog, runner, queue)
 
 
-def _nothing_to_close() -> None:
-    return None
-
-
 def open_store(settings: Settings) -> ContentStore:
     if settings.ipfs_api_url:
         return KuboClient(settings.ipfs_api_url, timeout_s=settings.ipfs_timeout_s)
@@ -239,9 +235,7 @@ class Services:
         if fingerprint_index is not None:
             fingerprint_index.sync(repository)  # every record's fingerprints; later ones are caught up per lookup
         # Before the signer: every manifest is time-stamped (the local TSA for the embedded CA).
-        tsa_url, close_tsa = (
-            open_time_stamp_authority(settings, data_dir / "c2pa") if signing else (None, _nothing_to_close)
-        )
+        tsa_url, close_tsa = open_time_stamp_authority(settings, data_dir / "c2pa", needed=signing)
         opened.callback(close_tsa)
         certifier = Certifier(
             repository=repository,

@@ -185,7 +185,9 @@ def _nothing() -> None:
     """Closer for when there is no local server to stop."""
 
 
-def open_time_stamp_authority(settings: Settings, c2pa_dir: Path) -> tuple[str | None, Callable[[], None]]:
+def open_time_stamp_authority(
+    settings: Settings, c2pa_dir: Path, *, needed: bool = True
+) -> tuple[str | None, Callable[[], None]]:
     """The TSA URL for C2PA signing and a function that releases it.
 
     ``PROVENANCE_TSA_URL`` set: that authority, nothing started. The embedded CA: a local TSA
@@ -193,6 +195,8 @@ def open_time_stamp_authority(settings: Settings, c2pa_dir: Path) -> tuple[str |
     An operator's own C2PA chain without a TSA URL: no time-stamp, since the service holds no key
     that the operator's verifiers would trust for one.
     """
+    if not needed:  # a command that never signs (verify, key and trust administration)
+        return None, _nothing
     if settings.tsa_url:
         return settings.tsa_url, _nothing
     if settings.c2pa_cert_chain is not None:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -26,7 +25,7 @@ import httpx
 import pytest
 
 from provenance.chain.anvil import NPM_ANVIL
-from tests.conftest import encode, photo, wait_for
+from tests.conftest import _free_port, encode, photo, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
@@ -48,12 +47,6 @@ def _copy_tree(dest: Path) -> None:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes((ROOT / name).read_bytes())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _clean_env(**extra: str) -> dict[str, str]:

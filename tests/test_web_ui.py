@@ -12,7 +12,6 @@ import base64
 import io
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, 
 
 from provenance.api.app import create_app
 from provenance.services import Services
-from tests.conftest import SKIMAGE_DATA, decode, encode, photo
+from tests.conftest import SKIMAGE_DATA, _free_port, decode, encode, photo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -89,12 +88,6 @@ PICK_BIG_FILE_JS = """
   input.dispatchEvent(new Event("change", { bubbles: true }));
 }
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def shot(page: Page, name: str) -> None:
