@@ -85,6 +85,39 @@ class EvidenceItem(BaseModel):
     distance: int | None = Field(default=None, description="Fingerprint Hamming distance, of 64 bits.")
 
 
+class Region(BaseModel):
+    """A rectangle of the upload, in its own pixels: ``box`` is (x0, y0, x1, y1), end exclusive."""
+
+    box: tuple[int, int, int, int]
+    share: float = Field(description="Share of the upload's area the region covers, 0..1.")
+
+
+class CopiedMark(BaseModel):
+    """A mark of a certified record found on content that is not that record's picture."""
+
+    claimed_by_mark: str = Field(description="The record whose mark was read; NOT the origin of this image.")
+    detail: str
+
+
+class Origin(BaseModel):
+    """Who the content comes from first: the record itself, or the original a derivative declared."""
+
+    record_id: str
+    account: str | None = Field(default=None, description="Name of the account that certified the original.")
+    derived: bool = Field(default=False, description="True when the named record is a declared derivative's source.")
+
+
+Modification = Literal["container", "transformed", "edited", "composite"]
+MODIFICATIONS: dict[str, str] = {
+    "container": "The pixels are exactly the certified ones; only the file around them changed "
+    "(metadata, chunks, bytes appended, manifest stripped).",
+    "transformed": "The picture still shows what was certified: it was only re-encoded, resized, cropped, rotated, "
+    "flipped or colour- or light-adjusted.",
+    "edited": "Parts of the picture were changed locally: the regions listed differ from the certified original.",
+    "composite": "A region of a certified image was placed into another picture.",
+}
+
+
 class VerificationResult(BaseModel):
     """The one verification report: the API returns it, the CLI prints it, the web page renders it."""
 
@@ -96,6 +129,21 @@ class VerificationResult(BaseModel):
     changes: list[str] = Field(
         default_factory=list, description="For a modified copy: what was done to the original (scale, crop, ...)."
     )
+    modification: Modification | None = Field(
+        default=None,
+        description="For a modified copy: container (pixels untouched), transformed (geometry, light, "
+        "re-encoding only), edited (local edits, see edited_regions) or composite (see contained_region).",
+    )
+    edited_regions: list[Region] = Field(
+        default_factory=list, description="Regions of the upload whose content differs from the original."
+    )
+    contained_region: Region | None = Field(
+        default=None, description="For a composite: where the certified record's content sits in the upload."
+    )
+    copied_mark: CopiedMark | None = Field(
+        default=None, description="A record's mark was found on content that is not that record's: a copied mark."
+    )
+    origin: Origin | None = Field(default=None, description="The account and record the content originates from.")
     verification_id: str | None = Field(default=None, description="Names this report's difference image.")
     diff_url: str | None = Field(
         default=None, description="Where the upload differs from the certified original, once aligned (PNG)."
