@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 import threading
@@ -28,6 +29,7 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, 
 
 from provenance.api.app import create_app
 from provenance.services import Services
+from provenance.verify import VerificationResult
 from tests.conftest import SKIMAGE_DATA, _free_port, decode, encode, photo
 
 CHROMIUM = "/usr/bin/chromium"
@@ -186,6 +188,7 @@ def certified(signed_in: Page, base_url: str) -> dict[str, Any]:
     expect(page.get_by_role("heading", name="Certify an image")).to_be_visible()
     page.set_input_files("#certify-file", file_payload("astronaut.png", encode(photo("astronaut.png")), "image/png"))
     expect(page.locator("#certify-chosen")).to_contain_text("astronaut.png")
+    page.get_by_label("What is this image?").select_option(label="Made by a generative AI model")
     page.get_by_role("button", name="Certify", exact=True).click()
     page.wait_for_url(re.compile(r"/r/[0-9a-f]+$"))
     record_id = page.url.rsplit("/", 1)[1]
@@ -486,6 +489,353 @@ def test_verify_page_with_the_keyboard_only(browser: Browser, base_url: str, req
         expect(page.locator("#verdict-word")).to_be_focused()  # the answer is where the keyboard is
     finally:
         context.close()
+
+
+# ---------- what the verifier now says: the kind of modification, regions, a copied mark, the origin ----------
+# The rendering tests start from the real backend's report on a real modified copy (its checks, reasons and
+# difference image are real) and set the new fields through VerificationResult, so the JSON the page gets has the
+# real model's shape; POST /v1/verify is answered with it in the browser. The page shows what the report says.
+
+MARKUP = '<img src="x" onerror="document.body.dataset.pwned=1"><b>bold</b>'
+
+
+@pytest.fixture(scope="module")
+def modified_report(certified: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The real verifier's report on a resized JPEG copy of the certified image, as POST /v1/verify returns it."""
+    response = httpx.post(
+        f"{base_url}/v1/verify",
+        files={"file": ("small.jpg", resized_jpeg(certified["bytes"]), "image/jpeg")},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["verdict"] == "modified" and report["record_id"] == certified["record_id"]
+    return dict(report)
+
+
+def report_with(base: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """``base`` with some fields changed, validated by the real model and dumped as the API dumps it."""
+    return VerificationResult.model_validate({**base, **fields}).model_dump(mode="json")
+
+
+@pytest.fixture()
+def fresh(browser: Browser, base_url: str, requested: list[str]) -> Iterator[Page]:
+    """A tab of its own (no key needed to verify), so a routed answer cannot leak into the other tests."""
+    context = new_context(browser, base_url, requested, viewport=DESKTOP)
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+def verify_with_report(page: Page, report: dict[str, Any], name: str, data: bytes, mime: str) -> None:
+    """Upload ``data`` on the verify page; the browser gets ``report`` as the answer of POST /v1/verify."""
+
+    def answer(route: Any) -> None:
+        if route.request.method == "POST":
+            route.fulfill(status=200, content_type="application/json", body=json.dumps(report))
+        else:
+            route.continue_()
+
+    page.route("**/v1/verify", answer)
+    open_page(page, "/")
+    page.set_input_files("#verify-file", file_payload(name, data, mime))
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", report["verdict"], timeout=30_000)
+
+
+def shown_box(page: Page, image: str) -> tuple[float, float, float]:
+    """Where the image's pixels are drawn (object-fit: contain): left, top and the scale from its own pixels."""
+    left, top, width, height, natural_w, natural_h = page.locator(image).evaluate(
+        "(img) => { const r = img.getBoundingClientRect();"
+        " return [r.left, r.top, r.width, r.height, img.naturalWidth, img.naturalHeight]; }"
+    )
+    scale = min(width / natural_w, height / natural_h)
+    return left + (width - natural_w * scale) / 2, top + (height - natural_h * scale) / 2, scale
+
+
+def assert_box_drawn(page: Page, tag: str, box: list[int], at: tuple[float, float, float]) -> None:
+    left, top, scale = at
+    line = page.locator(f'#upload-regions [data-region="{tag}"] .region-line')
+    outer = line.bounding_box()
+    assert outer is not None
+    # The bounding box includes the stroke, drawn centred on the edge at a constant width in screen pixels.
+    half = float(line.evaluate("(el) => parseFloat(getComputedStyle(el).strokeWidth)")) / 2
+    drawn = {
+        "x": outer["x"] + half,
+        "y": outer["y"] + half,
+        "width": outer["width"] - 2 * half,
+        "height": outer["height"] - 2 * half,
+    }
+    expected = {
+        "x": left + box[0] * scale,
+        "y": top + box[1] * scale,
+        "width": (box[2] - box[0]) * scale,
+        "height": (box[3] - box[1]) * scale,
+    }
+    assert all(abs(drawn[k] - expected[k]) <= 1.0 for k in expected), (tag, drawn, expected)
+
+
+def test_verify_names_the_kind_of_modification(
+    fresh: Page, modified_report: dict[str, Any], certified: dict[str, Any]
+) -> None:
+    upload = resized_jpeg(certified["bytes"])
+    kinds = {
+        "container": "Same pixels, different file",
+        "transformed": "Only transformed: the picture still shows what was certified",
+    }
+    for kind, headline in kinds.items():
+        fresh.unroute("**/v1/verify")
+        verify_with_report(fresh, report_with(modified_report, modification=kind), "small.jpg", upload, "image/jpeg")
+        expect(fresh.locator("#verdict")).to_have_attribute("data-modification", kind)
+        expect(fresh.locator("#verdict-kind")).to_have_text(headline)
+        expect(fresh.locator("#verdict-word")).to_have_text("Modified")
+        expect(fresh.locator("#verdict")).to_contain_text(f"Certified original: {certified['record_id']}")
+        assert fresh.locator("#upload-regions").count() == 0  # nothing to outline
+    assert contrast(fresh, "#verdict-kind") >= 4.5
+    # Without a kind (an older service), the page says what it always said.
+    fresh.unroute("**/v1/verify")
+    verify_with_report(fresh, modified_report, "small.jpg", upload, "image/jpeg")
+    assert fresh.locator("#verdict-kind").count() == 0
+    expect(fresh.locator("#verdict")).to_contain_text("it was changed afterwards")
+
+
+def test_verify_outlines_edited_regions_on_the_upload(
+    fresh: Page, modified_report: dict[str, Any], certified: dict[str, Any]
+) -> None:
+    """A portrait upload (256 x 384) is shown smaller than its pixels and letterboxed: the boxes follow."""
+    upload = encode(decode(resized_jpeg(certified["bytes"]))[:, 64:320], "JPEG", quality=90)
+    regions = [{"box": [40, 60, 200, 180], "share": 0.195}, {"box": [10, 300, 60, 384], "share": 0.043}]
+    origin = {"record_id": certified["record_id"], "account": "admin", "derived": False}
+    report = report_with(modified_report, modification="edited", edited_regions=regions, origin=origin)
+    verify_with_report(fresh, report, "edited.jpg", upload, "image/jpeg")
+    expect(fresh.locator("#verdict-kind")).to_have_text("Locally edited: 2 regions differ")
+    expect(fresh.locator("#verdict-origin")).to_have_text(
+        f"Originally certified by admin (record {certified['record_id']})."
+    )
+    assert fresh.locator("#verdict-origin-link").get_attribute("href") == f"/r/{certified['record_id']}"
+    expect(fresh.locator("#upload-regions")).to_have_attribute("data-drawn", "true")
+    at = shown_box(fresh, "#compare-upload")
+    image_box = fresh.locator("#compare-upload").bounding_box()
+    assert image_box is not None and at[2] < 1 and at[0] > image_box["x"] + 5  # scaled down, and letterboxed
+    for tag, region in zip(("1", "2"), regions, strict=True):
+        assert_box_drawn(fresh, tag, region["box"], at)
+    items = fresh.locator("#region-list li")
+    expect(items).to_have_count(2)
+    expect(items.nth(0)).to_have_text("1Edited region 1: 160 × 120 pixels at (40, 60), 20% of the image")
+    expect(items.nth(1)).to_have_text("2Edited region 2: 50 × 84 pixels at (10, 300), 4% of the image")
+    assert fresh.get_by_role("list", name="Regions outlined on your image").count() == 1
+    shot(fresh, "verify-edited")
+    # At phone width the boxes are redrawn at the new scale.
+    fresh.set_viewport_size(PHONE)
+    at = shown_box(fresh, "#compare-upload")
+    for tag, region in zip(("1", "2"), regions, strict=True):
+        assert_box_drawn(fresh, tag, region["box"], at)
+    assert no_horizontal_scroll(fresh)
+
+
+def test_verify_names_the_record_a_composite_contains(
+    fresh: Page, modified_report: dict[str, Any], certified: dict[str, Any]
+) -> None:
+    """Strings from the report (account, changes, reasons) are text, never markup."""
+    upload = resized_jpeg(certified["bytes"])
+    source = "0123456789abcdef0123456789abcdef"
+    report = report_with(
+        modified_report,
+        modification="composite",
+        contained_region={"box": [100, 50, 324, 274], "share": 0.34},
+        origin={"record_id": source, "account": MARKUP, "derived": True},
+        changes=[f"pasted next to {MARKUP}"],
+        reasons=[f"a reason with {MARKUP}"],
+    )
+    verify_with_report(fresh, report, "collage.jpg", upload, "image/jpeg")
+    rid = certified["record_id"]
+    expect(fresh.locator("#verdict-kind")).to_have_text(
+        f"Composite: contains a region of record {rid} (34% of the image)"
+    )
+    expect(fresh.locator("#verdict-origin")).to_have_text(f"Derived from record {source}, certified by {MARKUP}.")
+    expect(fresh.locator(".compare .changes")).to_contain_text(MARKUP)
+    expect(fresh.locator(".reasons")).to_contain_text(MARKUP)
+    assert fresh.locator('img[src="x"], #verdict b, .compare b, .reasons b').count() == 0
+    assert fresh.evaluate("document.body.dataset.pwned") is None
+    expect(fresh.locator("#upload-regions")).to_have_attribute("data-drawn", "true")
+    assert_box_drawn(fresh, "R", [100, 50, 324, 274], shown_box(fresh, "#compare-upload"))
+    expect(fresh.locator("#region-list li")).to_have_text(
+        f"RContent of record {rid}: 224 × 224 pixels at (100, 50), 34% of the image"
+    )
+    shot(fresh, "verify-composite")
+
+
+def test_verify_warns_of_a_copied_mark(fresh: Page, modified_report: dict[str, Any], certified: dict[str, Any]) -> None:
+    """A record's mark on someone else's picture: a warning, and the record is never offered as the origin."""
+    rid = certified["record_id"]
+    report = report_with(
+        modified_report,
+        verdict="unknown",
+        record_id=None,
+        summary="Nothing trustworthy links this image to a record of this service.",
+        modification=None,
+        changes=[],
+        evidence=[],
+        diff_url=None,
+        verification_id=None,
+        copied_mark={"claimed_by_mark": rid, "detail": f"the mark reads, but the picture is not the record's {MARKUP}"},
+    )
+    report["checks"]["watermark"].update(detected=True, record_id=rid)
+    rocket = (SKIMAGE_DATA / "rocket.jpg").read_bytes()
+    verify_with_report(fresh, report, "rocket.jpg", rocket, "image/jpeg")
+    warning = fresh.locator("#copied-mark")
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text(
+        f"A mark of record {rid} was found on a different picture (a copied mark). "
+        "This is not evidence of where this image comes from."
+    )
+    expect(warning).to_contain_text(MARKUP)  # the detail, as text
+    assert fresh.locator('img[src="x"], #copied-mark b').count() == 0
+    link = fresh.locator("#copied-mark-record-link")
+    expect(link).to_have_text("Open the record whose mark was copied")
+    assert link.get_attribute("href") == f"/r/{rid}"
+    page_text = fresh.locator("#verify-result").inner_text()
+    assert "comes from an image the service certified" not in page_text
+    assert "Certified original" not in page_text and "See the record" not in page_text
+    assert fresh.locator("#verdict-record-link, #verdict-origin, #compare-original").count() == 0
+    # Links to the record only ever say whose mark it is.
+    for i in range(fresh.locator(f'#verify-result a[href="/r/{rid}"]').count()):
+        anchor = fresh.locator(f'#verify-result a[href="/r/{rid}"]').nth(i)
+        assert anchor.get_attribute("id") == "copied-mark-record-link" or "mark was copied" in (
+            anchor.evaluate("(a) => a.closest('dd') ? a.closest('dd').previousElementSibling.textContent : ''")
+        )
+    expect(fresh.locator("#check-watermark")).to_have_attribute("data-state", "warn")
+    expect(fresh.locator("#check-watermark")).to_contain_text("Record whose mark was copied")
+    # Not the green or yellow of provenance: a warning of its own.
+    colours = warning.evaluate("(el) => [getComputedStyle(el).borderTopColor, getComputedStyle(el).backgroundColor]")
+    assert colours[0] == "rgb(122, 22, 16)" and colours[1] == "rgb(255, 255, 255)", colours
+    assert contrast(fresh, "#copied-mark .warning-sentence") >= 4.5
+    shot(fresh, "verify-copied-mark")
+
+
+def test_verify_reencoded_copy_is_transformed(fresh: Page, certified: dict[str, Any]) -> None:
+    """End to end: the certified image re-encoded as JPEG is only a transformed copy of its record."""
+    open_page(fresh, "/")
+    jpeg = encode(decode(certified["bytes"]), "JPEG", quality=90)
+    fresh.set_input_files("#verify-file", file_payload("astronaut.jpg", jpeg, "image/jpeg"))
+    verdict = fresh.locator("#verdict")
+    expect(verdict).to_have_attribute("data-verdict", "modified", timeout=30_000)
+    expect(verdict).to_have_attribute("data-modification", "transformed")
+    expect(fresh.locator("#verdict-kind")).to_have_text("Only transformed: the picture still shows what was certified")
+    expect(verdict).to_contain_text(f"Certified original: {certified['record_id']}")
+    assert fresh.locator("#upload-regions").count() == 0
+
+
+# Chromium does not hand a multipart body with a file to the driver (post_data is None), so the fields the page
+# gives fetch() are read in the page: a wrapper notes them and passes the call through unchanged.
+NOTE_FORMS_JS = """
+() => {
+  if (window.sentForms) return;
+  window.sentForms = [];
+  const send = window.fetch;
+  window.fetch = (url, options = {}) => {
+    if (options.body instanceof FormData) {
+      const fields = [...options.body.entries()].filter(([, value]) => typeof value === "string");
+      window.sentForms.push({ url: String(url), fields: Object.fromEntries(fields) });
+    }
+    return send(url, options);
+  };
+}
+"""
+
+
+def sent_fields(page: Page) -> dict[str, str]:
+    """The text fields of the last form the page sent (the file left out)."""
+    return dict(page.evaluate("window.sentForms[window.sentForms.length - 1].fields"))
+
+
+def certify_through_the_form(page: Page, name: str, data: bytes, choice: str, derived: str = "") -> dict[str, str]:
+    """Fill in and send the Certify form; returns the text fields the page sent."""
+    nav(page, "Certify").click()
+    expect(page.get_by_role("heading", name="Certify an image")).to_be_visible()
+    page.evaluate(NOTE_FORMS_JS)
+    page.set_input_files("#certify-file", file_payload(name, data, "image/png"))
+    page.get_by_label("What is this image?").select_option(label=choice)
+    page.get_by_label("Derived from record").fill(derived)
+    with page.expect_response(lambda r: r.url.endswith("/v1/certify") and r.request.method == "POST"):
+        page.get_by_role("button", name="Certify", exact=True).click()
+    return sent_fields(page)
+
+
+def test_certify_asks_what_the_image_is(signed_in: Page, base_url: str) -> None:
+    page = signed_in
+    nav(page, "Certify").click()
+    select = page.get_by_label("What is this image?")
+    expect(select).to_have_value("")  # no answer is chosen for the user
+    labels = select.locator("option").all_inner_texts()
+    for label in (
+        "Photo taken with a camera",
+        "Made by a generative AI model",
+        "Photo edited with generative AI",
+        "Made by a non-AI algorithm",
+        "Digital art made by a person",
+        "Not stated",
+    ):
+        assert label in labels, labels
+    cat = encode(photo("chelsea.png")[20:280, 30:420])
+    page.set_input_files("#certify-file", file_payload("chelsea.png", cat, "image/png"))
+    page.get_by_role("button", name="Certify", exact=True).click()
+    expect(page.locator("#certify-error")).to_contain_text("What is this image?")
+    expect(select).to_be_focused()
+    # A camera photo: the type is sent, signed, and shown on the record page.
+    assert certify_through_the_form(page, "chelsea.png", cat, "Photo taken with a camera") == {
+        "source_type": "digitalCapture"
+    }
+    page.wait_for_url(re.compile(r"/r/[0-9a-f]{32}$"))
+    record = httpx.get(f"{base_url}/v1/records/{page.url.rsplit('/', 1)[1]}").json()
+    assert record["source_type"] == "digitalCapture"
+    expect(page.locator("#record-body")).to_contain_text("Photo taken with a camera — digitalCapture")
+    shot(page, "record-camera")
+
+
+def test_certify_not_stated_sends_no_source_type(signed_in: Page, base_url: str) -> None:
+    page = signed_in
+    bike = encode(photo("motorcycle_left.png")[40:400, 60:600])
+    assert certify_through_the_form(page, "motorcycle.png", bike, "Not stated") == {}
+    page.wait_for_url(re.compile(r"/r/[0-9a-f]{32}$"))
+    record = httpx.get(f"{base_url}/v1/records/{page.url.rsplit('/', 1)[1]}").json()
+    # The page shows what the record holds: "Not stated" when the service recorded no claim.
+    shown = "Not stated" if record["source_type"] is None else record["source_type"]
+    expect(page.locator("#record-body")).to_contain_text(shown)
+
+
+def test_certify_already_certified_reads_as_a_sentence(signed_in: Page, certified: dict[str, Any]) -> None:
+    """The 409 another account's record causes, with the API's error body; and what "Derived from record" sends."""
+    page = signed_in
+    rid = certified["record_id"]
+    body = {"error": "already_certified", "detail": f"This content is already certified as record {rid}."}
+
+    def refuse(route: Any) -> None:
+        route.fulfill(status=409, content_type="application/json", body=json.dumps(body))
+
+    page.route("**/v1/certify", refuse)
+    try:
+        astronaut = encode(photo("astronaut.png"))
+        fields = certify_through_the_form(page, "mine.png", astronaut, "Photo edited with generative AI")
+        alert = page.locator("#certify-error")
+        expect(alert).to_have_text(
+            f"This image is already certified by another account (record {rid}). "
+            "If your image is a derivative of it, fill in 'Derived from record'."
+        )
+        assert fields == {"source_type": "compositeWithTrainedAlgorithmicMedia"}
+        shot(page, "certify-already-certified")
+        # Declared as a derivative (the record page's address pasted): the id is sent as derived_from.
+        page.get_by_label("Derived from record").fill(f"http://127.0.0.1/r/{rid}")
+        with page.expect_response(lambda r: r.url.endswith("/v1/certify")):
+            page.get_by_role("button", name="Certify", exact=True).click()
+        assert sent_fields(page) == {
+            "source_type": "compositeWithTrainedAlgorithmicMedia",
+            "derived_from": rid,
+        }
+        page.get_by_label("Derived from record").fill("not a record")
+        page.get_by_role("button", name="Certify", exact=True).click()
+        expect(alert).to_contain_text("“Derived from record” is not a record id")
+    finally:
+        page.unroute("**/v1/certify")
 
 
 def test_nothing_was_loaded_from_outside(base_url: str, requested: list[str]) -> None:

@@ -66,6 +66,18 @@
 
   const list = (items, cls) => h("ul", { class: cls }, items.map((item) => h("li", {}, item)));
 
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  /* An SVG element; children are elements or text, as with h(). */
+  function svg(tag, attrs, ...children) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (name === "class") el.setAttribute("class", value);
+      else if (value !== null && value !== undefined) el.setAttribute(name, String(value));
+    }
+    return append(el, children);
+  }
+
   function notice(kind, message) {
     return h("div", { class: `notice notice-${kind}` }, message);
   }
@@ -107,17 +119,17 @@
   }
 
   const SOURCE_TYPES = {
-    trainedAlgorithmicMedia: "Made by a generative AI model (trained algorithmic media)",
-    compositeWithTrainedAlgorithmicMedia: "A composite that includes AI-generated parts",
+    trainedAlgorithmicMedia: "Made by a generative AI model",
+    compositeWithTrainedAlgorithmicMedia: "Photo edited with generative AI",
     algorithmicallyEnhanced: "Enhanced by an algorithm",
-    digitalCapture: "Captured by a camera (digital capture)",
+    digitalCapture: "Photo taken with a camera",
     computationalCapture: "Captured by a camera with computational processing",
     compositeCapture: "A composite of camera captures",
     digitalArt: "Digital art made by a person",
     humanEdits: "Edited by a person",
     minorHumanEdits: "Lightly edited by a person",
     composite: "A composite of several elements",
-    algorithmicMedia: "Made by an algorithm without a trained model",
+    algorithmicMedia: "Made by a non-AI algorithm",
     virtualRecording: "A recording of a virtual scene",
     screenCapture: "A screen capture",
     negativeFilm: "A scan of a film negative",
@@ -220,7 +232,12 @@
       case "corrupt_image":
         return "This image is damaged: its data cannot be read.";
       case "invalid_source_type":
-        return "Choose how the image was made from the list.";
+        return "Choose what this image is from the list.";
+      case "already_certified": {
+        // The detail names the record (also given as record_id by some versions): say it, and what to do.
+        const named = err.extra.record_id || (detail.match(/\b[0-9a-f]{32}\b/) || [])[0];
+        return `This image is already certified by another account${named ? ` (record ${named})` : ""}. If your image is a derivative of it, fill in 'Derived from record'.`;
+      }
       case "unauthorized":
         if (!apiKey() && context !== "signin") return "This needs an API key: sign in first.";
         return context === "signin"
@@ -262,6 +279,7 @@
       case "nft_unavailable":
         return "Minting is not configured on this service.";
       case "not_found":
+        if (context === "certify-derived") return "There is no record with the id given in 'Derived from record'. Check it, or leave the field empty.";
         return context === "record" ? "There is no record with this id." : `Not found. ${detail}`.trim();
       case "time_stamp_error":
         return "The time-stamp authority did not answer, so nothing was signed. Try again later.";
@@ -597,15 +615,21 @@
     ]);
   }
 
-  function watermarkCheck(c) {
+  /* The "Record" row of a check: a record whose mark was copied is labelled as such, never as the image's record. */
+  function recordRow(id, claimed) {
+    return id && id === claimed ? ["Record whose mark was copied", recordLink(id)] : ["Record", recordLink(id)];
+  }
+
+  function watermarkCheck(c, claimed) {
     let state, summary;
-    if (c.detected && c.record_id) [state, summary] = ["pass", "The service's invisible watermark was read and names a record."];
+    if (c.record_id && c.record_id === claimed) [state, summary] = ["warn", "The service's watermark was read, but on a picture that is not its record's: a copied mark (see the warning above)."];
+    else if (c.detected && c.record_id) [state, summary] = ["pass", "The service's invisible watermark was read and names a record."];
     else if (c.detected || c.watermark_id !== null && c.watermark_id !== undefined) [state, summary] = ["warn", "A payload was read, but it names no record of this service."];
     else if (c.method === null) [state, summary] = ["skip", c.reason || "Watermark reading is disabled."];
     else [state, summary] = ["none", "No watermark of this service was found."];
     return check("watermark", "Invisible watermark", state, summary, [
       ["Watermark id", c.watermark_id],
-      ["Record", recordLink(c.record_id)],
+      recordRow(c.record_id, claimed),
       ["Bytes corrected", c.detected ? `${c.corrected_errors} (Reed-Solomon)` : null],
       ["Bit errors", c.detected ? `${c.bit_errors} of 80` : null],
       ["Read after rescaling", c.detected && c.rescale ? `× ${Number(c.rescale).toFixed(3).replace(/\.?0+$/, "")}` : null],
@@ -615,17 +639,18 @@
     ]);
   }
 
-  function fingerprintCheck(c) {
+  function fingerprintCheck(c, claimed) {
     let state, summary;
     const weak = (c.weak_matches || []).length;
-    if (!c.searched) [state, summary] = ["skip", c.reason ? c.reason.charAt(0).toUpperCase() + c.reason.slice(1) + "." : "Not searched."];
+    if (c.record_id && c.record_id === claimed) [state, summary] = ["warn", "The mark of a similar certified image was read, but the picture is not that record's: a copied mark (see the warning above)."];
+    else if (!c.searched) [state, summary] = ["skip", c.reason ? c.reason.charAt(0).toUpperCase() + c.reason.slice(1) + "." : "Not searched."];
     else if (c.record_id) [state, summary] = ["pass", "A similar certified image was found, and its watermark confirmed the match after alignment."];
     else if (weak) [state, summary] = ["warn", `Similar to ${weak} certified image${weak > 1 ? "s" : ""}, but no match was confirmed (a similar picture is not the same picture).`];
     else [state, summary] = ["none", "No similar certified image."];
     const confirmed = (c.candidates || []).find((k) => k.confirmed);
     return check("fingerprint", "Fingerprint match", state, summary, [
       ["Image code (ISCC)", c.iscc ? code(c.iscc) : null],
-      ["Record", recordLink(c.record_id)],
+      recordRow(c.record_id, claimed),
       ["Distance", confirmed ? `${confirmed.distance} of 64 bits` : null],
       ["Mark agreement", confirmed && confirmed.bits_compared ? `${confirmed.agreeing_bits} of ${confirmed.bits_compared} bits` : null],
       ["False-match chance", confirmed ? probability(confirmed.p_value) : null],
@@ -677,9 +702,132 @@
     fingerprint: "Fingerprint",
   };
 
+  /* What kind of change a "modified" copy is: a headline under the verdict word, and a sentence. */
+  function modificationText(report, recordId) {
+    const regions = (report.edited_regions || []).length;
+    switch (report.modification) {
+      case "container":
+        return {
+          kind: "Same pixels, different file",
+          sentence: "The pixels are exactly the certified ones; only the file around them changed (metadata, chunks, bytes appended or the manifest stripped).",
+        };
+      case "transformed":
+        return {
+          kind: "Only transformed: the picture still shows what was certified",
+          sentence: "It was only re-encoded, resized, cropped, rotated, flipped or adjusted in colour or light; nothing in the picture was changed locally.",
+        };
+      case "edited":
+        return {
+          kind: regions ? `Locally edited: ${regions} region${regions === 1 ? "" : "s"} differ${regions === 1 ? "s" : ""}` : "Locally edited: parts of the picture differ",
+          sentence: "This image comes from an image the service certified, but parts of the picture were changed afterwards: the outlined regions differ from the certified original.",
+        };
+      case "composite": {
+        const share = report.contained_region ? ` (${percent(report.contained_region.share)} of the image)` : "";
+        return {
+          kind: ["Composite: contains a region of record ", code(recordId || "unknown"), share],
+          sentence: "A region of an image the service certified was placed into another picture: only the outlined region comes from the certified record, the rest does not.",
+        };
+      }
+      default:
+        return null;
+    }
+  }
+
+  function percent(share) {
+    const p = Number(share) * 100;
+    if (!Number.isFinite(p)) return "an unknown share";
+    if (p > 0 && p < 1) return "less than 1%";
+    if (p < 100 && p > 99) return "more than 99%";
+    return `${Math.round(p)}%`;
+  }
+
+  /* The regions to outline on the upload, in its own pixels (box: x0, y0, x1, y1, end exclusive). */
+  function regionsOf(report, recordId) {
+    const regions = (report.edited_regions || []).map((r, i) => ({
+      kind: "edited", tag: String(i + 1), box: r.box, share: r.share, label: `Edited region ${i + 1}`,
+    }));
+    const c = report.contained_region;
+    if (c) regions.push({ kind: "contained", tag: "R", box: c.box, share: c.share, label: ["Content of record ", code(recordId || "unknown")] });
+    return regions.filter((r) => Array.isArray(r.box) && r.box.length === 4 && r.box.every(Number.isFinite));
+  }
+
+  /* The upload's preview; any regions are drawn over it in an SVG whose viewBox is the image's pixel grid, so the
+     boxes scale with the displayed size (both are letterboxed the same way), and listed beside it for everyone. */
+  function uploadFigure(uploadSrc, file, regions, imgId) {
+    const img = h("img", { src: uploadSrc, alt: "The image you checked", id: imgId });
+    const caption = h("figcaption", {}, h("strong", {}, "Your image"), file && file.name ? ` — ${file.name}` : "");
+    if (!regions.length) return h("figure", {}, img, caption);
+    const overlay = svg("svg", { class: "region-overlay", id: "upload-regions", "aria-hidden": "true", focusable: "false", preserveAspectRatio: "xMidYMid meet" });
+    const draw = () => {
+      const [w, hgt] = [img.naturalWidth, img.naturalHeight];
+      if (!w || !hgt || overlay.dataset.drawn) return;
+      overlay.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
+      const size = Math.max(w, hgt) / 20; // the tag's letters, about a twentieth of the image
+      for (const r of regions) {
+        const [x0, y0, x1, y1] = [Math.max(0, r.box[0]), Math.max(0, r.box[1]), Math.min(w, r.box[2]), Math.min(hgt, r.box[3])];
+        if (x1 <= x0 || y1 <= y0) continue;
+        const shape = { x: x0, y: y0, width: x1 - x0, height: y1 - y0, "vector-effect": "non-scaling-stroke" };
+        overlay.append(
+          svg(
+            "g",
+            { class: `region region-${r.kind}`, "data-region": r.tag },
+            svg("rect", { ...shape, class: "region-halo" }),
+            svg("rect", { ...shape, class: "region-line" }),
+            svg("text", { x: x0 + size * 0.25, y: Math.min(hgt, y0 + size), "font-size": size, "stroke-width": size / 5, class: "region-tag" }, r.tag),
+          ),
+        );
+      }
+      overlay.dataset.drawn = "true";
+    };
+    if (img.complete && img.naturalWidth) draw();
+    else img.addEventListener("load", draw, { once: true });
+    const items = regions.map((r) => {
+      const [x0, y0, x1, y1] = r.box;
+      return h(
+        "li",
+        { class: `region-item region-item-${r.kind}`, "data-region": r.tag },
+        h("span", { class: "region-swatch", "aria-hidden": "true" }, r.tag),
+        h("span", {}, r.label, `: ${x1 - x0} × ${y1 - y0} pixels at (${x0}, ${y0}), ${percent(r.share)} of the image`),
+      );
+    });
+    append(caption, [h("span", { class: "sr-only" }, ". Outlined on it:"), h("ul", { class: "region-list", id: "region-list", "aria-label": "Regions outlined on your image" }, items)]);
+    return h("figure", {}, h("div", { class: "region-frame" }, img, overlay), caption);
+  }
+
+  function copiedMarkBlock(copied) {
+    const id = copied.claimed_by_mark;
+    return h(
+      "section",
+      { class: "warning-block", id: "copied-mark", "aria-labelledby": "copied-mark-title" },
+      h("h2", { id: "copied-mark-title" }, h("span", { "aria-hidden": "true" }, "⚠ "), "Warning: a copied mark"),
+      h("p", { class: "warning-sentence" }, "A mark of record ", code(id), " was found on a different picture (a copied mark). This is not evidence of where this image comes from."),
+      copied.detail ? h("p", { class: "warning-detail" }, copied.detail) : null,
+      h("p", {}, link(`/r/${encodeURIComponent(id)}`, "Open the record whose mark was copied", { id: "copied-mark-record-link" })),
+    );
+  }
+
+  /* Who the content comes from first: the record itself, or the original a declared derivative names. */
+  function originLine(origin) {
+    const who = origin.account ? h("strong", { class: "origin-account" }, origin.account) : "an account that is not named";
+    const record = link(`/r/${encodeURIComponent(origin.record_id)}`, origin.record_id, { class: "mono", id: "verdict-origin-link" });
+    return h(
+      "p",
+      { class: "verdict-origin", id: "verdict-origin" },
+      origin.derived ? ["Derived from record ", record, ", certified by ", who, "."] : ["Originally certified by ", who, " (record ", record, ")."],
+    );
+  }
+
   function renderVerification(root, report, uploadSrc, file) {
+    const copied = report.copied_mark || null;
+    const claimed = copied ? copied.claimed_by_mark : null;
+    // A copied mark never lends its record as provenance (the service leaves record_id empty; this holds regardless).
+    const id = report.record_id && report.record_id !== claimed ? report.record_id : null;
     const v = VERDICTS[report.verdict] || { word: report.verdict, icon: "?", sentence: report.summary };
-    const id = report.record_id;
+    const kind = report.verdict === "modified" ? modificationText(report, id) : null;
+    let sentence = kind ? kind.sentence : v.sentence;
+    if (copied && !id) sentence = VERDICTS.unknown.sentence;
+    const origin = report.origin && report.origin.record_id && report.origin.record_id !== claimed ? report.origin : null;
+    const composite = report.modification === "composite";
     const links = id
       ? h(
           "p",
@@ -691,25 +839,29 @@
     root.append(
       h(
         "article",
-        { class: `verdict verdict-${report.verdict}`, id: "verdict", "data-verdict": report.verdict, "aria-labelledby": "verdict-word" },
+        { class: `verdict verdict-${report.verdict}`, id: "verdict", "data-verdict": report.verdict, "data-modification": kind ? report.modification : null, "aria-labelledby": "verdict-word" },
         h("div", { class: "verdict-icon", "aria-hidden": "true" }, v.icon),
         h(
           "div",
           {},
           h("p", { class: "verdict-kicker" }, "Verdict"),
           h("h2", { class: "verdict-word", id: "verdict-word", tabindex: "-1" }, v.word),
-          h("p", { class: "verdict-sentence" }, v.sentence),
-          id ? h("p", { class: "verdict-record" }, report.verdict === "modified" ? "Certified original: " : "Record: ", code(id)) : null,
+          kind ? h("p", { class: "verdict-kind", id: "verdict-kind" }, kind.kind) : null,
+          h("p", { class: "verdict-sentence" }, sentence),
+          id ? h("p", { class: "verdict-record" }, report.verdict !== "modified" ? "Record: " : composite ? "Certified record of the region: " : "Certified original: ", code(id)) : null,
+          origin ? originLine(origin) : null,
           links,
         ),
       ),
     );
+    if (copied) root.append(copiedMarkBlock(copied));
 
+    const regions = regionsOf(report, id);
     if (report.verdict === "modified" && id) {
       const figures = h(
         "div",
         { class: "figures" },
-        h("figure", {}, h("img", { src: uploadSrc, alt: "The image you checked", id: "compare-upload" }), h("figcaption", {}, h("strong", {}, "Your image"), file && file.name ? ` — ${file.name}` : "")),
+        uploadFigure(uploadSrc, file, regions, "compare-upload"),
         h("figure", {}, h("img", { src: `/v1/records/${encodeURIComponent(id)}/image`, alt: "The certified original", id: "compare-original" }), h("figcaption", {}, h("strong", {}, "The certified original"), " — record ", code(id))),
         report.diff_url
           ? h("figure", {}, h("img", { src: report.diff_url, alt: "Where the two differ: changed areas in red, areas your image does not cover in grey", id: "compare-diff" }), h("figcaption", {}, h("strong", {}, "Where they differ"), " — red: changed; grey: not in your image."))
@@ -725,7 +877,7 @@
         ),
       );
     } else {
-      root.append(h("div", { class: "figures" }, h("figure", {}, h("img", { src: uploadSrc, alt: "The image you checked" }), h("figcaption", {}, h("strong", {}, "Your image"), file && file.name ? ` — ${file.name}` : ""))));
+      root.append(h("div", { class: "figures" }, uploadFigure(uploadSrc, file, regions, "upload-preview")));
     }
 
     if (report.reasons && report.reasons.length) {
@@ -743,6 +895,7 @@
               {},
               h("strong", {}, EVIDENCE[e.kind] || e.kind),
               ` (${e.strength}): ${e.detail}`,
+              e.record_id && e.record_id === claimed ? " This is a copied mark: not evidence of where the image comes from." : "",
               e.false_positive_probability !== null && e.false_positive_probability !== undefined
                 ? ` Chance of a false reading: ${probability(e.false_positive_probability)}.`
                 : "",
@@ -759,8 +912,8 @@
         { class: "checks" },
         c.c2pa ? c2paCheck(c.c2pa) : null,
         c.exact ? exactCheck(c.exact) : null,
-        c.watermark ? watermarkCheck(c.watermark) : null,
-        c.fingerprint ? fingerprintCheck(c.fingerprint) : null,
+        c.watermark ? watermarkCheck(c.watermark, claimed) : null,
+        c.fingerprint ? fingerprintCheck(c.fingerprint, claimed) : null,
         c.chain ? chainCheck(c.chain, report.verdict) : null,
         c.ipfs ? ipfsCheck(c.ipfs) : null,
       ),
@@ -875,7 +1028,8 @@
           ["Record id", code(r.record_id)],
           ["Chain status", h("span", { class: `pill pill-${r.status}`, id: "record-chain-status", "data-status": r.status }, STATUS_WORDS[r.status] || r.status)],
           ["Certified at", when(r.created_at)],
-          ["How it was made", sourceType(r.source_type)],
+          ["What it is", sourceType(r.source_type) || "Not stated"],
+          ["Derived from", r.derived_from ? [link(`/r/${encodeURIComponent(r.derived_from)}`, r.derived_from, { class: "mono", id: "record-derived-from" })] : null],
           ["File", `${r.media_type}, ${r.width} × ${r.height} pixels, ${sizeText(r.size_bytes)}`],
           ["Original file name", r.original_filename],
           ["Watermark", r.watermarked ? `embedded, id ${r.watermark_id}` : "none"],
@@ -1203,12 +1357,22 @@
 
   let certifyFile = null;
 
+  const NOT_STATED = "not-stated"; // the form's value for "Not stated": no source_type is sent
+
+  /* The common answers are in the page; the rarer C2PA source types the service accepts follow in a group. */
   function fillCertifyForm() {
     const select = $("#certify-source");
-    if (config && !select.options.length) {
-      for (const name of config.source_types) select.append(h("option", { value: name }, SOURCE_TYPES[name] || name));
-      select.value = config.default_source_type;
-    }
+    if (!config || select.querySelector("optgroup")) return;
+    const listed = new Set(Array.from(select.options, (o) => o.value));
+    const more = config.source_types.filter((name) => !listed.has(name));
+    if (more.length) select.append(h("optgroup", { label: "More precise types" }, more.map((name) => h("option", { value: name }, SOURCE_TYPES[name] || name))));
+  }
+
+  /* A record id from what was typed: the id itself, or a record page's address (…/r/ID). */
+  function recordIdFrom(text) {
+    const value = text.trim().replace(/[?#].*$/, "").replace(/\/+$/, "");
+    const id = value.includes("/") ? decodeURIComponent(value.split("/").pop()) : value;
+    return /^[0-9a-fA-F]{32}$/.test(id) ? id.toLowerCase() : null;
   }
 
   function chooseCertifyFile(file) {
@@ -1232,9 +1396,23 @@
       showError(error, `Too large: the limit is ${megabytes(config.max_upload_bytes)}.`);
       return;
     }
+    const source = $("#certify-source").value;
+    if (!source) {
+      showError(error, "Say what this image is: choose an answer in “What is this image?” (or “Not stated”).");
+      $("#certify-source").focus();
+      return;
+    }
+    const derivedText = $("#certify-derived").value.trim();
+    const derived = derivedText ? recordIdFrom(derivedText) : null;
+    if (derivedText && !derived) {
+      showError(error, "“Derived from record” is not a record id: it is 32 hexadecimal digits, as at the end of a record page's address (/r/…).");
+      $("#certify-derived").focus();
+      return;
+    }
     const form = new FormData();
     form.append("file", certifyFile, certifyFile.name || "upload");
-    form.append("source_type", $("#certify-source").value);
+    if (source !== NOT_STATED) form.append("source_type", source);
+    if (derived) form.append("derived_from", derived);
     const button = $("#certify-form button[type=submit]");
     button.disabled = true;
     setStatus(status, "Certifying: watermark, signatures, IPFS…", true);
@@ -1243,12 +1421,14 @@
       setStatus(status, null);
       certifyFile = null;
       $("#certify-file").value = "";
+      $("#certify-derived").value = "";
+      $("#certify-source").value = "";
       $("#certify-chosen").textContent = "Drop an image here, paste it, or choose a file";
       flash("Certified. The chain registration follows in a few seconds.");
       navigate(`/r/${encodeURIComponent(certified.record_id)}`);
     } catch (err) {
       setStatus(status, null);
-      if (!handleAuthError(err)) showError(error, humanError(err, "certify"));
+      if (!handleAuthError(err)) showError(error, humanError(err, derived ? "certify-derived" : "certify"));
     } finally {
       button.disabled = false;
     }
