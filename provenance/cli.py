@@ -17,6 +17,7 @@ from typer.exceptions import TyperException
 
 from provenance import __version__
 from provenance.cli_apikeys import apikey_app
+from provenance.cli_text import clean, json_text, plain
 from provenance.config import Settings
 from provenance.errors import ConfigurationError, InputError, ProvenanceError
 
@@ -30,8 +31,10 @@ trust_app = typer.Typer(help="The trust root verifiers pin.", no_args_is_help=Tr
 app.add_typer(trust_app, name="trust")
 fingerprints_app = typer.Typer(help="Perceptual fingerprints of certified images.", no_args_is_help=True)
 app.add_typer(fingerprints_app, name="fingerprints")
-console = Console()
-err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the terminal width
+# No emoji codes: ":warning:" in a file name or a title is text, not a picture. Values the CLI did not
+# write itself go through plain() (markup strings, table cells) or clean() (markup=False): see cli_text.
+console = Console(emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)  # one line per error, whatever the terminal width
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (default ./data or PROVENANCE_DATA_DIR).")
@@ -46,8 +49,14 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """One line on stderr, exit code 2. ``message`` is printed as text: it may quote file names and manifests."""
+    err.print(f"[red]error:[/red] {plain(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _print_json(data: Any) -> None:
+    """One JSON document on stdout, as text (no markup, no emoji, no control character)."""
+    console.print(json_text(data), markup=False, highlight=False, soft_wrap=True)
 
 
 def _open(settings: Settings, *, start_worker: bool = False, signing: bool = True):  # type: ignore[no-untyped-def]
@@ -72,7 +81,10 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per chain lookup is noise
     err.print(
-        f"provenance {__version__}: data in {settings.resolved_data_dir}, API on http://{settings.host}:{settings.port}/docs"
+        f"provenance {__version__}: data in {clean(settings.resolved_data_dir)}, "
+        f"API on http://{clean(settings.host)}:{settings.port}/docs",
+        markup=False,
+        highlight=False,
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
@@ -88,7 +100,7 @@ def _wait_registered(services: Any, record_ids: list[str], timeout_s: float, *, 
         record_ids,
         wait=wait,
         timeout_s=timeout_s,
-        say=lambda line: err.print(line, highlight=False, soft_wrap=True),
+        say=lambda line: err.print(clean(line), markup=False, highlight=False, soft_wrap=True),
     )
 
 
@@ -119,13 +131,13 @@ def certify(
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # a file name, not markup
             console=err,
             disable=as_json or len(files) < 2,
         ) as progress:
             task = progress.add_task("", total=len(files))
             for path in files:
-                progress.update(task, description=path.name)
+                progress.update(task, description=clean(path.name))
                 try:
                     certified = services.certifier.certify(
                         path.read_bytes(),
@@ -136,7 +148,7 @@ def certify(
                     )
                 except ProvenanceError as exc:
                     failures += 1
-                    err.print(f"[red]error:[/red] {path}: {exc.detail}", highlight=False)
+                    err.print(f"[red]error:[/red] {plain(path)}: {plain(exc.detail)}", highlight=False)
                     progress.advance(task)
                     continue
                 target_dir = out or path.parent
@@ -168,12 +180,13 @@ def certify(
         services.close()
     for r in results:
         if as_json:
-            console.print_json(json.dumps(r))
+            _print_json(r)
         else:
             console.print(
-                f"[green]certified[/green] {r['file']} -> {r['certified']}  record {r['record_id']}  "
-                f"{r.get('status', 'pending')}",
+                f"[green]certified[/green] {plain(r['file'])} -> {plain(r['certified'])}  record "
+                f"{plain(r['record_id'])}  {plain(r.get('status', 'pending'))}",
                 highlight=False,
+                soft_wrap=True,
             )
     if failures:
         raise typer.Exit(1)
@@ -245,8 +258,8 @@ def generate(
         for target, record in written:
             record = services.repository.get(record.id)
             console.print(
-                f"[green]generated[/green] {target}  record {record.id}  seed {record.generation['seed']}  "
-                f"{record.status}",
+                f"[green]generated[/green] {plain(target)}  record {plain(record.id)}  "
+                f"seed {plain(record.generation['seed'])}  {plain(record.status)}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -276,10 +289,10 @@ def reproduce(
     finally:
         services.close()
     if as_json:
-        console.print_json(json.dumps(report.as_dict()))
+        _print_json(report.as_dict())
         return
     if report.pixels_match:
-        console.print(f"[green]pixels match[/green]: record {record_id} reproduces bit for bit", highlight=False)
+        console.print(f"[green]pixels match[/green]: record {plain(record_id)} reproduces bit for bit", highlight=False)
     else:
         console.print(
             f"[yellow]pixels differ[/yellow]: PSNR {report.psnr_db:.2f} dB"
@@ -287,9 +300,11 @@ def reproduce(
             else "[yellow]pixels differ[/yellow]: sizes differ",
             highlight=False,
         )
-    console.print(f"weights match: {report.weights_match}; library versions match: {report.versions_match}")
+    console.print(
+        f"weights match: {report.weights_match}; library versions match: {report.versions_match}", highlight=False
+    )
     for note in report.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {clean(note)}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -306,8 +321,12 @@ def mint(
         _fail(exc.detail)
     finally:
         services.close()
-    console.print(f"minted token {result.token_id} to {result.owner}", highlight=False)
-    console.print(f"tx {result.tx_hash}  contract {result.contract}  uri {result.token_uri}", highlight=False)
+    console.print(f"minted token {clean(result.token_id)} to {clean(result.owner)}", markup=False, highlight=False)
+    console.print(
+        f"tx {clean(result.tx_hash)}  contract {clean(result.contract)}  uri {clean(result.token_uri)}",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()
@@ -339,58 +358,136 @@ VERDICT_COLOURS = {
 VERIFY_EXIT = {"authentic": 0}
 
 
-def _print_report(result: dict[str, Any]) -> None:
-    console.print(
-        f"verdict: [bold {VERDICT_COLOURS[result['verdict']]}]{result['verdict']}[/]  "
-        f"record: {result['record_id'] or '-'}"
+def _verdict_markup(verdict: Any) -> str:
+    """The verdict word in its colour; anything unexpected is printed as text, in white."""
+    colour = VERDICT_COLOURS.get(verdict, "white") if isinstance(verdict, str) else "white"
+    return f"[bold {colour}]{plain(verdict)}[/]"
+
+
+def _box(region: Any) -> str:
+    """``(x0, y0)-(x1, y1), N% of the picture`` for a region dict (``box`` and ``share``)."""
+    if not isinstance(region, dict):
+        return plain(region)
+    box, share = region.get("box"), region.get("share")
+    where = (
+        f"({plain(box[0])}, {plain(box[1])})-({plain(box[2])}, {plain(box[3])})"
+        if isinstance(box, list | tuple) and len(box) == 4
+        else plain(box)
     )
-    console.print(result["summary"], highlight=False, soft_wrap=True)
-    for reason in result["reasons"]:
-        console.print(f"  because {reason}", highlight=False, soft_wrap=True)
-    for item in result["evidence"]:
+    return f"{where}, {share:.1%} of the picture" if isinstance(share, int | float) else where
+
+
+def _print_report(result: dict[str, Any]) -> None:
+    """The verification report as text: what ``--json`` says, for a person.
+
+    Every string in ``result`` may carry text from the upload (manifest titles, record ids claimed by a
+    manifest, error details), so each goes through :func:`plain`. The fields the verifier may not fill
+    yet (``modification``, ``edited_regions``, ...) are read with ``.get``.
+    """
+    verdict = result.get("verdict")
+    console.print(
+        f"verdict: {_verdict_markup(verdict)}  record: {plain(result.get('record_id') or '-')}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(plain(result.get("summary") or ""), highlight=False, soft_wrap=True)
+    for reason in result.get("reasons") or []:
+        console.print(f"  because {plain(reason)}", highlight=False, soft_wrap=True)
+    for item in result.get("evidence") or []:
         odds = item.get("false_positive_probability")
-        extra = f", false-positive probability {odds:.1e}" if odds is not None else ""
-        console.print(f"  evidence: {item['kind']} ({item['strength']}{extra})", highlight=False)
-    checks = result["checks"]
+        extra = f", false-positive probability {odds:.1e}" if isinstance(odds, int | float) else ""
+        console.print(
+            f"  evidence: {plain(item.get('kind'))} ({plain(item.get('strength'))}{extra}) "
+            f"record {plain(item.get('record_id') or '-')}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    _print_modification(result)
+    _print_checks(result.get("checks") or {})
+
+
+def _print_modification(result: dict[str, Any]) -> None:
+    """Modification kind, changes, regions, origin and a copied mark: the part of ``--json`` about edits."""
+    from provenance.verify import MODIFICATIONS
+
+    kind = result.get("modification")
+    if kind:
+        sentence = MODIFICATIONS.get(kind, "") if isinstance(kind, str) else ""
+        console.print(f"modification: [bold]{plain(kind)}[/]  {plain(sentence)}", highlight=False, soft_wrap=True)
+    changes = result.get("changes") or []
+    if changes:
+        console.print(f"changes: {'; '.join(plain(change) for change in changes)}", highlight=False, soft_wrap=True)
+    for region in result.get("edited_regions") or []:
+        console.print(f"  edited region: {_box(region)}", highlight=False, soft_wrap=True)
+    contained = result.get("contained_region")
+    if contained:
+        console.print(
+            f"  contained region: {_box(contained)} (where the certified content sits)", highlight=False, soft_wrap=True
+        )
+    origin = result.get("origin")
+    if isinstance(origin, dict) and origin.get("record_id"):
+        account = origin.get("account")
+        by = f" of account {plain(account)}" if account else ""
+        how = "derived from" if origin.get("derived") else "origin:"
+        console.print(f"{how} record {plain(origin['record_id'])}{by}", highlight=False, soft_wrap=True)
+    copied = result.get("copied_mark")
+    if isinstance(copied, dict) and copied:
+        console.print(
+            f"[bold red]WARNING[/]: a mark of record {plain(copied.get('claimed_by_mark') or '-')} was found on "
+            "different content (a copied mark): this is not provenance",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if copied.get("detail"):
+            console.print(f"  {plain(copied['detail'])}", highlight=False, soft_wrap=True)
+
+
+def _print_checks(checks: dict[str, Any]) -> None:
+    """One table row per check; every cell is escaped (rich renders markup in ``str`` cells)."""
     table = Table(show_header=True, header_style="bold")
     table.add_column("check")
     table.add_column("result")
     table.add_column("details", overflow="fold")
-    c2pa = checks["c2pa"]
+    c2pa = checks.get("c2pa") or {}
+    found = c2pa.get("summary")
+    summary: dict[str, Any] = found if isinstance(found, dict) else {}
     table.add_row(
         "c2pa",
         "valid, trusted"
-        if c2pa["trusted"]
-        else ("valid, NOT trusted" if c2pa["valid"] else ("invalid" if c2pa["present"] else "absent")),
-        "; ".join(c2pa["failures"]) or (c2pa["summary"].get("title") or ""),
+        if c2pa.get("trusted")
+        else ("valid, NOT trusted" if c2pa.get("valid") else ("invalid" if c2pa.get("present") else "absent")),
+        plain("; ".join(str(f) for f in c2pa.get("failures") or []) or (summary.get("title") or "")),
     )
-    exact = checks["exact"]
+    exact = checks.get("exact") or {}
     table.add_row(
         "exact",
-        "match" if exact["matched"] else "no match",
-        f"signature {'valid' if exact.get('signature_valid') else 'INVALID'}, key {exact['key_id'][:16]}…"
-        if exact["matched"]
-        else exact["sha256"],
+        "match" if exact.get("matched") else "no match",
+        f"signature {'valid' if exact.get('signature_valid') else 'INVALID'}, "
+        f"key {plain(str(exact.get('key_id'))[:16])}…"
+        if exact.get("matched")
+        else plain(exact.get("sha256") or ""),
     )
-    wm = checks["watermark"]
+    wm = checks.get("watermark") or {}
+    odds = wm.get("false_positive_probability")
     table.add_row(
         "watermark",
-        "detected" if wm["detected"] else "not found",
-        f"id {wm['watermark_id']}, {wm['bit_errors']} bit errors, false-positive probability "
-        f"{wm['false_positive_probability']:.1e}"
-        if wm["detected"]
-        else wm.get("reason", ""),
+        "detected" if wm.get("detected") else "not found",
+        f"id {plain(wm.get('watermark_id'))}, {plain(wm.get('bit_errors'))} bit errors"
+        + (f", false-positive probability {odds:.1e}" if isinstance(odds, int | float) else "")
+        if wm.get("detected")
+        else plain(wm.get("reason") or ""),
     )
-    ch = checks["chain"]
+    ch = checks.get("chain") or {}
     table.add_row(
         "chain",
         "registered" if ch.get("registered") else "not registered",
-        f"block {ch.get('block_number')}, registry {ch['registry_address']} on chain {ch['chain_id']}"
+        f"block {plain(ch.get('block_number'))}, registry {plain(ch.get('registry_address'))} "
+        f"on chain {plain(ch.get('chain_id'))}"
         if ch.get("registered")
-        else ch.get("error", ""),
+        else plain(ch.get("error") or ""),
     )
-    ip = checks["ipfs"]
-    table.add_row("ipfs", "pinned" if ip["pinned"] else "not pinned", ip["cid"])
+    ip = checks.get("ipfs") or {}
+    table.add_row("ipfs", "pinned" if ip.get("pinned") else "not pinned", plain(ip.get("cid") or ""))
     console.print(table)
 
 
@@ -433,7 +530,7 @@ def verify(
     finally:
         services.close()
     if as_json:
-        console.print_json(json.dumps(result, default=str))
+        _print_json(result)
     else:
         _print_report(result)
     raise typer.Exit(VERIFY_EXIT.get(result["verdict"], 1))
@@ -470,23 +567,28 @@ def _verify_bundle(
         report = verify_with_bundle(file.read_bytes(), bundle, rpc, pin=pin, trust=trust)
     except ProvenanceError as exc:
         _fail(exc.detail)
+    _print_bundle_report(report, as_json)
+    raise typer.Exit(report.exit_code)
+
+
+def _print_bundle_report(report: Any, as_json: bool) -> None:
+    """A ``BundleReport``: every string in it may come from the bundle, so each goes through :func:`plain`."""
     if as_json:
-        console.print_json(report.model_dump_json())
-        raise typer.Exit(report.exit_code)
-    console.print(f"verdict: [bold {VERDICT_COLOURS[report.verdict]}]{report.verdict}[/]  (bundle, no service)")
+        _print_json(report.as_dict())
+        return
+    console.print(f"verdict: {_verdict_markup(report.verdict)}  (bundle, no service)", highlight=False)
     if report.pinned is None:
         console.print("[yellow]nothing pinned[/yellow]: pass --registry ADDRESS or --trust trust.json", highlight=False)
     else:
-        console.print(f"pinned: {report.pinned.describe()}", highlight=False)
+        console.print(f"pinned: {plain(report.pinned.describe())}", highlight=False, soft_wrap=True)
     for reason in report.reasons:
-        console.print(f"  because {reason}", highlight=False, soft_wrap=True)
+        console.print(f"  because {plain(reason)}", highlight=False, soft_wrap=True)
     for name, check in report.checks.items():
-        state = "[green]ok[/green]" if check["ok"] else "[red]FAILED[/red]"
+        state = "[green]ok[/green]" if check.get("ok") else "[red]FAILED[/red]"
         detail = check.get("error") or ", ".join(
             f"{k}={v}" for k, v in check.items() if k not in ("ok", "summary", "failures", "ingredients")
         )
-        console.print(f"  {name:<10} {state}  {detail}", highlight=False, soft_wrap=True)
-    raise typer.Exit(report.exit_code)
+        console.print(f"  {plain(name):<10} {state}  {plain(detail)}", highlight=False, soft_wrap=True)
 
 
 @keys_app.callback()
@@ -508,14 +610,18 @@ def keys(ctx: typer.Context, data_dir: DataDir = None) -> None:
     repo.ensure_key(active.key_id, active.public_key_pem)
     for row, count, _ in repo.signing_keys():
         marker = " (active)" if row.key_id == active.key_id else ""
-        console.print(f"[bold]{row.key_id}[/bold]{marker}  records signed: {count}", highlight=False)
-        console.print(row.public_key_pem.strip(), highlight=False)
+        console.print(f"[bold]{plain(row.key_id)}[/bold]{marker}  records signed: {count}", highlight=False)
+        console.print(clean(row.public_key_pem.strip(), multiline=True), markup=False, highlight=False)
     creds = load_or_create(
         settings.resolved_data_dir / "c2pa", chain_path=settings.c2pa_cert_chain, key_path=settings.c2pa_private_key
     )
     if creds.trust_anchors_pem:
         console.print("[bold]C2PA root certificate[/bold]")
-        console.print(creds.trust_anchors_pem.decode().strip(), highlight=False)
+        console.print(
+            clean(creds.trust_anchors_pem.decode(errors="replace").strip(), multiline=True),
+            markup=False,
+            highlight=False,
+        )
     engine.dispose()
 
 
@@ -539,9 +645,18 @@ def keys_rotate(
         _fail(exc.detail)
     finally:
         services.close()
-    console.print(f"new active key {result['key_id']}, published in block {result['valid_from_block']}")
+    console.print(
+        f"new active key {clean(result['key_id'])}, published in block {clean(result['valid_from_block'])}",
+        markup=False,
+        highlight=False,
+    )
     if "revoked" in result:
-        console.print(f"revoked {result['revoked']['key_id']} at block {result['revoked']['revoked_at_block']}")
+        revoked = result["revoked"]
+        console.print(
+            f"revoked {clean(revoked['key_id'])} at block {clean(revoked['revoked_at_block'])}",
+            markup=False,
+            highlight=False,
+        )
 
 
 @keys_app.command("revoke")
@@ -559,7 +674,12 @@ def keys_revoke(
         _fail(exc.detail)
     finally:
         services.close()
-    console.print(f"revoked {result['key_id']} at block {result['revoked_at_block']} (tx {result['revoked_tx']})")
+    console.print(
+        f"revoked {clean(result['key_id'])} at block {clean(result['revoked_at_block'])} "
+        f"(tx {clean(result['revoked_tx'])})",
+        markup=False,
+        highlight=False,
+    )
 
 
 @fingerprints_app.command("backfill")
@@ -574,7 +694,7 @@ def fingerprints_backfill(data_dir: DataDir = None) -> None:
         _fail(exc.detail)
     finally:
         services.close()
-    console.print(f"fingerprinted {added} record(s)")
+    console.print(f"fingerprinted {added} record(s)", markup=False, highlight=False)
 
 
 @trust_app.command("export")
@@ -653,14 +773,16 @@ def chain_deploy(
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("a") as fh:
         fh.write(json.dumps({**deployment, "rpc_url": url}) + "\n")
+    d = {key: clean(value) for key, value in deployment.items()}  # what the RPC answered, as text
     console.print(
-        f"ProvenanceRegistry at {deployment['registry_address']} (block {deployment['registry_block']}), "
-        f"ProvenanceNFT at {deployment['nft_address']}, chain {deployment['chain_id']}; "
-        f"owner {deployment['owner']}, writer and minter {deployment['writer']}",
+        f"ProvenanceRegistry at {d['registry_address']} (block {d['registry_block']}), "
+        f"ProvenanceNFT at {d['nft_address']}, chain {d['chain_id']}; "
+        f"owner {d['owner']}, writer and minter {d['writer']}",
+        markup=False,
         highlight=False,
     )
-    console.print(f"export REGISTRY_ADDRESS={deployment['registry_address']}", highlight=False)
-    console.print(f"export NFT_ADDRESS={deployment['nft_address']}", highlight=False)
+    console.print(f"export REGISTRY_ADDRESS={d['registry_address']}", markup=False, highlight=False)
+    console.print(f"export NFT_ADDRESS={d['nft_address']}", markup=False, highlight=False)
 
 
 def _open_chain_or_fail(settings: Settings):  # type: ignore[no-untyped-def]
@@ -711,9 +833,10 @@ def chain_transfer_ownership(
     finally:
         chain.close()
     for tx_hash, block in receipts:
-        console.print(f"transfer started in block {block} (tx {tx_hash})", highlight=False)
+        console.print(f"transfer started in block {clean(block)} (tx {clean(tx_hash)})", markup=False, highlight=False)
     console.print(
-        f"{target} is now the pending owner; it must run `provenance chain accept-ownership --key-file KEY`",
+        f"{clean(target)} is now the pending owner; it must run `provenance chain accept-ownership --key-file KEY`",
+        markup=False,
         highlight=False,
     )
 
@@ -750,9 +873,13 @@ def chain_accept_ownership(
     finally:
         chain.close()
     for tx_hash, block in receipts:
-        console.print(f"ownership accepted in block {block} (tx {tx_hash})", highlight=False)
+        console.print(
+            f"ownership accepted in block {clean(block)} (tx {clean(tx_hash)})", markup=False, highlight=False
+        )
     console.print(
-        f"{account.address} owns the contracts now: point CHAIN_OWNER_KEY_FILE at {key_file}", highlight=False
+        f"{clean(account.address)} owns the contracts now: point CHAIN_OWNER_KEY_FILE at {clean(key_file)}",
+        markup=False,
+        highlight=False,
     )
 
 
@@ -768,7 +895,9 @@ def _set_role(address: str, allow: bool, data_dir: Path | None, role: str) -> No
     finally:
         chain.close()
     state = "allowed" if allow else "revoked"
-    console.print(f"{role} {target} {state} from block {block} (tx {tx_hash})", highlight=False)
+    console.print(
+        f"{role} {clean(target)} {state} from block {clean(block)} (tx {clean(tx_hash)})", markup=False, highlight=False
+    )
 
 
 @chain_app.command("set-writer")
@@ -798,22 +927,19 @@ def chain_info(data_dir: DataDir = None) -> None:
     try:
         chain = services.chain
         r = chain.registry
-        console.print(
-            json.dumps(
-                {
-                    "chain_id": r.chain_id,
-                    "rpc_url": r.rpc_url,
-                    "registry_address": r.address,
-                    "nft_address": chain.nft.address if chain.nft is not None else None,
-                    "owner": r.owner(),
-                    "pending_owner": r.reader.pending_owner(),
-                    "operator": r.account.address if r.account is not None else None,
-                    "owner_key_available": chain.admin is not None,
-                    "trust_anchors": r.trust_anchors(),
-                    "block_number": r.w3.eth.block_number,
-                },
-                indent=2,
-            )
+        _print_json(
+            {
+                "chain_id": r.chain_id,
+                "rpc_url": r.rpc_url,
+                "registry_address": r.address,
+                "nft_address": chain.nft.address if chain.nft is not None else None,
+                "owner": r.owner(),
+                "pending_owner": r.reader.pending_owner(),
+                "operator": r.account.address if r.account is not None else None,
+                "owner_key_available": chain.admin is not None,
+                "trust_anchors": r.trust_anchors(),
+                "block_number": r.w3.eth.block_number,
+            }
         )
     finally:
         services.close()
@@ -832,24 +958,28 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        err.print("error: interrupted")
+        err.print("error: interrupted", markup=False)
         sys.exit(130)
     except TyperException as exc:  # usage errors (unknown option, missing argument): typer's own click
         exc.show()  # type: ignore[attr-defined]
         sys.exit(2)
     except (InputError, ConfigurationError) as exc:
-        err.print(f"error: {exc.detail}")
+        err.print(f"error: {clean(exc.detail)}", markup=False, highlight=False)
         sys.exit(2)
     except ProvenanceError as exc:
-        err.print(f"error: {exc.detail}")
+        err.print(f"error: {clean(exc.detail)}", markup=False, highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
-        err.print("error: interrupted")
+        err.print("error: interrupted", markup=False)
         sys.exit(130)
     except Exception as exc:
         if os.environ.get("PROVENANCE_DEBUG"):
             raise
-        err.print(f"error: unexpected {type(exc).__name__}: {exc} (PROVENANCE_DEBUG=1 shows the traceback)")
+        err.print(
+            f"error: unexpected {type(exc).__name__}: {clean(exc)} (PROVENANCE_DEBUG=1 shows the traceback)",
+            markup=False,
+            highlight=False,
+        )
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)  # click returns the code of a typer.Exit here
 

@@ -12,12 +12,14 @@ from rich.console import Console
 
 from provenance.auth.accounts import AccountRepository
 from provenance.auth.keys import SCOPES, parse_rate, parse_scopes
+from provenance.cli_text import clean, plain
 from provenance.config import Settings
 from provenance.errors import ProvenanceError
 
 apikey_app = typer.Typer(help="API keys: Authorization: Bearer KEY for the HTTP API.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the terminal width
+# Names come from callers: every value is printed through clean() with markup and emoji codes off.
+console = Console(emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)  # one line per error, whatever the terminal width
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (default ./data or PROVENANCE_DATA_DIR).")
@@ -26,7 +28,7 @@ DataDir = Annotated[
 
 def _fail(message: str) -> None:
     """One line on stderr and exit code 2, like every other command."""
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {plain(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -67,8 +69,8 @@ def create(
         _fail(exc.detail)
     rate_text = "default rate" if info.rate_per_min is None else _rate(info.rate_per_min)
     console.print(
-        f"created key {info.key_id} for account {info.account_name} ({info.account_id}): "
-        f"scopes {','.join(info.scopes)}, {rate_text}",
+        f"created key {clean(info.key_id)} for account {clean(info.account_name)} ({clean(info.account_id)}): "
+        f"scopes {clean(','.join(info.scopes))}, {rate_text}",
         highlight=False,
         markup=False,
         soft_wrap=True,
@@ -102,9 +104,9 @@ def list_keys(
     for k in keys:
         rows.append(
             (
-                k.key_id,
-                k.account_name,
-                ",".join(k.scopes),
+                clean(k.key_id),
+                clean(k.account_name),
+                clean(",".join(k.scopes)),
                 "default" if k.rate_per_min is None else _rate(k.rate_per_min),
                 f"{k.created_at:%Y-%m-%d %H:%M}",
                 f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "-",
@@ -132,7 +134,9 @@ def revoke(
             info = accounts.revoke(key_id)
     except ProvenanceError as exc:
         _fail(exc.detail)
-    console.print(f"revoked key {info.key_id} of account {info.account_name}", highlight=False, markup=False)
+    console.print(
+        f"revoked key {clean(info.key_id)} of account {clean(info.account_name)}", highlight=False, markup=False
+    )
 
 
 def _rate(per_min: int) -> str:
