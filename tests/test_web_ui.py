@@ -603,7 +603,10 @@ def test_verify_outlines_edited_regions_on_the_upload(
 ) -> None:
     """A portrait upload (256 x 384) is shown smaller than its pixels and letterboxed: the boxes follow."""
     upload = encode(decode(resized_jpeg(certified["bytes"]))[:, 64:320], "JPEG", quality=90)
-    regions = [{"box": [40, 60, 200, 180], "share": 0.195}, {"box": [10, 300, 60, 384], "share": 0.043}]
+    regions: list[dict[str, Any]] = [
+        {"box": [40, 60, 200, 180], "share": 0.195},
+        {"box": [10, 300, 60, 384], "share": 0.043},
+    ]
     origin = {"record_id": certified["record_id"], "account": "admin", "derived": False}
     report = report_with(modified_report, modification="edited", edited_regions=regions, origin=origin)
     verify_with_report(fresh, report, "edited.jpg", upload, "image/jpeg")
@@ -822,6 +825,7 @@ def test_certify_already_certified_reads_as_a_sentence(signed_in: Page, certifie
             "If your image is a derivative of it, fill in 'Derived from record'."
         )
         assert fields == {"source_type": "compositeWithTrainedAlgorithmicMedia"}
+        expect(page.get_by_label("Derived from record")).to_be_focused()  # where the answer goes
         shot(page, "certify-already-certified")
         # Declared as a derivative (the record page's address pasted): the id is sent as derived_from.
         page.get_by_label("Derived from record").fill(f"http://127.0.0.1/r/{rid}")

@@ -1429,6 +1429,8 @@
     } catch (err) {
       setStatus(status, null);
       if (!handleAuthError(err)) showError(error, humanError(err, derived ? "certify-derived" : "certify"));
+      // Another account holds this content: the way on is to declare the image a derivative of it.
+      if (err instanceof ApiError && err.code === "already_certified") $("#certify-derived").focus();
     } finally {
       button.disabled = false;
     }
