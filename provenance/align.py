@@ -498,6 +498,44 @@ def align(
     )
 
 
+def direct_alignment(upload_rgb: np.ndarray, original_rgb: np.ndarray) -> Alignment | None:
+    """The upload as the whole original, only resized: no feature search.
+
+    This is the geometry a blind mark reading implies (a mark is read blind only on the original's
+    block grid, possibly rescaled), and it works on pictures where features are scarce (flat or
+    noise-like generated images). None when the aspect ratios differ by more than 1%.
+    """
+    height, width = upload_rgb.shape[:2]
+    out_h, out_w = original_rgb.shape[:2]
+    if abs((width / height) / (out_w / out_h) - 1.0) > 0.01:
+        return None
+    sx, sy = out_w / width, out_h / height
+    matrix = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+    if (width, height) == (out_w, out_h):
+        aligned = np.ascontiguousarray(upload_rgb)
+    else:
+        interpolation = cv2.INTER_AREA if sx < 1 else cv2.INTER_CUBIC
+        aligned = cv2.resize(np.ascontiguousarray(upload_rgb), (out_w, out_h), interpolation=interpolation)
+    mask = np.ones((out_h, out_w), bool)
+    light = fit_photometric(aligned, original_rgb, mask)
+    difference = _difference(aligned, original_rgb, mask, light)
+    return Alignment(
+        matrix=matrix,
+        flipped=False,
+        scale=1.0 / math.sqrt(sx * sy),
+        rotation_deg=0.0,
+        crop_box=(0, 0, out_w, out_h),
+        coverage=1.0,
+        inliers=0,
+        matches=0,
+        aligned=aligned,
+        mask=mask,
+        photometric=light,
+        difference=difference,
+        changed=_changed(difference),
+    )
+
+
 def describe_changes(
     alignment: Alignment,
     upload_format: str,

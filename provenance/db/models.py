@@ -38,7 +38,7 @@ class Record(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
-    source_type: Mapped[str] = mapped_column(String(64))
+    source_type: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: the caller stated none
     watermark_id: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True, nullable=True)
     watermarked: Mapped[bool] = mapped_column(Boolean)
     watermark_note: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -55,6 +55,10 @@ class Record(Base):
     # Generated images: the generation parameters (model, weights, seed...) and the job.
     generation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    # A declared derivative: the record whose content this one was made from (verify names its account first).
+    derived_from: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    # What certify had to leave out, e.g. a parent manifest that could not be read.
+    certify_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Batched anchoring: the Merkle root the record's hash is a leaf of, and its inclusion proof.
     batch_root: Mapped[str | None] = mapped_column(String(66), index=True, nullable=True)
     merkle_proof: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)

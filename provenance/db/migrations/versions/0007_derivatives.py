@@ -1,0 +1,35 @@
+"""Declared derivatives and unstated source types.
+
+A record may name the record it was derived from (``derived_from``): certify refuses content that
+belongs to another account's record unless the caller declares it a derivative, and verify then
+names the original's account as the origin. ``source_type`` becomes nullable: an upload is signed
+with no digital-source-type claim unless the caller states one.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-03
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("records") as batch:
+        batch.add_column(sa.Column("derived_from", sa.String(32), nullable=True))
+        batch.alter_column("source_type", existing_type=sa.String(64), nullable=True)
+        batch.add_column(sa.Column("certify_note", sa.Text(), nullable=True))
+        batch.create_index("ix_records_derived_from", ["derived_from"])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("records") as batch:
+        batch.drop_index("ix_records_derived_from")
+        batch.drop_column("certify_note")
+        batch.drop_column("derived_from")
+        batch.alter_column("source_type", existing_type=sa.String(64), nullable=False)
