@@ -1,25 +1,32 @@
 """Verification: the certification stages walked backwards, each reported on its own.
 
 ``Verifier.verify`` gathers evidence about an uploaded file (its hash, its C2PA manifest, its
-watermark), resolves the record the evidence points to, then reads the chain and IPFS live.
-Only evidence an attacker cannot make may name a record:
+watermark, its fingerprint), binds it to the certified original the service holds, then reads the
+chain and IPFS live. Anything a public tool can read from a file (a mark, a manifest, a fingerprint)
+can be copied into another file, so evidence only PROPOSES a record; the record is named when the
+upload is checked against something an attacker cannot make:
 
 - the exact SHA-256 of a certified file (conclusive: these are the certified bytes);
 - a C2PA manifest that validates *and* chains to this service's trust anchor (strong);
-- a watermark sealed with the service's secret mark key (probabilistic: the report gives the chance
-  that an unmarked image reads this way).
+- the decoded pixels being exactly the certified original's (conclusive about the picture: only the
+  file around it changed);
+- the keyed mark (only the service's secret key reads it) AND the content bound to the original:
+  the upload, aligned to the record's certified original, shows that picture where they overlap
+  (``provenance.binding``). A mark found on other content is a copied mark: reported as
+  ``copied_mark``, never as the record.
 
-A manifest that fails validation or is signed by anyone else never resolves to a record; if it
-claims one of this service's records the verdict is ``invalid`` and says so.
+A manifest that fails validation, or is signed by anyone else, never names a record on its own; if
+it claims one of this service's records whose pixels it does not carry, the verdict is ``invalid``.
 
 The verdict is a small policy (``decide``) over that evidence:
 
-- ``invalid``: a C2PA manifest that fails validation or falsely claims one of our records, or a
-  record signature that does not check;
+- ``invalid``: pixels that differ under a manifest that fails validation, a manifest that claims a
+  record it cannot back, or a record signature that does not check;
 - ``authentic``: exactly the certified bytes, signature valid, registered on chain;
 - ``pending``: exactly the certified bytes, signature valid, not yet registered on chain;
-- ``modified``: trusted evidence leads to a record but the bytes differ;
-- ``unknown``: nothing trusted leads to a record.
+- ``modified``: bound to a record but the bytes differ, with the kind of modification (``container``,
+  ``transformed``, ``edited`` with regions, ``composite`` with the region it contains);
+- ``unknown``: nothing binds the upload to a record (a copied mark says so).
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from provenance import media, watermark
-from provenance.align import Alignment, align, describe_changes, difference_png, features
+from provenance.align import Alignment, align, describe_changes, difference_png, direct_alignment, features
+from provenance.binding import ContentComparison, compare, pixels_identical
 from provenance.chain import Registry
 from provenance.confirm import MarkConfirmation, confirm_mark
 from provenance.db.models import Record
@@ -56,6 +64,10 @@ DIFF_CACHE_SIZE = 256  # difference images kept for GET /v1/verify/{id}/diff.png
 # fingerprint candidate's record.
 FALSE_MATCH_BUDGET = 1e-6
 
+# A development chain (anvil's chain id): its RPC lets whoever reaches it impersonate any account.
+DEVELOPMENT_CHAIN_IDS = frozenset({31337})
+DEVELOPMENT_CHAIN_NOTE = "the registration rests on a development chain: whoever can reach its RPC can rewrite it"
+
 SUMMARIES: dict[str, str] = {
     AUTHENTIC: "These are exactly the certified bytes: the signature checks and the hash is registered on chain.",
     PENDING: "These are exactly the certified bytes and the signature checks; the chain registration is in flight.",
@@ -70,7 +82,7 @@ SUMMARIES: dict[str, str] = {
 class EvidenceItem(BaseModel):
     """One piece of evidence that links the image to a record, and how much it proves."""
 
-    kind: Literal["exact_hash", "c2pa_manifest", "watermark", "fingerprint"]
+    kind: Literal["exact_hash", "c2pa_manifest", "pixels", "content", "watermark", "fingerprint"]
     strength: Literal["conclusive", "strong", "probabilistic", "weak"] = Field(
         description="conclusive: the certified bytes; strong: a trusted signature over them; "
         "probabilistic: a statistical reading (see false_positive_probability); weak: similarity only, "
@@ -108,6 +120,13 @@ class Origin(BaseModel):
 
 
 Modification = Literal["container", "transformed", "edited", "composite"]
+MODIFIED_SUMMARIES: dict[str, str] = {
+    "container": "The picture is exactly the certified original's; only the file around it changed.",
+    "transformed": "This is a copy of a certified original that was only transformed: it still shows what was "
+    "certified.",
+    "edited": "This image comes from a certified original, but parts of it were changed locally.",
+    "composite": "This image contains a region of a certified image, placed into another picture.",
+}
 MODIFICATIONS: dict[str, str] = {
     "container": "The pixels are exactly the certified ones; only the file around them changed "
     "(metadata, chunks, bytes appended, manifest stripped).",
@@ -158,6 +177,33 @@ class VerificationResult(BaseModel):
 
 
 @dataclass
+class Binding:
+    """The upload tied to a record's certified original, and how.
+
+    ``pixels_identical``: the decoded pictures are the same (only the file changed). Otherwise
+    ``comparison`` says whether, once aligned, the upload shows the original's content.
+    """
+
+    record: Record
+    via: Literal["manifest", "manifest_claim", "mark", "fingerprint"]
+    original_rgb: np.ndarray
+    pixels_identical: bool = False
+    alignment: Alignment | None = None
+    comparison: ContentComparison | None = None
+
+    @property
+    def holds(self) -> bool:
+        """Whether the upload shows this record's picture."""
+        return self.pixels_identical or (self.comparison is not None and self.comparison.matches)
+
+    @property
+    def kind(self) -> str:
+        if self.pixels_identical or self.comparison is None:
+            return "container"
+        return self.comparison.kind
+
+
+@dataclass
 class Evidence:
     """Everything the checks found; filled stage by stage."""
 
@@ -168,21 +214,24 @@ class Evidence:
     signature_valid: bool | None = None
     c2pa: ManifestReport | None = None
     detection: Detection | None = None
-    watermark_record: Record | None = None
+    mark_record: Record | None = None  # the record a blind mark reading names: a candidate until bound
     manifest_record: Record | None = None  # only set for a valid manifest that chains to our trust anchor
     claimed_by_untrusted_manifest: str | None = None  # a record id an untrusted or broken manifest claims
-    fingerprint_record: Record | None = None  # a fingerprint candidate whose mark was confirmed after alignment
+    binding: Binding | None = None  # the record whose certified original the upload shows
+    copied_mark: Record | None = None  # a record whose mark was read on content that is not its picture
     fingerprint_distance: int | None = None
     confirmation: MarkConfirmation | None = None
-    alignment: Alignment | None = None
-    original_rgb: np.ndarray | None = None  # the confirmed candidate's certified pixels, fetched once
     chain: dict[str, Any] = field(default_factory=dict)
     ipfs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def record(self) -> Record | None:
         """The record the trusted evidence leads to, strongest link first."""
-        return self.exact or self.manifest_record or self.watermark_record or self.fingerprint_record
+        if self.exact is not None:
+            return self.exact
+        if self.binding is not None and self.binding.holds:
+            return self.binding.record
+        return self.manifest_record
 
     def items(self) -> list[EvidenceItem]:
         found: list[EvidenceItem] = []
@@ -204,12 +253,34 @@ class Evidence:
                     detail="A C2PA manifest signed under this service's trust anchor names the record.",
                 )
             )
-        if self.fingerprint_record is not None and self.confirmation is not None:
+        bound = self.binding if self.binding is not None and self.binding.holds else None
+        if bound is not None and bound.pixels_identical:
+            found.append(
+                EvidenceItem(
+                    kind="pixels",
+                    strength="conclusive",
+                    record_id=bound.record.id,
+                    detail="The decoded pixels are exactly those of the certified original the service holds.",
+                )
+            )
+        elif bound is not None and bound.comparison is not None:
+            comparison = bound.comparison
+            found.append(
+                EvidenceItem(
+                    kind="content",
+                    strength="strong",
+                    record_id=bound.record.id,
+                    detail=f"Aligned to the certified original the service holds, the upload shows its content: "
+                    f"detail correlation {comparison.correlation:.2f}, {comparison.unchanged_share:.0%} of the "
+                    "overlap unchanged.",
+                )
+            )
+        if bound is not None and bound.via == "fingerprint" and self.confirmation is not None:
             found.append(
                 EvidenceItem(
                     kind="watermark",
                     strength="probabilistic",
-                    record_id=self.fingerprint_record.id,
+                    record_id=bound.record.id,
                     detail=f"After aligning the upload to the certified original, the keyed mark agrees in "
                     f"{self.confirmation.agreeing_bits} of {self.confirmation.bits_compared} bits "
                     f"({self.confirmation.blocks_used} blocks read).",
@@ -220,18 +291,18 @@ class Evidence:
                 EvidenceItem(
                     kind="fingerprint",
                     strength="weak",
-                    record_id=self.fingerprint_record.id,
+                    record_id=bound.record.id,
                     detail="The image's fingerprint is close to the record's; on its own this only proposes a "
                     "candidate.",
                     distance=self.fingerprint_distance,
                 )
             )
-        elif self.watermark_record is not None and self.detection is not None:
+        elif bound is not None and bound.via == "mark" and self.detection is not None:
             found.append(
                 EvidenceItem(
                     kind="watermark",
                     strength="probabilistic",
-                    record_id=self.watermark_record.id,
+                    record_id=bound.record.id,
                     detail=f"The keyed watermark names the record ({self.detection.bit_errors} of 80 payload bits "
                     f"wrong, read after rescaling by {self.detection.scale:g}).",
                     bit_errors=self.detection.bit_errors,
@@ -241,21 +312,43 @@ class Evidence:
         return found
 
 
+def _container_reasons(ev: Evidence) -> list[str]:
+    reasons = ["the decoded pixels are exactly the certified original's: only the file around them changed"]
+    c2pa = ev.c2pa
+    if c2pa is not None and c2pa.present and not (c2pa.valid and c2pa.trusted):
+        failures = "; ".join(c2pa.failures) or "not signed by this service"
+        reasons.append(f"the file's C2PA manifest no longer checks (as expected once the file changed): {failures}")
+    elif c2pa is not None and not c2pa.present:
+        reasons.append("the file carries no C2PA manifest (stripped)")
+    return reasons
+
+
 def decide(ev: Evidence) -> tuple[str, Record | None, list[str]]:
     """The verdict policy: (verdict, the record it names, reasons)."""
     reasons: list[str] = []
     c2pa = ev.c2pa
-    if ev.claimed_by_untrusted_manifest is not None:
+    bound = ev.binding if ev.binding is not None and ev.binding.holds else None
+    if ev.claimed_by_untrusted_manifest is not None and ev.exact is None:
+        if bound is not None and bound.pixels_identical and bound.record.id == ev.claimed_by_untrusted_manifest:
+            return MODIFIED, bound.record, _container_reasons(ev)
         reasons.append(
             f"a manifest claims record {ev.claimed_by_untrusted_manifest} of this service but its signer is not "
-            "trusted" + ("" if c2pa is None or c2pa.valid else " and it fails validation")
+            "trusted"
+            + ("" if c2pa is None or c2pa.valid else " and it fails validation")
+            + ", and the picture is not that record's certified original"
         )
-        # Only the exact bytes may still name a record: a forged claim must never lend its target.
-        return INVALID, ev.exact, reasons
-    if c2pa is not None and c2pa.present and not c2pa.valid:
+        # A forged claim must never lend its target.
+        return INVALID, None, reasons
+    state = getattr(c2pa, "state", None) if c2pa is not None else None
+    if c2pa is not None and c2pa.present and not c2pa.valid and state != "unverifiable" and ev.exact is None:
+        if bound is not None and bound.pixels_identical:
+            return MODIFIED, bound.record, _container_reasons(ev)
         reasons.append("the C2PA manifest fails validation: " + ("; ".join(c2pa.failures) or "no reason given"))
-        return INVALID, ev.exact, reasons
+        return INVALID, None, reasons
     if ev.exact is not None:
+        if c2pa is not None and c2pa.present and not c2pa.valid and state != "unverifiable":
+            reasons.append("the C2PA manifest fails validation: " + ("; ".join(c2pa.failures) or "no reason given"))
+            return INVALID, ev.exact, reasons
         if not ev.signature_valid:
             reasons.append("the record's ECDSA signature does not check against its key")
             return INVALID, ev.exact, reasons
@@ -271,24 +364,34 @@ def decide(ev: Evidence) -> tuple[str, Record | None, list[str]]:
             return AUTHENTIC, ev.exact, reasons
         reasons.append("exact certified bytes and valid signature; not (yet) registered on chain")
         return PENDING, ev.exact, reasons
-    record = ev.record
-    if record is not None:
-        if ev.fingerprint_record is not None and record is ev.fingerprint_record:
+    if bound is not None:
+        if bound.pixels_identical:
+            return MODIFIED, bound.record, _container_reasons(ev)
+        if bound.via == "fingerprint":
             reasons.append(
                 "a fingerprint proposed the record and the keyed mark, read after aligning the upload to the "
-                "certified original, confirms it: these are not the certified bytes"
+                "certified original, confirms it"
             )
-        elif ev.manifest_record is None:
-            reasons.append(
-                "the record was reached only through the watermark: these are not the certified bytes, and the "
-                "watermark says the pixels came from that record"
-            )
+        elif bound.via == "mark":
+            reasons.append("the keyed watermark names the record")
         else:
-            reasons.append("a trusted manifest names the record, but the bytes are not the certified ones")
-        return MODIFIED, record, reasons
-    if c2pa is not None and c2pa.present and not c2pa.trusted:
+            reasons.append("a trusted manifest names the record")
+        reasons.append("aligned to the certified original, the upload shows its content; the bytes differ")
+        return MODIFIED, bound.record, reasons
+    if ev.manifest_record is not None:
+        reasons.append("a trusted manifest names the record, but the bytes are not the certified ones")
+        return MODIFIED, ev.manifest_record, reasons
+    if state == "unverifiable":
+        reasons.append("the file's C2PA manifest cannot be checked here (it is remote, or refers to what is missing)")
+    elif c2pa is not None and c2pa.present and not c2pa.trusted:
         reasons.append("the image has a valid C2PA manifest, but not one signed by this service")
-    reasons.append("no exact match, no trusted manifest, no watermark of this service")
+    if ev.copied_mark is not None:
+        reasons.append(
+            f"a mark of record {ev.copied_mark.id} was found, but on content that is not that record's picture "
+            "(a copied mark): it says nothing about where this image comes from"
+        )
+        return UNKNOWN, None, reasons
+    reasons.append("no exact match, no trusted manifest, no watermark of this service on its own picture")
     return UNKNOWN, None, reasons
 
 
@@ -353,8 +456,8 @@ class Verifier:
             if ev.manifest_record is None:
                 report["note"] = f"the trusted manifest names record {claimed}, which this service does not hold"
             return report
-        # An untrusted or broken manifest is anyone's words: it resolves to nothing. Claiming one of our
-        # records is itself the finding.
+        # An untrusted or broken manifest is anyone's words: it resolves to nothing on its own. Claiming one of
+        # our records is checked against that record's certified pixels (see _check_binding).
         report["record_id"] = None
         report["claimed_record_id"] = claimed
         if self.repository.get(claimed) is not None:
@@ -379,9 +482,10 @@ class Verifier:
         if detection.reason:
             report["reason"] = detection.reason
         if detection.watermark_id is not None:
-            ev.watermark_record = self.repository.by_watermark(detection.watermark_id)
-            report["record_id"] = ev.watermark_record.id if ev.watermark_record else None
-            if ev.watermark_record is None:
+            ev.mark_record = self.repository.by_watermark(detection.watermark_id)
+            # Named only once the content is bound to the record's original (see _check_binding).
+            report["claimed_record_id"] = ev.mark_record.id if ev.mark_record else None
+            if ev.mark_record is None:
                 report["reason"] = "a payload was read but it names no record of this service"
         return report
 
@@ -391,6 +495,57 @@ class Verifier:
         except ProvenanceError:
             return None
         return rgb
+
+    def _bind(self, record: Record, via: Any, rgb: np.ndarray, *, alignment: Alignment | None = None) -> Binding | None:
+        """Tie the upload to ``record``'s certified original: same pixels, or the same content once aligned.
+
+        Without an ``alignment`` the geometry a blind mark reading implies is tried first (the whole
+        original, resized), then a feature alignment (a composite, a crop that kept the block grid).
+        """
+        original = self._original_rgb(record)
+        if original is None:
+            return None
+        if pixels_identical(rgb, original):
+            return Binding(record, via, original, pixels_identical=True)
+        tries = [alignment] if alignment is not None else [direct_alignment(rgb, original), None]
+        best: Binding | None = None
+        for attempt in tries:
+            fitted = attempt if attempt is not None else align(rgb, original)
+            if fitted is None:
+                continue
+            binding = Binding(record, via, original, alignment=fitted, comparison=compare(fitted, rgb, original))
+            if binding.holds:
+                return binding
+            best = best or binding
+        return best or Binding(record, via, original)
+
+    def _check_binding(self, ev: Evidence, rgb: np.ndarray) -> dict[str, Any]:
+        """Check what the manifest or the mark proposes against the certified original the service holds."""
+        if ev.exact is not None:
+            return {"checked": False, "reason": "exact certified bytes"}
+        candidate: Record | None = None
+        via: Any = None
+        if ev.manifest_record is not None:
+            candidate, via = ev.manifest_record, "manifest"
+        elif ev.claimed_by_untrusted_manifest is not None:
+            candidate, via = self.repository.get(ev.claimed_by_untrusted_manifest), "manifest_claim"
+        elif ev.mark_record is not None:
+            candidate, via = ev.mark_record, "mark"
+        if candidate is None:
+            return {"checked": False, "reason": "no manifest or mark proposes a record"}
+        binding = self._bind(candidate, via, rgb)
+        report: dict[str, Any] = {"checked": True, "candidate": candidate.id, "via": via}
+        if binding is None:
+            report["reason"] = "the certified original cannot be read from the content store"
+            return report
+        if via == "manifest_claim" and not binding.pixels_identical:
+            binding = None  # a broken or foreign manifest binds only the very pixels it claims
+        ev.binding = binding
+        report.update(_binding_report(binding))
+        if via == "mark" and (binding is None or not binding.holds):
+            ev.copied_mark = candidate
+            report["copied_mark"] = True
+        return report
 
     def _sync_index(self) -> None:
         """Catch up with fingerprints other instances stored, at most once a second."""
@@ -405,15 +560,16 @@ class Verifier:
             self._sync_lock.release()
 
     def _check_fingerprint(self, ev: Evidence, rgb: np.ndarray) -> dict[str, Any]:
-        """Find the original when the mark could not be read as is (crops, flips, rotations, heavy edits).
+        """Find the original when nothing else bound the upload (crops, flips, rotations, heavy edits).
 
-        The fingerprint only proposes candidates. Each is confirmed by aligning the upload to the
-        candidate's certified original and reading the keyed mark in the original's block grid; an
-        unconfirmed candidate is reported as a weak match and never named as the record.
+        The fingerprint only proposes candidates. A candidate whose certified pixels the upload carries
+        exactly is bound at once; otherwise the upload is aligned to the candidate's original, the keyed
+        mark is read in the original's block grid, and the content is compared. A candidate that fails
+        is reported as a weak match and never named as the record.
         """
         if self.fingerprinter is None or self.fingerprint_index is None:
             return {"searched": False, "reason": "fingerprint lookup disabled"}
-        if ev.record is not None:
+        if ev.record is not None or ev.claimed_by_untrusted_manifest is not None:
             return {"searched": False, "reason": "the record was already found by stronger evidence"}
         self._sync_index()
         query = self.fingerprinter.query(rgb)
@@ -429,10 +585,16 @@ class Verifier:
         aligned_by_code: dict[tuple[str, int, int], Alignment | None] = {}
         for candidate in candidates:
             record = self.repository.get(candidate.record_id)
-            if record is None:
+            if record is None or (ev.copied_mark is not None and record.id == ev.copied_mark.id):
                 continue
             row: dict[str, Any] = {"distance": candidate.distance, "aligned": False, "confirmed": False}
             original = self._original_rgb(record)
+            if original is not None and pixels_identical(rgb, original):
+                ev.binding = Binding(record, "fingerprint", original, pixels_identical=True)
+                ev.fingerprint_distance = candidate.distance
+                row.update(record_id=record.id, pixels_identical=True)
+                report["candidates"].append(row)
+                break
             stored = self.repository.fingerprints(record.id)
             group = (stored.iscc if stored is not None else record.id, record.width, record.height)
             if original is None:
@@ -444,12 +606,11 @@ class Verifier:
             if alignment is not None and original is not None:
                 row["aligned"] = True
                 if record.watermark_id is not None and self.watermarker is not None:
-                    expected = watermark.encode_payload(record.watermark_id, self.watermarker.key)
                     confirmation = confirm_mark(
                         alignment.aligned,
                         alignment.mask,
                         original,
-                        expected,
+                        watermark.encode_payload(record.watermark_id, self.watermarker.key),
                         threshold=threshold,
                         photometric=alignment.photometric,
                     )
@@ -460,33 +621,27 @@ class Verifier:
                         bits_compared=confirmation.bits_compared,
                     )
                     if confirmation.confirmed:
-                        ev.fingerprint_record, ev.fingerprint_distance = record, candidate.distance
-                        ev.confirmation, ev.alignment, ev.original_rgb = confirmation, alignment, original
-                        row["record_id"] = record.id
-                        report["candidates"].append(row)
-                        break
+                        binding = Binding(
+                            record, "fingerprint", original, alignment=alignment,
+                            comparison=compare(alignment, rgb, original),
+                        )  # fmt: skip
+                        row.update(_binding_report(binding))
+                        if binding.holds:
+                            ev.binding, ev.fingerprint_distance, ev.confirmation = (
+                                binding,
+                                candidate.distance,
+                                confirmation,
+                            )
+                            row["record_id"] = record.id
+                            report["candidates"].append(row)
+                            break
+                        ev.copied_mark = ev.copied_mark or record
             # Unconfirmed: similar, maybe a relative (another shot of the scene), maybe the original with its
             # mark destroyed. Reported, never named as the record.
             report["weak_matches"].append({"record_id": record.id, **row})
-        report["record_id"] = ev.fingerprint_record.id if ev.fingerprint_record is not None else None
+        bound = ev.binding if ev.binding is not None and ev.binding.holds else None
+        report["record_id"] = bound.record.id if bound is not None and bound.via == "fingerprint" else None
         return report
-
-    def _describe_difference(self, ev: Evidence, rgb: np.ndarray) -> tuple[list[str], bytes | None]:
-        """For a modified copy: align it to the certified original, say what changed and where."""
-        record = ev.record
-        if record is None or ev.exact is not None:
-            return [], None
-        original = ev.original_rgb if ev.original_rgb is not None else self._original_rgb(record)
-        if original is None:
-            return [], None
-        alignment = ev.alignment or align(rgb, original)
-        if alignment is None:
-            return ["could not be aligned with the certified original"], None
-        # Media types are image/<format>, with the format names describe_changes expects.
-        upload_fmt, original_fmt = ev.mime_type.removeprefix("image/"), record.media_type.removeprefix("image/")
-        size = (rgb.shape[1], rgb.shape[0])
-        changes = describe_changes(alignment, upload_fmt, original_fmt, size, (record.width, record.height))
-        return changes, difference_png(alignment, original)
 
     def difference_image(self, verification_id: str) -> bytes | None:
         """The PNG of a recent verification's differences, if this instance still holds it."""
@@ -570,6 +725,64 @@ class Verifier:
             ev.ipfs["error"] = error
         return ev.ipfs
 
+    def _describe(self, ev: Evidence, rgb: np.ndarray, record: Record) -> tuple[dict[str, Any], bytes | None]:
+        """For a modified copy: the kind of modification, what changed and where (and the difference image)."""
+        binding = ev.binding if ev.binding is not None and ev.binding.record.id == record.id else None
+        if binding is None:
+            original = self._original_rgb(record)
+            binding = self._bind(record, "manifest", rgb) if original is not None else None
+        out: dict[str, Any] = {"modification": None, "changes": [], "edited_regions": [], "contained_region": None}
+        if binding is None:
+            return out, None
+        if binding.pixels_identical:
+            out["modification"] = "container"
+            out["changes"] = ["same pixels as the certified original; the file around them changed"]
+            return out, None
+        alignment, comparison = binding.alignment, binding.comparison
+        if alignment is None or comparison is None:
+            out["changes"] = ["could not be aligned with the certified original"]
+            return out, None
+        # Media types are image/<format>, with the format names describe_changes expects.
+        upload_fmt, original_fmt = ev.mime_type.removeprefix("image/"), record.media_type.removeprefix("image/")
+        size = (rgb.shape[1], rgb.shape[0])
+        changes = describe_changes(alignment, upload_fmt, original_fmt, size, (record.width, record.height))
+        # The cell comparison is the edit detector: drop the pixel-level estimate it replaces.
+        changes = [c for c in changes if not c.startswith("edited:")]
+        out["modification"] = comparison.kind
+        if comparison.contained_region is not None:
+            box = comparison.contained_region
+            changes = [c for c in changes if not c.startswith(("cropped", "covers"))]
+            changes.insert(
+                0,
+                f"contains a region of record {record.id} at ({box.x0},{box.y0})-({box.x1},{box.y1}), "
+                f"{box.share:.0%} of the image",
+            )
+            out["contained_region"] = Region(box=box.box, share=box.share)
+        for region in comparison.edited_regions:
+            changes.append(
+                f"edited region at ({region.x0},{region.y0})-({region.x1},{region.y1}), {region.share:.1%} of the image"
+            )
+        out["edited_regions"] = [Region(box=r.box, share=r.share) for r in comparison.edited_regions]
+        out["changes"] = changes
+        return out, difference_png(alignment, binding.original_rgb)
+
+    def _origin(self, record: Record) -> Origin:
+        """The record the content comes from first (a declared derivative's source) and its account."""
+        derived = record.derived_from is not None
+        source = self.repository.get(record.derived_from) if record.derived_from else None
+        first = source or record
+        return Origin(record_id=first.id, account=self.repository.account_name(first.account_id), derived=derived)
+
+    def gather(self, data: bytes, rgb: np.ndarray, mime_type: str) -> Evidence:
+        """Everything short of the chain and IPFS: exact hash, manifest, mark, binding, fingerprint."""
+        ev = Evidence(data=data, mime_type=mime_type, sha256=sha256_hex(data))
+        self._check_exact(ev)
+        self._check_c2pa(ev)
+        self._check_watermark(ev, rgb)
+        self._check_binding(ev, rgb)
+        self._check_fingerprint(ev, rgb)
+        return ev
+
     def verify(self, data: bytes) -> VerificationResult:
         """Check ``data`` and return the full report (raises ``InputError`` for a non-image)."""
         timings: dict[str, float] = {}
@@ -589,26 +802,57 @@ class Verifier:
         checks["exact"] = timed("exact", self._check_exact, ev)
         checks["c2pa"] = timed("c2pa", self._check_c2pa, ev)
         checks["watermark"] = timed("watermark", self._check_watermark, ev, rgb)
+        checks["binding"] = timed("binding", self._check_binding, ev, rgb)
+        if ev.binding is not None and ev.binding.holds and ev.binding.via == "mark":
+            checks["watermark"]["record_id"] = ev.binding.record.id  # the mark's record, now bound to the picture
         checks["fingerprint"] = timed("fingerprint", self._check_fingerprint, ev, rgb)
         checks["chain"] = timed("chain", self._check_chain, ev)
         checks["ipfs"] = timed("ipfs", self._check_ipfs, ev)
         verdict, record, reasons = decide(ev)
+        if record is not None and verdict != INVALID and self.registry.chain_id in DEVELOPMENT_CHAIN_IDS:
+            reasons.append(DEVELOPMENT_CHAIN_NOTE)
         evidence = ev.items() if verdict != INVALID else [i for i in ev.items() if i.kind == "exact_hash"]
-        changes: list[str] = []
+        detail: dict[str, Any] = {"modification": None, "changes": [], "edited_regions": [], "contained_region": None}
         verification_id = None
-        if verdict == MODIFIED:
-            changes, png = timed("difference", self._describe_difference, ev, rgb)
+        summary = SUMMARIES[verdict]
+        if verdict == MODIFIED and record is not None:
+            detail, png = timed("difference", self._describe, ev, rgb, record)
             if png is not None:
                 verification_id = self._keep_difference(png)
+            if detail["modification"]:
+                summary = MODIFIED_SUMMARIES[detail["modification"]]
+        copied = None
+        if ev.copied_mark is not None and (record is None or record.id != ev.copied_mark.id):
+            copied = CopiedMark(
+                claimed_by_mark=ev.copied_mark.id,
+                detail=f"The keyed mark of record {ev.copied_mark.id} was read, but the picture does not show that "
+                "record's certified original: the mark was copied onto other content. This is not provenance.",
+            )
         return VerificationResult(
             verdict=verdict,  # type: ignore[arg-type]
             record_id=record.id if record else None,
-            summary=SUMMARIES[verdict],
+            summary=summary,
             reasons=reasons,
             evidence=evidence,
-            changes=changes,
+            changes=detail["changes"],
+            modification=detail["modification"],
+            edited_regions=detail["edited_regions"],
+            contained_region=detail["contained_region"],
+            copied_mark=copied,
+            origin=self._origin(record) if record is not None and verdict != INVALID else None,
             verification_id=verification_id,
             diff_url=f"/v1/verify/{verification_id}/diff.png" if verification_id else None,
             checks=checks,
             timings_ms=timings,
         )
+
+
+def _binding_report(binding: Binding | None) -> dict[str, Any]:
+    if binding is None:
+        return {"bound": False}
+    report: dict[str, Any] = {"bound": binding.holds, "pixels_identical": binding.pixels_identical}
+    if binding.alignment is None and not binding.pixels_identical:
+        report["reason"] = "could not be aligned with the certified original"
+    if binding.comparison is not None:
+        report.update(binding.comparison.as_dict())
+    return report

@@ -56,7 +56,11 @@ class RecordOut(CertifyOut):
     size_bytes: int
     width: int
     height: int
-    source_type: str
+    source_type: str | None = Field(description="The IPTC digital source type the certifier stated; null: none stated.")
+    derived_from: str | None = Field(
+        default=None, description="A declared derivative: the record whose content this one was made from."
+    )
+    certify_note: str | None = Field(default=None, description="What certify had to leave out, and why.")
     watermark_note: str | None
     original_filename: str | None
     tx_hash: str | None
@@ -80,6 +84,8 @@ class RecordOut(CertifyOut):
             width=record.width,
             height=record.height,
             source_type=record.source_type,
+            derived_from=record.derived_from,
+            certify_note=record.certify_note,
             watermark_note=record.watermark_note,
             original_filename=record.original_filename,
             tx_hash=record.tx_hash,

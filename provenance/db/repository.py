@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from provenance.db.models import (
+    Account,
     AnchorBatch,
     HealthProbe,
     NftToken,
@@ -204,6 +205,14 @@ class RecordRepository:
     def by_sha256(self, sha256: str) -> Record | None:
         with self._sessions() as session:
             return session.scalars(select(Record).where(Record.sha256 == sha256)).first()
+
+    def account_name(self, account_id: str | None) -> str | None:
+        """The name of the account that certified a record (None for records made before accounts)."""
+        if account_id is None:
+            return None
+        with self._sessions() as session:
+            account = session.get(Account, account_id)
+            return account.name if account is not None else None
 
     def by_watermark(self, watermark_id: int) -> Record | None:
         with self._sessions() as session:
