@@ -254,7 +254,7 @@ def _matching_blocks(alignment: Alignment, original_rgb: np.ndarray) -> tuple[np
     energy_a, energy_o = np.sqrt((a * a).sum(axis=2)), np.sqrt((o_centred * o_centred).sum(axis=2))
     ncc = (a * o_centred).sum(axis=2) / np.maximum(energy_a * energy_o, 1e-6)
     textured = (energy_o >= side * FLAT_STD) & (energy_a >= side * FLAT_STD)  # detail std of at least FLAT_STD
-    return covered, covered & textured & (ncc >= MIN_BLOCK_CORRELATION)
+    return np.asarray(covered), np.asarray(covered & textured & (ncc >= MIN_BLOCK_CORRELATION))
 
 
 def compare(alignment: Alignment, upload_rgb: np.ndarray, original_rgb: np.ndarray) -> ContentComparison:

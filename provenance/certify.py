@@ -1,9 +1,19 @@
-"""Certification: input -> mark -> manifest -> hash and sign -> pin -> record -> anchor.
+"""Certification: input -> lookup -> mark -> manifest -> hash and sign -> pin -> record -> anchor.
 
 ``Certifier.certify`` runs the stages in the order the product works. Nothing is left half
 written: the record is inserted only once every earlier stage succeeded, and a failed insert
 unpins what this call pinned. Anchoring on chain happens after the response, in the
 ``AnchorWorker``; the record starts ``pending``.
+
+Before anything is marked, an upload is looked up the way verify looks it up (exact hash, trusted
+manifest, confirmed mark bound to its content, confirmed fingerprint): content that belongs to another
+account's record is refused (409 ``already_certified`` naming the record), so nobody can launder
+someone else's work by certifying a copy. A caller who made something new from it declares it with
+``derived_from``: the record keeps that source, its C2PA manifest takes the source as its
+``parentOf`` ingredient, and verify names the source's account as the origin.
+
+The digital source type is the caller's claim: without one the manifest makes no source-type claim
+(no "made by AI" label on a photograph). Generated images state ``trainedAlgorithmicMedia``.
 """
 
 from __future__ import annotations
@@ -14,15 +24,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from provenance import media, watermark
 from provenance.db.models import Record, RecordStatus
 from provenance.db.repository import RecordRepository, new_record_id
-from provenance.errors import ProvenanceError
+from provenance.errors import AlreadyCertifiedError, DerivativeError, ProvenanceError
 from provenance.fingerprint import Fingerprinter, FingerprintIndex, ImageFingerprints
 from provenance.ipfs import ContentStore
-from provenance.manifest import DEFAULT_SOURCE_TYPE, ManifestContent, ManifestSigner, source_type_uri
+from provenance.manifest import ManifestContent, ManifestSigner, source_type_uri
 from provenance.signing import KeyStore, sha256_hex
 
 
@@ -48,9 +60,24 @@ class _Timer:
             self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000
 
 
+@dataclass(frozen=True)
+class Identification:
+    """What an upload already is: the record its content belongs to (if any), and whether it has a manifest."""
+
+    record: Record | None
+    manifest_present: bool
+
+
+class Identifier(Protocol):
+    """Looks an upload up the way verify does (``Verifier.identify``)."""
+
+    def identify(self, data: bytes, rgb: np.ndarray, mime_type: str) -> Identification: ...
+
+
 @dataclass
 class CertifyOptions:
-    source_type: str = DEFAULT_SOURCE_TYPE
+    source_type: str | None = None  # the caller's IPTC digital source type; None: no claim is made
+    derived_from: str | None = None  # a declared derivative: the record whose content this was made from
     filename: str | None = None
     title: str | None = None
     extra_manifest: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +102,7 @@ class Certifier:
         fingerprinter: Fingerprinter | None = None,
         fingerprint_index: FingerprintIndex | None = None,
         on_recorded: Callable[[Record], None] | None = None,
+        identifier: Identifier | None = None,
     ) -> None:
         self.repository = repository
         self.keys = keys
@@ -86,6 +114,7 @@ class Certifier:
         self.fingerprinter = fingerprinter  # None: no fingerprint soft binding, no lookup by similarity
         self.fingerprint_index = fingerprint_index
         self.on_recorded = on_recorded
+        self.identifier = identifier  # None: no lookup before certifying (nothing stops laundering)
         self._known_keys: set[str] = set()
 
     def _new_watermark_id(self) -> int:
@@ -94,13 +123,45 @@ class Certifier:
             if candidate and not self.repository.watermark_taken(candidate):
                 return candidate
 
+    def _declared_source(self, options: CertifyOptions) -> Record | None:
+        if options.derived_from is None:
+            return None
+        source = self.repository.get(options.derived_from)
+        if source is None:
+            raise DerivativeError(f"derived_from names no record of this service: {options.derived_from!r}")
+        return source
+
+    def _refuse_laundering(self, found: Record | None, options: CertifyOptions) -> None:
+        """Refuse content that belongs to another account's record, unless declared as derived from it."""
+        if found is None or found.account_id == options.account_id:
+            return  # new content, or the owner certifying their own work again
+        if options.derived_from == found.id:
+            return
+        raise AlreadyCertifiedError(
+            f"This image is already certified by another account (record {found.id}). If yours is a derivative "
+            f"of it, certify it with derived_from={found.id}.",
+            record_id=found.id,
+        )
+
     def certify(self, data: bytes, options: CertifyOptions | None = None) -> CertifiedImage:
         options = options or CertifyOptions()
-        source_type_uri(options.source_type)  # refuse a bad source type before any work
+        if options.source_type is not None:
+            source_type_uri(options.source_type)  # refuse a bad source type before any work
+        source = self._declared_source(options)
         timer = _Timer()
 
         with timer.stage("decode"):
             image = media.decode(data, max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
+
+        parent = data  # where the parent manifest, if any, comes from
+        if self.identifier is not None and options.generation is None:  # a fresh render belongs to nobody yet
+            with timer.stage("lookup"):
+                found = self.identifier.identify(data, image.rgb, image.mime_type)
+            self._refuse_laundering(found.record, options)
+            if source is not None and not found.manifest_present:
+                # The derivative keeps its source as the parentOf ingredient, even when the copy lost its manifest.
+                with contextlib.suppress(ProvenanceError):
+                    parent = self.store.cat(source.cid)
 
         record_id = new_record_id()
         watermark_id: int | None = None
@@ -135,7 +196,7 @@ class Certifier:
                 extra={**options.extra_manifest, **({"generation": options.generation} if options.generation else {})},
                 fingerprint=fingerprints.iscc if fingerprints is not None else None,
             )
-            final = self.manifest_signer.sign(marked, image.mime_type, content, original=data)
+            final = self.manifest_signer.sign(marked, image.mime_type, content, original=parent)
 
         with timer.stage("hash_sign"):
             digest = sha256_hex(final)
@@ -164,6 +225,7 @@ class Certifier:
             generation=options.generation,
             job_id=options.job_id,
             account_id=options.account_id,
+            derived_from=source.id if source is not None else None,
         )
         with timer.stage("database"):
             try:

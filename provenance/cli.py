@@ -111,7 +111,17 @@ def certify(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for the certified copies (default: next to each file).")
     ] = None,
-    source_type: Annotated[str, typer.Option(help="IPTC digital source type.")] = "trainedAlgorithmicMedia",
+    source_type: Annotated[
+        str | None,
+        typer.Option(
+            help="What the images are, as an IPTC digital source type (digitalCapture, trainedAlgorithmicMedia, "
+            "compositeWithTrainedAlgorithmicMedia, algorithmicMedia, ...). Without it no source type is claimed."
+        ),
+    ] = None,
+    derived_from: Annotated[
+        str | None,
+        typer.Option(help="Declare the images derivatives of this record (needed for another account's content)."),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait until the records are registered on chain.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per file.")] = False,
 ) -> None:
@@ -143,7 +153,10 @@ def certify(
                         path.read_bytes(),
                         # The CLI acts in-process as the admin account (the one behind <data_dir>/admin.key).
                         CertifyOptions(
-                            source_type=source_type, filename=path.name, account_id=services.admin_account_id
+                            source_type=source_type,
+                            derived_from=derived_from,
+                            filename=path.name,
+                            account_id=services.admin_account_id,
                         ),
                     )
                 except ProvenanceError as exc:
@@ -451,12 +464,15 @@ def _print_checks(checks: dict[str, Any]) -> None:
     c2pa = checks.get("c2pa") or {}
     found = c2pa.get("summary")
     summary: dict[str, Any] = found if isinstance(found, dict) else {}
+    c2pa_details = [str(failure) for failure in c2pa.get("failures") or []]
+    if summary.get("title"):  # the manifest's own title, beside its failures
+        c2pa_details.append(f"title {summary['title']}")
     table.add_row(
         "c2pa",
         "valid, trusted"
         if c2pa.get("trusted")
         else ("valid, NOT trusted" if c2pa.get("valid") else ("invalid" if c2pa.get("present") else "absent")),
-        plain("; ".join(str(f) for f in c2pa.get("failures") or []) or (summary.get("title") or "")),
+        plain("; ".join(c2pa_details)),
     )
     exact = checks.get("exact") or {}
     table.add_row(

@@ -72,6 +72,25 @@ class AlreadyCertifiedError(ProvenanceError):
     status_code = 409
     code = "already_certified"
 
+    def __init__(self, detail: str, *, record_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.record_id = record_id
+        self.extra = {"record_id": record_id} if record_id else {}
+
+
+class DerivativeError(ProvenanceError):
+    """A declared derivative whose source is not a record of this service."""
+
+    status_code = 422
+    code = "invalid_derivative"
+
+
+class DerivativeNotMintableError(ProvenanceError):
+    """Minting a derivative of another account's record: the token would sell their work."""
+
+    status_code = 403
+    code = "derivative_of_another_account"
+
 
 class ConfigurationError(ProvenanceError):
     """The operator's setup is wrong (missing key, unreachable RPC...)."""

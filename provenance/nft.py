@@ -26,6 +26,7 @@ from provenance.db.repository import NftRepository, RecordRepository
 from provenance.errors import (
     AlreadyMintedError,
     ChainError,
+    DerivativeNotMintableError,
     InvalidAddressError,
     NftUnavailableError,
     NotFoundError,
@@ -99,6 +100,14 @@ class NftService:
         record = self.records.get(record_id)
         if record is None:
             raise NotFoundError(f"No record {record_id!r}.")
+        if record.derived_from is not None:
+            source = self.records.get(record.derived_from)
+            if source is None or source.account_id != record.account_id:
+                # The token would sell another account's work: the derivative's content is theirs first.
+                raise DerivativeNotMintableError(
+                    f"Record {record_id} is a derivative of record {record.derived_from}, certified by another "
+                    "account: it cannot be minted."
+                )
         if record.status != RecordStatus.REGISTERED:
             raise NotRegisteredError(
                 f"Record {record_id} is {record.status}, not yet registered on chain; retry shortly."

@@ -260,6 +260,7 @@ class Services:
             fingerprinter=fingerprinter,
             fingerprint_index=fingerprint_index,
         )
+        certifier.identifier = verifier  # certify looks an upload up as verify does (no laundering)
         if worker is not None:
             worker.start()
             opened.callback(worker.stop)

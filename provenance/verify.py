@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field
 from provenance import media, watermark
 from provenance.align import Alignment, align, describe_changes, difference_png, direct_alignment, features
 from provenance.binding import ContentComparison, compare, pixels_identical
+from provenance.certify import Identification
 from provenance.chain import Registry
 from provenance.confirm import MarkConfirmation, confirm_mark
 from provenance.db.models import Record
@@ -772,6 +773,16 @@ class Verifier:
         source = self.repository.get(record.derived_from) if record.derived_from else None
         first = source or record
         return Origin(record_id=first.id, account=self.repository.account_name(first.account_id), derived=derived)
+
+    def identify(self, data: bytes, rgb: np.ndarray, mime_type: str) -> Identification:
+        """What certify needs to know about an upload: the record its content already belongs to, if any.
+
+        The same evidence as ``verify`` (exact hash, trusted manifest, a mark or fingerprint bound to the
+        content, certified pixels under a broken manifest), without the chain and IPFS reads.
+        """
+        ev = self.gather(data, rgb, mime_type)
+        present = ev.c2pa is not None and ev.c2pa.present
+        return Identification(record=ev.record, manifest_present=present)
 
     def gather(self, data: bytes, rgb: np.ndarray, mime_type: str) -> Evidence:
         """Everything short of the chain and IPFS: exact hash, manifest, mark, binding, fingerprint."""

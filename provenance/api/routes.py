@@ -41,7 +41,6 @@ from provenance.certify import CertifyOptions
 from provenance.db.models import GenerationJob
 from provenance.errors import InputError, NotFoundError, PermissionDeniedError
 from provenance.ipfs.unixfs import cid_from_str
-from provenance.manifest import DEFAULT_SOURCE_TYPE
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 415, 422, 429, 502)
@@ -73,21 +72,49 @@ def _base_url(request: Request, services: ServicesDep) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@router.post("/v1/certify", status_code=201, response_model=CertifyOut, tags=["certify"], responses=WRITE_ERRORS)
+@router.post(
+    "/v1/certify",
+    status_code=201,
+    response_model=CertifyOut,
+    tags=["certify"],
+    responses={409: {"model": ErrorOut, "description": "The content belongs to another account's record."}}
+    | WRITE_ERRORS,
+)
 def certify(
     request: Request,
     services: ServicesDep,
     caller: Annotated[Caller, Depends(require_scope("certify"))],
     file: Annotated[UploadFile, File(description="PNG, JPEG or WebP image")],
-    source_type: Annotated[str, Form(description="IPTC digital source type")] = DEFAULT_SOURCE_TYPE,
+    source_type: Annotated[
+        str | None,
+        Form(
+            description="What the image is, as an IPTC digital source type (e.g. digitalCapture, "
+            "trainedAlgorithmicMedia, compositeWithTrainedAlgorithmicMedia, algorithmicMedia). The caller's claim, "
+            "signed into the manifest; without it the manifest makes no source-type claim."
+        ),
+    ] = None,
+    derived_from: Annotated[
+        str | None,
+        Form(
+            description="Declare the upload a derivative of this record (required when the content belongs to "
+            "another account's record); the original becomes its parentOf ingredient and stays its origin."
+        ),
+    ] = None,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> CertifyOut | JSONResponse:
     """Watermark, sign (C2PA + ECDSA), pin and record an image; chain registration follows (scope ``certify``).
 
-    With ``Idempotency-Key``, a retry (same key, account and upload within 24 h) gets the first answer back.
+    Content that already belongs to another account's record is refused with 409 ``already_certified`` naming
+    the record, unless ``derived_from`` declares it. With ``Idempotency-Key``, a retry (same key, account and
+    upload within 24 h) gets the first answer back.
     """
     data = read_upload(file, services.settings.max_upload_bytes)
-    options = CertifyOptions(source_type=source_type, filename=file.filename, account_id=caller.account_id)
+    options = CertifyOptions(
+        source_type=source_type or None,
+        derived_from=derived_from or None,
+        filename=file.filename,
+        account_id=caller.account_id,
+    )
 
     def run() -> CertifyOut:
         with _within_budget(services, data):
@@ -101,7 +128,9 @@ def certify(
         account_id=caller.account_id,
         endpoint="certify",
         key=idempotency_key,
-        digest=idempotency.request_digest(hashlib.sha256(data).hexdigest(), source_type, file.filename),
+        digest=idempotency.request_digest(
+            hashlib.sha256(data).hexdigest(), source_type or "", derived_from or "", file.filename
+        ),
         call=lambda: (201, run().model_dump(mode="json")),
     )
 

@@ -76,7 +76,7 @@ class WebConfigOut(BaseModel):
     max_image_side: int
     max_steps: int
     source_types: list[str] = Field(description="IPTC digital source types an upload may state.")
-    default_source_type: str
+    default_source_type: str | None = Field(description="None: an upload states no source type unless chosen.")
     chain_id: int
     registry_address: str
     nft_address: str | None
@@ -86,7 +86,7 @@ class WebConfigOut(BaseModel):
 def web_config(services: ServicesDep) -> WebConfigOut:
     """Settings the web interface draws its forms from (public: nothing secret)."""
     from generator.models import TINY_MODEL_ID  # light: no diffusers import
-    from provenance.manifest import DEFAULT_SOURCE_TYPE, SOURCE_TYPES
+    from provenance.manifest import SOURCE_TYPES
 
     settings = services.settings
     models = list(dict.fromkeys([settings.default_model, TINY_MODEL_ID, *sorted(settings.models)]))
@@ -103,7 +103,7 @@ def web_config(services: ServicesDep) -> WebConfigOut:
         max_image_side=settings.max_image_side,
         max_steps=settings.max_steps,
         source_types=list(SOURCE_TYPES),
-        default_source_type=DEFAULT_SOURCE_TYPE,
+        default_source_type=None,
         chain_id=services.chain.registry.chain_id,
         registry_address=services.chain.registry.address,
         nft_address=nft.address if nft is not None else None,
