@@ -38,6 +38,7 @@ NAME = f"[bold green]verdict: authentic[red] {ANSI}"
 NAME_SHOWN = f"[bold green]verdict: authentic[red] {ANSI_SHOWN}"
 
 CLI = [sys.executable, "-m", "provenance.cli"]
+CERTIFY = ("certify", "--data-dir", "d", "-o", "out", "--source-type", "trainedAlgorithmicMedia")
 # No colour, whatever the environment running the tests asks for: any ESC in the output came from a payload.
 PLAIN_ENV_DROP = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
 
@@ -225,13 +226,13 @@ def test_certify_and_verify_print_names_and_manifest_titles_as_text(tmp_path: Pa
 
     (tmp_path / f"{NAME}.png").write_bytes(encode(photo("astronaut.png")[:128, :128]))
     (tmp_path / f"{NAME}.txt.png").write_text("not an image")
-    certified = run("certify", "--data-dir", "d", "-o", "out", "--", f"{NAME}.png", f"{NAME}.txt.png", cwd=tmp_path)
+    certified = run(*CERTIFY, "--", f"{NAME}.png", f"{NAME}.txt.png", cwd=tmp_path)
     assert certified.returncode == 1, certified.stderr  # one file is not an image
     assert_safe(certified.stdout + certified.stderr, shown=NAME_SHOWN)
     assert certified.stdout.startswith(f"certified {NAME_SHOWN}.png -> out/{NAME_SHOWN}.certified.png  record ")
     assert f"error: {NAME_SHOWN}.txt.png: " in certified.stderr
 
-    as_json = run("certify", "--data-dir", "d", "-o", "out", "--json", "--no-wait", "--", f"{NAME}.png", cwd=tmp_path)
+    as_json = run(*CERTIFY, "--json", "--no-wait", "--", f"{NAME}.png", cwd=tmp_path)
     assert as_json.returncode == 0, as_json.stderr
     assert_safe(as_json.stdout, shown=None)
     assert json.loads(as_json.stdout)["file"] == f"{NAME}.png"
