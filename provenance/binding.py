@@ -33,7 +33,7 @@ always did (``tests/test_binding.py`` holds the cases).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -82,6 +82,18 @@ class ContentComparison:
     edited_regions: list[Box] = field(default_factory=list)
     contained_region: Box | None = None  # set for a composite: the original's footprint in the upload
     outside_share: float = 0.0  # share of the upload outside the footprint that carries content
+    cell_difference: np.ndarray | None = field(default=None, repr=False)  # per cell, in the original's frame
+    # A composite: the original-frame box wholly inside the part the upload shows (where to read the mark).
+    shown: tuple[int, int, int, int] | None = None
+
+    def shown_mask(self, mask: np.ndarray) -> np.ndarray:
+        """``mask`` (original frame) limited to what the upload shows of the original: where to read the mark."""
+        if self.shown is None:
+            return mask
+        x0, y0, x1, y1 = self.shown
+        limited = np.zeros_like(mask)
+        limited[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
+        return limited
 
     @property
     def matches(self) -> bool:
@@ -232,11 +244,12 @@ def _footprint(
     return box, share, outside_box
 
 
-def _matching_blocks(alignment: Alignment, original_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _matching_blocks(alignment: Alignment, original_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per block of ``MATCH_BLOCK`` pixels inside the covered area: does the aligned upload show the original there?
 
     Local normalised correlation of the band-pass detail (indifferent to light and colour changes, blind
-    to smooth gradients); a block without detail never matches. Returns (covered blocks, matching blocks).
+    to smooth gradients); a block without detail never matches. Returns (covered blocks, matching blocks,
+    blocks with detail on either side).
     """
     side = MATCH_BLOCK
     out_h, out_w = original_rgb.shape[:2]
@@ -253,39 +266,76 @@ def _matching_blocks(alignment: Alignment, original_rgb: np.ndarray) -> tuple[np
     o_centred = o - o.mean(axis=2, keepdims=True)
     energy_a, energy_o = np.sqrt((a * a).sum(axis=2)), np.sqrt((o_centred * o_centred).sum(axis=2))
     ncc = (a * o_centred).sum(axis=2) / np.maximum(energy_a * energy_o, 1e-6)
-    textured = (energy_o >= side * FLAT_STD) & (energy_a >= side * FLAT_STD)  # detail std of at least FLAT_STD
-    return np.asarray(covered), np.asarray(covered & textured & (ncc >= MIN_BLOCK_CORRELATION))
+    textured = (energy_o >= side * FLAT_STD) | (energy_a >= side * FLAT_STD)  # detail std of at least FLAT_STD
+    both = (energy_o >= side * FLAT_STD) & (energy_a >= side * FLAT_STD)
+    return np.asarray(covered), np.asarray(covered & both & (ncc >= MIN_BLOCK_CORRELATION)), np.asarray(textured)
 
 
 def compare(alignment: Alignment, upload_rgb: np.ndarray, original_rgb: np.ndarray) -> ContentComparison:
     """Compare the aligned upload with the original (see the module docstring).
 
-    When the whole covered area does not match, the largest connected area that does is tried on its
-    own: a region of the original pasted into another picture (a composite) covers the whole original
-    once aligned, but shows it only where it was pasted.
+    The part of the original the upload shows is the largest connected area of blocks that agree
+    (detail that correlates, or flat blocks of the same colour); its box is what a composite contains.
+    When the whole covered area does not match, that area is compared on its own: a region of the
+    original pasted into another picture covers the whole original once aligned, but shows it only
+    where it was pasted.
     """
     whole = _compare_within(alignment, alignment.mask, upload_rgb, original_rgb)
+    shown = _shown_box(alignment, original_rgb, whole)
+    if shown is None:
+        return whole
     if whole.matches:
-        return whole
-    _, matching = _matching_blocks(alignment, original_rgb)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(matching.astype(np.uint8), connectivity=4)
+        result = _compare_within(
+            alignment, alignment.mask, upload_rgb, original_rgb, region_box=_grown(shown, alignment)
+        )
+    else:
+        x0, y0, x1, y1 = _grown(shown, alignment)
+        region = np.zeros_like(alignment.mask)
+        region[y0:y1, x0:x1] = True
+        result = _compare_within(
+            alignment, alignment.mask & region, upload_rgb, original_rgb, region_box=(x0, y0, x1, y1)
+        )
+        if not result.matches:
+            return whole
+    # Only a composite needs its mark read within the part it shows; elsewhere the whole covered area counts.
+    return replace(result, shown=shown if result.contained_region is not None else None)
+
+
+def _shown_box(
+    alignment: Alignment, original_rgb: np.ndarray, whole: ContentComparison
+) -> tuple[int, int, int, int] | None:
+    """The original-frame box of the largest connected area where the upload shows the original; None: no such area."""
+    covered, matching, textured = _matching_blocks(alignment, original_rgb)
+    if whole.cell_difference is not None:
+        # A flat block agrees when its colour does (cell differences against the fitted tone curve and colour map).
+        per_block = MATCH_BLOCK // CELL
+        cells = whole.cell_difference
+        rows, cols = covered.shape
+        cut = cells[: rows * per_block, : cols * per_block]
+        if cut.shape == (rows * per_block, cols * per_block):
+            block_difference = cut.reshape(rows, per_block, cols, per_block).max(axis=(1, 3))
+            matching = matching | (covered & ~textured & (block_difference < MIN_CELL_DIFFERENCE))
+    if not matching.any():
+        return None
+    closed = cv2.morphologyEx(matching.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) & covered
+    count, _, stats, _ = cv2.connectedComponentsWithStats(closed.astype(np.uint8), connectivity=4)
     if count <= 1:
-        return whole
+        return None
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     x, y, w, h, area = (int(v) for v in stats[largest])
-    if area < MIN_COMPOSITE_BLOCKS or area < 0.5 * w * h:  # scattered agreement is chance, not a pasted region
-        return whole
+    if area < MIN_COMPOSITE_BLOCKS or area < 0.5 * w * h:  # scattered agreement is chance, not a shown region
+        return None
     side = MATCH_BLOCK
-    region = np.zeros_like(alignment.mask)
-    region[y * side : (y + h) * side, x * side : (x + w) * side] = True
-    part = _compare_within(
-        alignment,
-        alignment.mask & region,
-        upload_rgb,
-        original_rgb,
-        region_box=(x * side, y * side, (x + w) * side, (y + h) * side),
-    )
-    return part if part.matches else whole
+    return (x * side, y * side, (x + w) * side, (y + h) * side)
+
+
+def _grown(box: tuple[int, int, int, int], alignment: Alignment) -> tuple[int, int, int, int]:
+    """Blocks only count when wholly covered and matching: grow the box by one block (the partly covered edge of
+    a crop or of a pasted region) for the footprint, but never beyond what the upload covers of the original."""
+    side = MATCH_BLOCK
+    x0, y0, x1, y1 = box
+    cx0, cy0, cx1, cy1 = alignment.crop_box
+    return (max(cx0, x0 - side), max(cy0, y0 - side), min(cx1, x1 + side), min(cy1, y1 + side))
 
 
 def _compare_within(
@@ -344,6 +394,7 @@ def _compare_within(
         edited_regions=regions,
         contained_region=contained,
         outside_share=outside_share,
+        cell_difference=np.where(covered, difference, 0.0),
     )
 
 

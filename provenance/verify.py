@@ -606,14 +606,18 @@ class Verifier:
                 alignment = aligned_by_code[group] = align(rgb, original, upload_features=upload_features)
             if alignment is not None and original is not None:
                 row["aligned"] = True
+                comparison = compare(alignment, rgb, original)
                 if record.watermark_id is not None and self.watermarker is not None:
+                    # Read the mark only where the upload shows the original (a composite's pasted region): the
+                    # rest votes noise. The area is chosen from luminance detail, never from the mark.
+                    shown = comparison.shown_mask(alignment.mask)
                     confirmation = confirm_mark(
                         alignment.aligned,
-                        alignment.mask,
+                        shown,
                         original,
                         watermark.encode_payload(record.watermark_id, self.watermarker.key),
                         threshold=threshold,
-                        photometric=alignment.photometric,
+                        photometric=alignment.photometric if shown is alignment.mask else None,
                     )
                     row.update(
                         confirmed=confirmation.confirmed,
@@ -622,17 +626,11 @@ class Verifier:
                         bits_compared=confirmation.bits_compared,
                     )
                     if confirmation.confirmed:
-                        binding = Binding(
-                            record, "fingerprint", original, alignment=alignment,
-                            comparison=compare(alignment, rgb, original),
-                        )  # fmt: skip
+                        binding = Binding(record, "fingerprint", original, alignment=alignment, comparison=comparison)
                         row.update(_binding_report(binding))
                         if binding.holds:
-                            ev.binding, ev.fingerprint_distance, ev.confirmation = (
-                                binding,
-                                candidate.distance,
-                                confirmation,
-                            )
+                            ev.binding, ev.confirmation = binding, confirmation
+                            ev.fingerprint_distance = candidate.distance
                             row["record_id"] = record.id
                             report["candidates"].append(row)
                             break
@@ -752,7 +750,8 @@ class Verifier:
         out["modification"] = comparison.kind
         if comparison.contained_region is not None:
             box = comparison.contained_region
-            changes = [c for c in changes if not c.startswith(("cropped", "covers"))]
+            # The geometry and light fitted over the whole frame describe the host picture, not the pasted region.
+            changes = [c for c in changes if not c.startswith(("cropped", "covers", "brightness", "contrast", "satur"))]
             changes.insert(
                 0,
                 f"contains a region of record {record.id} at ({box.x0},{box.y0})-({box.x1},{box.y1}), "
