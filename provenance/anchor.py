@@ -6,7 +6,10 @@ records are collected until there are ``batch_max_items`` of them or the oldest 
 published on IPFS, and one ``anchorBatch(root, leavesCid, count)`` transaction anchors them all.
 Each record keeps its root and inclusion proof. ``auto`` (the default): one transaction per record
 while few are waiting, and a Merkle batch of everything waiting as soon as ``batch_backlog``
-records are, so that registration keeps up with any certification rate.
+records are, so that registration keeps up with any certification rate. In ``auto`` mode an account
+also gets at most ``single_per_account_per_min`` single transactions a minute (admin accounts apart):
+its further records wait for a Merkle batch (closed like a ``batch``-mode one), so one API key cannot
+make the operator spend gas without bound.
 
 Only one process per database anchors: the holder of the writer lease (``provenance/chain/writer.py``).
 A pass sends every pending registration at once with consecutive nonces (``submit_many``) and
@@ -28,6 +31,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,6 +74,7 @@ class _Track:
     block_on_chain: Callable[[Any], int | None]  # the block the contract registered it in, or None
     send_many: Callable[[list[Any]], list[str | ChainError]]  # sends their transactions: tx hash or error each
     set_status: Callable[..., None]  # (key, status, **fields)
+    ration: Callable[[list[Any]], list[Any]] = lambda items: items  # which pending items may be sent now
 
 
 class Anchorer:
@@ -88,6 +93,8 @@ class Anchorer:
         confirmations: int = 1,
         replace_after_s: float = 60.0,
         on_chain_reset: Callable[[], None] | None = None,
+        single_per_account_per_min: int = 0,
+        exempt_account: Callable[[str], bool] | None = None,
     ) -> None:
         if mode not in ("single", "batch", "auto"):
             raise ValueError(f"anchor mode must be 'auto', 'single' or 'batch', not {mode!r}")
@@ -101,6 +108,12 @@ class Anchorer:
         self.confirmations = confirmations
         self.replace_after_s = replace_after_s
         self.on_chain_reset = on_chain_reset
+        # auto mode: an account's single registrations per minute (0: no rule); exempt_account(id): admin.
+        self.single_per_account_per_min = single_per_account_per_min
+        self.exempt_account = exempt_account
+        self._singles: dict[str, deque[float]] = {}  # account -> when its recent single transactions were sent
+        self._deferred: set[str] = set()  # records over their account's rate: they wait for a batch
+        self._exempt: dict[str, tuple[bool, float]] = {}  # account -> (exempt, when looked up)
         self._lock = threading.Lock()
         # Look every pending record up on chain before sending it: true at start, after taking the
         # writer lease and after a failed pass (a transaction sent just before a crash is on chain).
@@ -139,7 +152,66 @@ class Anchorer:
             block_on_chain=on_chain,
             send_many=lambda records: self.registry.submit_many([(r.sha256, r.cid) for r in records]),
             set_status=self.repository.set_status,
+            ration=self._ration_singles,
         )
+
+    # --- the per-account rule (auto mode) -------------------------------------------------------
+    def _is_exempt(self, account_id: str | None) -> bool:
+        if account_id is None or self.exempt_account is None:
+            return account_id is None  # records from before accounts, or the CLI's own
+        now = time.monotonic()
+        cached = self._exempt.get(account_id)
+        if cached is None or now - cached[1] > 60:  # a key made admin (or revoked) counts within a minute
+            cached = (self.exempt_account(account_id), now)
+            self._exempt[account_id] = cached
+        return cached[0]
+
+    def _ration_singles(self, records: list[Record]) -> list[Record]:
+        """The records that may have a transaction of their own now; the others are deferred to a batch."""
+        limit = self.single_per_account_per_min
+        if self.mode != "auto" or limit <= 0:
+            return records
+        now = time.monotonic()
+        allowed: list[Record] = []
+        for record in records:
+            if record.id in self._deferred:
+                continue
+            if self._is_exempt(record.account_id):
+                allowed.append(record)
+                continue
+            sent = self._singles.setdefault(str(record.account_id), deque())
+            while sent and now - sent[0] >= 60:
+                sent.popleft()
+            if len(sent) >= limit:
+                self._deferred.add(record.id)
+                continue
+            sent.append(now)
+            allowed.append(record)
+        return allowed
+
+    def form_deferred_batches(self) -> int:
+        """Auto mode: anchor the records deferred by the per-account rule as Merkle batches, closed when
+        ``batch_max_items`` wait or the oldest has waited ``batch_max_seconds`` (as in batch mode)."""
+        if not self._deferred:
+            return 0
+        pending = self.repository.pending_unbatched(max(self.batch_max_items, 1000))
+        pending_ids = {r.id for r in pending}
+        if len(pending) < max(self.batch_max_items, 1000):
+            self._deferred &= pending_ids  # registered or batched meanwhile: forget them
+        deferred = [r for r in pending if r.id in self._deferred]
+        formed = 0
+        while deferred:
+            oldest = deferred[0].created_at
+            if oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=utcnow().tzinfo)
+            waited = (utcnow() - oldest).total_seconds()
+            if len(deferred) < self.batch_max_items and waited < self.batch_max_seconds:
+                break
+            chunk, deferred = deferred[: self.batch_max_items], deferred[self.batch_max_items :]
+            self._create_batch(chunk)
+            self._deferred -= {r.id for r in chunk}
+            formed += 1
+        return formed
 
     def _batches(self) -> _Track:
         def on_chain(batch: AnchorBatch) -> int | None:
@@ -234,6 +306,9 @@ class Anchorer:
         if verify:
             head = self.registry.block_number()
             items = [item for item in items if not self._settle(track, item, head)]
+        items = track.ration(items)
+        if not items:
+            return 0
         results = track.send_many(items)
         sent = 0
         unavailable: ChainError | None = None
@@ -342,6 +417,7 @@ class Anchorer:
                         self.form_batches(force=True)
                     else:
                         self.form_backlog_batches()
+                        self.form_deferred_batches()
                 if self.mode != "single":
                     sent += self.submit_batches()
                 if self.mode != "batch":

@@ -327,6 +327,12 @@ def mint(
     data_dir: DataDir = None,
 ) -> None:
     """Mint a certified record as an NFT (custodial: the service pays the gas)."""
+    from provenance.nft import checked_address
+
+    try:
+        to = checked_address(to, "--to")  # the API's rule: EIP-55 checksum when mixed case, never 0x0
+    except ProvenanceError as exc:
+        _fail(exc.detail)
     services = _open(_settings(data_dir), signing=False)
     try:
         result = services.nft.mint(record_id, to, account_id=services.admin_account_id)

@@ -26,7 +26,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./data"), description="Where keys, database, blocks and chain live.")
     host: str = "127.0.0.1"
     port: int = 8000
-    public_url: str | None = Field(default=None, description="Base URL used in image_url; defaults to host:port.")
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL of absolute links (image_url, ipfs_url, status_url); unset: the API answers relative "
+        "links. Never taken from the request's Host header.",
+    )
 
     # API keys, rate limits and quotas (provenance/auth). Counters live in Redis when REDIS_URL is set.
     verify_requires_key: bool = Field(default=False, description="POST /v1/verify needs a key with scope 'verify'.")
@@ -42,6 +46,23 @@ class Settings(BaseSettings):
     quota_mints_per_day: int = Field(
         default=50, ge=0, description="NFT mints and vouchers per account per UTC day; 0: unlimited."
     )
+    quota_certify_per_day: int = Field(
+        default=1000, ge=0, description="Images certified (POST /v1/certify) per account per UTC day; 0: unlimited."
+    )
+    # The cost of public verification: pixels decoded per minute, counted from the upload's header before decoding.
+    verify_pixels_per_min: int = Field(
+        default=100_000_000, ge=0, description="Pixels verified per minute per client address (no key); 0: unlimited."
+    )
+    verify_key_pixels_per_min: int = Field(
+        default=1_000_000_000, ge=0, description="Pixels verified per minute per key with the 'verify' scope "
+        "(admin keys: unlimited); 0: unlimited.",
+    )
+    # Chain gas: an account's records beyond this many single register transactions per minute wait for a
+    # Merkle batch (auto mode; admin accounts exempt).
+    anchor_single_per_account_per_min: int = Field(
+        default=10, ge=0, description="auto mode: single registrations per account per minute; the rest are "
+        "batched. 0: no per-account rule.",
+    )
 
     # Input limits (stage 1).
     max_upload_bytes: int = 25 * 1024 * 1024
@@ -52,6 +73,13 @@ class Settings(BaseSettings):
     pixel_budget: int = Field(default=80_000_000, ge=1, description="Pixels in flight at once across requests.")
     pixel_budget_wait_s: float = Field(
         default=60.0, ge=0, description="How long a request waits for room in the pixel budget before 503 busy."
+    )
+    pixel_budget_client_share: float = Field(
+        default=0.5, gt=0, le=1, description="Share of the pixel budget one client may hold at once (alone: all)."
+    )
+    pixel_budget_small_reserve: float = Field(
+        default=0.125, ge=0, lt=1, description="Share of the pixel budget kept for small images (at most that "
+        "many pixels each), so a normal upload does not wait behind large ones.",
     )
     # Structure checked before decoding (provenance/media.py): refused with 4xx, never parsed.
     max_metadata_bytes: int = Field(
@@ -169,4 +197,5 @@ class Settings(BaseSettings):
 
     @property
     def effective_public_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        """The prefix of links the API returns: PROVENANCE_PUBLIC_URL, or "" (relative links) when unset."""
+        return (self.public_url or "").rstrip("/")

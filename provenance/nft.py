@@ -10,6 +10,7 @@ a random 256-bit nonce (each works once, on chain) and an expiry.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -33,6 +34,28 @@ from provenance.errors import (
     NotRegisteredError,
 )
 from provenance.ipfs import ContentStore
+
+_HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def checked_address(value: str, field: str = "to") -> str:
+    """An Ethereum address a token or voucher goes to, in its EIP-55 checksummed form.
+
+    All-lowercase or all-uppercase hex carries no checksum and is taken as typed; mixed case is an EIP-55
+    checksum and must be right (a wrong one is a mistyped address: the token would go to an address nobody
+    typed). The zero address is refused: a token sent there is lost. ``InvalidAddressError`` (422) names ``field``.
+    """
+    if not isinstance(value, str) or not _HEX_ADDRESS.fullmatch(value):
+        raise InvalidAddressError(f"{field}: {value!r} is not an Ethereum address (0x followed by 40 hex digits).")
+    digits = value[2:]
+    if digits not in (digits.lower(), digits.upper()) and not Web3.is_checksum_address(value):
+        raise InvalidAddressError(
+            f"{field}: {value!r} is mixed case but its EIP-55 checksum is wrong (a typing mistake?); "
+            "send the checksummed address, or all lowercase."
+        )
+    if int(digits, 16) == 0:
+        raise InvalidAddressError(f"{field}: the zero address cannot own a token (it would be lost).")
+    return Web3.to_checksum_address(value)
 
 
 def metadata_for(record: Record) -> dict[str, Any]:
@@ -95,8 +118,7 @@ class NftService:
 
     def _prepare(self, record_id: str, to: str) -> tuple[Web3Nft, Record, str, str]:
         contract = self._contract()
-        if not Web3.is_address(to):
-            raise InvalidAddressError(f"{to!r} is not an Ethereum address (0x followed by 40 hex digits).")
+        owner = checked_address(to)
         record = self.records.get(record_id)
         if record is None:
             raise NotFoundError(f"No record {record_id!r}.")
@@ -115,7 +137,7 @@ class NftService:
         if contract.owner_of(int(record.sha256, 16)) is not None or self.tokens.token_for(record_id) is not None:
             raise AlreadyMintedError(f"Record {record_id} is already minted (token id 0x{record.sha256}).")
         metadata_cid = self.store.add(json.dumps(metadata_for(record), indent=1).encode()).cid
-        return contract, record, Web3.to_checksum_address(to), metadata_cid
+        return contract, record, owner, metadata_cid
 
     @contextmanager
     def _minting(self, record_id: str) -> Iterator[None]:

@@ -211,6 +211,8 @@ class Services:
             confirmations=settings.confirmations,
             replace_after_s=settings.tx_replace_after_s,
             on_chain_reset=on_chain_reset if chain.node is not None else None,
+            single_per_account_per_min=settings.anchor_single_per_account_per_min,
+            exempt_account=AccountRepository(sessions).is_admin_account,
         )
         if chain.node is not None and not chain.redeployed:
             # anvil dumps its state every second: a kill can lose the last blocks. Repair from the database.
@@ -284,7 +286,12 @@ class Services:
         services.admin_account_id = bootstrap_admin(services.accounts, data_dir)
         services.limits = Limits(settings, open_limiter(settings))
         opened.callback(services.limits.limiter.close)
-        services.pixel_budget = PixelBudget(settings.pixel_budget, wait_s=settings.pixel_budget_wait_s)
+        services.pixel_budget = PixelBudget(
+            settings.pixel_budget,
+            wait_s=settings.pixel_budget_wait_s,
+            client_share=settings.pixel_budget_client_share,
+            small_reserve=settings.pixel_budget_small_reserve,
+        )
         media.STRUCTURE_LIMITS.max_metadata_bytes = settings.max_metadata_bytes
         media.STRUCTURE_LIMITS.max_metadata_chunks = settings.max_metadata_chunks
         services.jobs = open_jobs(settings, services, start_worker=start_worker)

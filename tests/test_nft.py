@@ -14,9 +14,15 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from provenance.config import Settings
+from provenance.errors import InvalidAddressError
+from provenance.nft import checked_address
 from provenance.services import Services
 from tests.conftest import encode, photo, wait_for
 from tests.test_batches import small_images
+
+# EIP-55's own example, and the same address with one letter's case flipped (a checksum that fails).
+CHECKSUMMED = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+MISTYPED = "0x5aaeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 
 
 def certified_record(client: TestClient, data: bytes) -> dict:
@@ -106,14 +112,20 @@ def test_concurrent_mints_of_one_record_give_one_token_and_409s(client: TestClie
     "body,status,code",
     [
         ({"record_id": "nope", "to": "0x" + "11" * 20}, 404, "not_found"),
-        ({"record_id": "nope", "to": "0x1234"}, 422, "invalid_address"),
-        ({"record_id": "nope", "to": "vitalik"}, 422, "invalid_address"),
+        ({"record_id": "nope", "to": "0x" + "AB" * 20}, 404, "not_found"),  # all uppercase: no checksum to check
+        ({"record_id": "nope", "to": "0x1234"}, 422, "validation_error"),
+        ({"record_id": "nope", "to": "vitalik"}, 422, "validation_error"),
+        # Mixed case is an EIP-55 checksum; this one has a letter's case flipped: a mistyped address.
+        ({"record_id": "nope", "to": MISTYPED}, 422, "validation_error"),
+        ({"record_id": "nope", "to": "0x" + "00" * 20}, 422, "validation_error"),  # the zero address
     ],
 )
 def test_mint_errors(client: TestClient, body: dict, status: int, code: str) -> None:
     for path in ("/v1/nft/mint", "/v1/nft/vouchers"):
         response = client.post(path, json=body)
-        assert response.status_code == status and response.json()["error"] == code
+        assert response.status_code == status and response.json()["error"] == code, response.text
+        if status == 422:  # the answer names the field
+            assert [d["loc"] for d in response.json()["detail"]] == [["body", "to"]], response.text
 
 
 def test_contract_refuses_unregistered_content(services: Services) -> None:
@@ -201,7 +213,7 @@ def test_cli_mint(tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(encode(photo("coffee.png")))
     cli = [sys.executable, "-m", "provenance.cli"]
     out = subprocess.run(
-        [*cli, "certify", "a.png", "--data-dir", "d", "--json"],
+        [*cli, "certify", "a.png", "--source-type", "digitalCapture", "--data-dir", "d", "--json"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -226,3 +238,41 @@ def test_cli_mint(tmp_path: Path) -> None:
         timeout=300,
     )
     assert again.returncode == 2 and again.stderr.startswith("error:") and "already minted" in again.stderr
+    for bad, reason in (
+        (MISTYPED, "EIP-55"),
+        ("0x" + "00" * 20, "zero address"),
+        ("0x1234", "not an Ethereum address"),
+    ):
+        refused = subprocess.run(
+            [*cli, "mint", record_id, "--to", bad, "--data-dir", "d"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith("error: --to") and reason in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+
+
+def test_checked_address_rule() -> None:
+    """EIP-55: lowercase and uppercase carry no checksum and pass; mixed case must be the right checksum."""
+    assert checked_address(CHECKSUMMED) == CHECKSUMMED
+    assert checked_address(CHECKSUMMED.lower()) == CHECKSUMMED
+    assert checked_address("0x" + CHECKSUMMED[2:].upper()) == CHECKSUMMED
+    with pytest.raises(InvalidAddressError, match="EIP-55"):
+        checked_address(MISTYPED, "to")
+    with pytest.raises(InvalidAddressError, match="zero address"):
+        checked_address("0x" + "0" * 40)
+    for bad in ("", "0x", "0X" + CHECKSUMMED[2:], CHECKSUMMED + "00", " " + CHECKSUMMED, "0x" + "g" * 40):
+        with pytest.raises(InvalidAddressError, match=r"^to: "):
+            checked_address(bad)
+
+
+def test_voucher_to_a_lowercase_address_names_the_checksummed_one(client: TestClient) -> None:
+    record = client.post("/v1/certify", files={"file": ("v.png", encode(photo("chelsea.png")[:200, :200]))}).json()
+    wait_for(lambda: client.get(f"/v1/records/{record['record_id']}").json()["status"] == "registered")
+    holder = Account.create().address
+    response = client.post("/v1/nft/vouchers", json={"record_id": record["record_id"], "to": holder.lower()})
+    assert response.status_code == 201, response.text
+    assert response.json()["message"]["to"] == holder

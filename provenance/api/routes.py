@@ -35,7 +35,7 @@ from provenance.api.schemas import (
     VerifyOut,
     VoucherIn,
 )
-from provenance.auth import IMAGES_PER_DAY, MINTS_PER_DAY, Caller
+from provenance.auth import CERTIFY_PER_DAY, IMAGES_PER_DAY, MINTS_PER_DAY, Caller
 from provenance.bundle import build_bundle, bundle_bytes
 from provenance.certify import CertifyOptions
 from provenance.db.models import GenerationJob
@@ -58,18 +58,19 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-def _within_budget(services: ServicesDep, data: bytes) -> AbstractContextManager[int]:
+def _within_budget(services: ServicesDep, data: bytes, client: str | None = None) -> AbstractContextManager[int]:
     """Refuse a bad upload from its headers alone, then hold its pixels in the shared budget while it is
-    decoded and worked on (waits for room; 503 ``busy`` with ``Retry-After`` when none is made in time)."""
+    decoded and worked on (waits for room; 503 ``busy`` with ``Retry-After`` when none is made in time).
+    ``client`` (an account or address) may hold only its share of the budget at once."""
     settings = services.settings
     _, width, height = media.check_limits(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
-    return services.pixel_budget.reserve(width * height)
+    return services.pixel_budget.reserve(width * height, client=client)
 
 
 def _base_url(request: Request, services: ServicesDep) -> str:
-    if services.settings.public_url:
-        return services.settings.effective_public_url
-    return str(request.base_url).rstrip("/")
+    """The prefix of the links in an answer: PROVENANCE_PUBLIC_URL, or "" for relative links. Never the request's
+    Host header, which the client chooses (a forged one would otherwise land in stored idempotent answers)."""
+    return services.settings.effective_public_url
 
 
 @router.post(
@@ -117,7 +118,11 @@ def certify(
     )
 
     def run() -> CertifyOut:
-        with _within_budget(services, data):
+        # The daily quota first: a refused or failed certification is refunded (Limits.quota).
+        with (
+            services.limits.quota(caller, CERTIFY_PER_DAY),
+            _within_budget(services, data, f"account:{caller.account_id}"),
+        ):
             certified = services.certifier.certify(data, options)
         return CertifyOut.of(certified.record, _base_url(request, services))
 
@@ -229,15 +234,31 @@ def get_record_bundle(record_id: str, services: ServicesDep) -> Response:
     response_model=VerifyOut,
     tags=["verify"],
     dependencies=[Depends(verify_access)],
-    responses={503: {"model": ErrorOut, "description": "busy: the pixel budget stayed full; see Retry-After"}},
+    responses={
+        503: {"model": ErrorOut, "description": "busy: the pixel budget stayed full; see Retry-After"},
+        429: {"model": ErrorOut, "description": "the per-minute verify pixel budget is spent; see Retry-After"},
+    },
 )
 def verify(
+    request: Request,
     services: ServicesDep,
+    caller: Annotated[Caller | None, Depends(verify_access)],
     file: Annotated[UploadFile, File(description="The image to check")],
 ) -> VerifyOut:
-    """Report every check (c2pa, exact, watermark, fingerprint, chain, ipfs) and a verdict."""
+    """Report every check (c2pa, exact, watermark, fingerprint, chain, ipfs) and a verdict.
+
+    The upload's pixels (read from its header, before decoding) count against a per-minute budget of the client
+    address (``verify_pixels_per_min``) or of a key with the 'verify' scope: 429 with ``Retry-After`` when spent.
+    """
     data = read_upload(file, services.settings.max_upload_bytes)
-    with _within_budget(services, data):
+    settings = services.settings
+    _, width, height = media.check_limits(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    client = request.client.host if request.client else "unknown"
+    key = f"key:{caller.key_id}" if caller is not None else f"ip:{client}"
+    with (
+        services.limits.verify_cost(caller, client, width * height),
+        services.pixel_budget.reserve(width * height, client=key),
+    ):
         return services.verifier.verify(data)
 
 

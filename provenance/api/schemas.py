@@ -6,8 +6,11 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
 
 from provenance.db.models import Record
+from provenance.errors import InvalidAddressError
+from provenance.nft import checked_address
 from provenance.verify import VerificationResult
 
 
@@ -18,6 +21,23 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
 
 # A timestamp that always carries its zone (UTC), as the OpenAPI ``date-time`` format requires.
 UtcDatetime = Annotated[dt.datetime, AfterValidator(_as_utc)]
+
+
+def _eth_address(value: str) -> str:
+    try:
+        return checked_address(value, "to")
+    except InvalidAddressError as exc:
+        # The 422's error type says what was wrong, its message which rule; the location names the field.
+        raise PydanticCustomError("invalid_address", exc.detail) from None
+
+
+# An address that receives a token: lowercase, uppercase or a correct EIP-55 checksum, never the zero address
+# (``nft.checked_address``, which the CLI uses too). Answers are in the checksummed form.
+EthAddress = Annotated[
+    str,
+    AfterValidator(_eth_address),
+    Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="Ethereum address (EIP-55 checksum if mixed case)."),
+]
 
 
 class ErrorOut(BaseModel):
@@ -138,7 +158,7 @@ class ChainOut(BaseModel):
 
 class MintIn(BaseModel):
     record_id: str
-    to: str = Field(description="Ethereum address that receives the token.")
+    to: EthAddress = Field(description="Ethereum address that receives the token (EIP-55 checksum if mixed case).")
 
 
 class MintOut(BaseModel):

@@ -8,11 +8,12 @@ reads stay public. ``provenance apikey create`` makes keys; the first start writ
 from provenance.auth.accounts import AccountRepository, Caller, KeyInfo
 from provenance.auth.bootstrap import ADMIN_KEY_FILE, bootstrap_admin
 from provenance.auth.keys import SCOPES
-from provenance.auth.limits import IMAGES_PER_DAY, MINTS_PER_DAY, Limits
+from provenance.auth.limits import CERTIFY_PER_DAY, IMAGES_PER_DAY, MINTS_PER_DAY, Limits
 from provenance.auth.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter, open_limiter
 
 __all__ = [
     "ADMIN_KEY_FILE",
+    "CERTIFY_PER_DAY",
     "IMAGES_PER_DAY",
     "MINTS_PER_DAY",
     "SCOPES",

@@ -92,6 +92,14 @@ class AccountRepository:
                 raise
             return found
 
+    def is_admin_account(self, account_id: str) -> bool:
+        """Whether the account holds an unrevoked admin key: the operator's, exempt from per-account limits."""
+        with self._sessions() as session:
+            scopes = session.scalars(
+                select(ApiKey.scopes).where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))
+            ).all()
+        return any(ADMIN_SCOPE in (row or []) for row in scopes)
+
     # --- keys -------------------------------------------------------------------------------
     def create_key(
         self, account_id: str, scopes: list[str], *, name: str, rate_per_min: int | None = None

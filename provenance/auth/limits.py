@@ -1,4 +1,5 @@
-"""The operator's policy on top of ``RateLimiter``: request rates per key or address, daily quotas."""
+"""The operator's policy on top of ``RateLimiter``: request rates per key or address, daily quotas, and
+the pixels public verification may decode per minute."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from provenance.auth.accounts import Caller
 from provenance.auth.ratelimit import Decision, RateLimiter
 from provenance.config import Settings
-from provenance.errors import QuotaExceededError, RateLimitedError
+from provenance.errors import QuotaExceededError, RateLimitedError, ServerBusyError
 
 DAY_S = 24 * 3600
 
@@ -24,6 +25,7 @@ class Quota:
 
 IMAGES_PER_DAY = Quota("images_per_day", "quota_images_per_day", "generated images")
 MINTS_PER_DAY = Quota("mints_per_day", "quota_mints_per_day", "mints and vouchers")
+CERTIFY_PER_DAY = Quota("certify_per_day", "quota_certify_per_day", "certified images")
 
 
 class Limits:
@@ -71,5 +73,42 @@ class Limits:
         try:
             yield
         except BaseException:
+            self.limiter.refund(decision, cost)
+            raise
+
+    @contextlib.contextmanager
+    def verify_cost(self, caller: Caller | None, client: str, pixels: int) -> Iterator[None]:
+        """Charge an upload's pixels (from its header, before decoding) to the per-minute verify budget.
+
+        Without a key (or with a key lacking the 'verify' scope) the client address pays
+        (``verify_pixels_per_min``); a key with the 'verify' scope pays on its own
+        (``verify_key_pixels_per_min``); admin keys are the operator's and are not counted. An image larger
+        than a whole minute's budget costs the whole budget, so it can still be verified, alone. A block
+        that raises ``ServerBusyError`` (refused before decoding) is refunded. RateLimitedError (429) when spent.
+        """
+        if caller is not None and caller.is_admin:
+            yield
+            return
+        if caller is not None and caller.has("verify"):
+            limit = self.settings.verify_key_pixels_per_min
+            bucket, who = f"verify_pixels:key:{caller.key_id}", f"API key {caller.key_id}"
+        else:
+            limit, bucket, who = self.settings.verify_pixels_per_min, f"verify_pixels:ip:{client}", "this address"
+        if limit <= 0:
+            yield
+            return
+        cost = max(1, min(int(pixels), limit))
+        decision = self.limiter.hit(bucket, limit, 60, cost)
+        if not decision.allowed:
+            raise RateLimitedError(
+                f"Verification budget of {limit:,} pixels per minute for {who} spent ({decision.used:,} used, this "
+                f"image needs {cost:,}); retry in {decision.retry_after_s} s.",
+                retry_after_s=decision.retry_after_s,
+                limit=limit,
+                extra={"budget": "verify_pixels_per_min", "used": decision.used, "requested": cost},
+            )
+        try:
+            yield
+        except ServerBusyError:
             self.limiter.refund(decision, cost)
             raise
