@@ -196,7 +196,8 @@ class Certifier:
                 extra={**options.extra_manifest, **({"generation": options.generation} if options.generation else {})},
                 fingerprint=fingerprints.iscc if fingerprints is not None else None,
             )
-            final = self.manifest_signer.sign(marked, image.mime_type, content, original=parent)
+            signed = self.manifest_signer.sign_noted(marked, image.mime_type, content, original=parent)
+            final = signed.data  # signed.note: an upload manifest that could not be kept, and why
 
         with timer.stage("hash_sign"):
             digest = sha256_hex(final)
@@ -226,6 +227,7 @@ class Certifier:
             job_id=options.job_id,
             account_id=options.account_id,
             derived_from=source.id if source is not None else None,
+            certify_note=signed.note,
         )
         with timer.stage("database"):
             try:

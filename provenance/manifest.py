@@ -10,6 +10,13 @@ An upload that arrives with its own C2PA manifest keeps its history: the signer 
 instead of ``c2pa.created``. The reader reports each ingredient with its own signer and its own
 validation: a trusted active manifest says nothing about whom to trust for the ingredient.
 Signatures carry an RFC 3161 time-stamp when the signer is given a TSA URL (see ``tsa.py``).
+
+Each validation status c2pa reports is attributed to the manifest its URL points into
+(``self#jumbf=/c2pa/<label>/...``): a failure inside an ingredient's manifest (a CAWG identity
+assertion that does not check, an untrusted signer) stays with that ingredient and never makes
+the active manifest invalid. A manifest is then ``trusted``, ``valid`` (it checks, but its signer
+is not on our trust list), ``invalid``, or ``unverifiable`` (it cannot be checked offline: a remote
+manifest, a DID that needs the network, a pre-release format).
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import base64
 import io
 import json
 import logging
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import c2pa
 
@@ -51,7 +60,8 @@ SOURCE_TYPES = (
     "minorHumanEdits",
     "dataDrivenMedia",
 )
-DEFAULT_SOURCE_TYPE = "trainedAlgorithmicMedia"
+# What generated images state; an upload states only what its certifier claims (or nothing).
+GENERATED_SOURCE_TYPE = "trainedAlgorithmicMedia"
 RECORD_ASSERTION = "org.provenance.record"
 SOFT_BINDING_ASSERTION = "c2pa.soft-binding"
 SOFT_BINDING_ALG = "org.provenance.invisible-watermark.dwtDctSvd-rs"
@@ -59,8 +69,8 @@ SOFT_BINDING_ALG = "org.provenance.invisible-watermark.dwtDctSvd-rs"
 FINGERPRINT_ALG = "io.iscc.v0"
 # Links the c2pa.opened action to the parent ingredient; c2pa turns it into a hashed URI on signing.
 PARENT_INGREDIENT_ID = "parent"
-# Failure codes that only say "not on our trust list": the manifest itself checks out.
-TRUST_ONLY_FAILURES = frozenset({"signingCredential.untrusted"})
+# The upload itself as a plain parentOf ingredient (no manifest), for a manifest that makes no source-type claim.
+UPLOAD_INGREDIENT_ID = "upload"
 
 
 def source_type_uri(source_type: str) -> str:
@@ -78,7 +88,7 @@ class ManifestContent:
     """What we put in a manifest, independent of the C2PA JSON shape."""
 
     record_id: str
-    source_type: str = DEFAULT_SOURCE_TYPE
+    source_type: str | None = None  # the certifier's IPTC digital source type; None: no claim is made
     watermark_id: int | None = None
     title: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. generation parameters
@@ -108,16 +118,32 @@ def build_manifest_definition(
     """The manifest definition handed to ``c2pa.Builder``.
 
     With ``parent_ingredient_id`` the asset was opened from a parent that had its own manifest:
-    C2PA requires the first action to be ``c2pa.opened`` naming that ingredient. The digital
-    source type stays, since the pixels we sign are still described by it.
+    C2PA requires the first action to be ``c2pa.opened`` naming that ingredient. A stated digital
+    source type stays on it, since the pixels we sign are still described by it.
+
+    Without a source type the manifest makes no digital-source-type claim at all. C2PA 2.x (and
+    c2pa-rs, which refuses to sign otherwise: ``assertion.action.malformed``) requires a
+    ``digitalSourceType`` on ``c2pa.created``, and the first action must be ``c2pa.created`` or
+    ``c2pa.opened``; so such a manifest says ``c2pa.opened`` of the uploaded image, recorded as a
+    plain ``parentOf`` ingredient without a manifest (``UPLOAD_INGREDIENT_ID``). That is what
+    happened, validates without a warning, and c2pa adds no source type of its own.
     """
+    source = source_type_uri(content.source_type) if content.source_type is not None else None
+    ingredients: list[dict[str, Any]] = []
+    opened_from = parent_ingredient_id
+    if parent_ingredient_id is None and source is None:
+        opened_from = UPLOAD_INGREDIENT_ID
+        ingredients.append(
+            {"title": "uploaded image", "format": mime_type, "relationship": "parentOf", "label": UPLOAD_INGREDIENT_ID}
+        )
     first_action: dict[str, Any] = {
-        "action": "c2pa.opened" if parent_ingredient_id else "c2pa.created",
-        "digitalSourceType": source_type_uri(content.source_type),
+        "action": "c2pa.opened" if opened_from else "c2pa.created",
         "softwareAgent": {"name": PRODUCT_NAME, "version": __version__},
     }
-    if parent_ingredient_id:
-        first_action["parameters"] = {"ingredientIds": [parent_ingredient_id]}
+    if source is not None:
+        first_action["digitalSourceType"] = source
+    if opened_from:
+        first_action["parameters"] = {"ingredientIds": [opened_from]}
     assertions: list[dict[str, Any]] = [
         {"label": "c2pa.actions.v2", "data": {"actions": [first_action]}},
         {
@@ -148,12 +174,15 @@ def build_manifest_definition(
                 "data": {"alg": FINGERPRINT_ALG, "blocks": [{"scope": {}, "value": content.fingerprint}]},
             }
         )
-    return {
+    definition: dict[str, Any] = {
         "claim_generator_info": [{"name": PRODUCT_NAME, "version": __version__}],
         "title": content.title or f"{PRODUCT_NAME} record {content.record_id}",
         "format": mime_type,
         "assertions": assertions,
     }
+    if ingredients:
+        definition["ingredients"] = ingredients
+    return definition
 
 
 class _IngredientRejectedError(Exception):
@@ -166,6 +195,20 @@ class _Parent:
 
     format: str
     title: str
+
+
+@dataclass(frozen=True)
+class SignedImage:
+    """Signed bytes, and what signing had to leave out (the upload's manifest, and why), if anything."""
+
+    data: bytes
+    note: str | None = None
+
+
+def _reason(exc: BaseException) -> str:
+    """One line, at most 200 characters, of what an exception says (it can quote the file)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
 
 
 class ManifestSigner:
@@ -183,36 +226,56 @@ class ManifestSigner:
     def sign(
         self, image_bytes: bytes, mime_type: str, content: ManifestContent, *, original: bytes | None = None
     ) -> bytes:
-        """Return the image bytes with an embedded, signed manifest.
+        """Return the image bytes with an embedded, signed manifest (see ``sign_noted``)."""
+        return self.sign_noted(image_bytes, mime_type, content, original=original).data
+
+    def sign_noted(
+        self, image_bytes: bytes, mime_type: str, content: ManifestContent, *, original: bytes | None = None
+    ) -> SignedImage:
+        """Sign, and say what had to be left out.
 
         ``original`` is the upload as it arrived, before watermarking and re-encoding (which drop
         any manifest it had). If it carries a C2PA manifest, that manifest becomes the parent
-        ingredient and the first action is ``c2pa.opened``; otherwise nothing changes.
+        ingredient and the first action is ``c2pa.opened``. A manifest that cannot be read or kept
+        (malformed, remote, refused by c2pa as an ingredient, or failing c2pa's checks at signing)
+        never fails the signing: the pixels are signed as an upload without history, and the note
+        says why, for the record.
         """
         with c2pa.Context(settings=_settings(self._credentials, thumbnail=self._thumbnail)) as context:
-            parent = self._parent(original, context) if original is not None else None
+            parent, note = self._parent(original, context) if original is not None else (None, None)
             if parent is not None and original is not None:
                 try:
-                    return self._sign(context, image_bytes, mime_type, content, (parent, original))
-                except _IngredientRejectedError as exc:
-                    # c2pa read the manifest but will not take it as an ingredient: certify the
-                    # pixels anyway, as an upload without history, rather than refuse the upload.
-                    log.warning("the upload's C2PA manifest could not be kept as an ingredient: %s", exc.__cause__)
-            return self._sign(context, image_bytes, mime_type, content, None)
+                    return SignedImage(self._sign(context, image_bytes, mime_type, content, (parent, original)))
+                except TimeStampError:
+                    raise  # the TSA failed, not the parent: no manifest goes out without its time-stamp
+                except Exception as exc:  # any refusal of the parent leaves the upload certifiable
+                    cause = exc.__cause__ if isinstance(exc, _IngredientRejectedError) and exc.__cause__ else exc
+                    note = f"the upload's C2PA manifest could not be kept as its parent ingredient: {_reason(cause)}"
+                    log.warning("%s; certified without it", note)
+            return SignedImage(self._sign(context, image_bytes, mime_type, content, None), note)
 
-    def _parent(self, original: bytes, context: c2pa.Context) -> _Parent | None:
-        """The upload's manifest as a parent ingredient, or None when it has none we can read."""
+    def _parent(self, original: bytes, context: c2pa.Context) -> tuple[_Parent | None, str | None]:
+        """The upload's manifest as a parent ingredient; or None, with the reason when it has one we cannot use."""
         fmt = sniff_format(original)
         if fmt is None:
-            return None
+            return None, None
         try:
             with c2pa.Reader(FORMATS[fmt], io.BytesIO(original), None, context) as reader:
-                active = reader.get_active_manifest() or {}
+                store = json.loads(reader.json())
+            active = store["manifests"][store["active_manifest"]]
         except c2pa.C2paError as exc:
-            if not _is_not_found(exc):
-                log.warning("the upload carries a C2PA manifest that cannot be read; certified without it: %s", exc)
-            return None
-        return _Parent(format=FORMATS[fmt], title=active.get("title") or "original upload")
+            if _is_not_found(exc):
+                return None, None
+            note = f"the upload's C2PA manifest cannot be read ({_reason(exc)}); certified without it"
+            log.warning("%s", note)
+            return None, note
+        except Exception as exc:  # malformed stores: KeyError, TypeError, ValueError
+            note = f"the upload's C2PA manifest cannot be read (no usable active manifest: {_reason(exc)})"
+            log.warning("%s; certified without it", note)
+            return None, note
+        title = active.get("title") if isinstance(active, dict) else None
+        usable_title = title if isinstance(title, str) and title else "original upload"
+        return _Parent(format=FORMATS[fmt], title=usable_title), None
 
     def _sign(
         self,
@@ -256,13 +319,37 @@ class ManifestSigner:
             return dest.getvalue()
 
 
+ManifestState = Literal["absent", "trusted", "valid", "invalid", "unverifiable"]
+
+# Failure codes that only say "not on our trust list": what they are about checks out. The C2PA claim
+# signer's, a CAWG X.509 identity credential's, and a CAWG identity claims aggregation issuer's.
+TRUST_ONLY_FAILURES = frozenset(
+    {"signingCredential.untrusted", "cawg.x509.credential.untrusted", "cawg.ica.untrusted_issuer"}
+)
+# A CAWG identity assertion is supplementary to the C2PA claim it sits in: c2pa-rs tolerates every
+# ``cawg.x509.*`` failure in a manifest's state (``is_tolerated_manifest_failure_code``), and c2pa-python
+# 0.38 reports a manifest whose ``cawg.identity.*`` checks fail as Valid. They are reported, and they keep
+# the manifest from being trusted, but they do not make the claim invalid. We never show a CAWG identity
+# as a fact.
+IDENTITY_FAILURE_PREFIXES = ("cawg.x509.", "cawg.identity.")
+# Checks that need the network, which this service does not use to verify: not a failure of the manifest.
+OFFLINE_FAILURES = frozenset({"cawg.ica.did_unavailable"})
+# A failure about the active claim's binding to an ingredient (its manifest swapped, edited or missing).
+BINDING_FAILURE_PREFIX = "ingredient."
+
+
 @dataclass
 class ManifestReport:
     """The C2PA check: present, valid, trusted, and what the active manifest says.
 
-    ``valid`` and ``trusted`` are about the active manifest's own signature; ``ingredients`` reports
-    each parent manifest with its own signer and trust, never inherited from the active one.
+    ``state`` is one of ``absent``, ``trusted``, ``valid`` (it checks, but its signer is not on our
+    trust list), ``invalid`` and ``unverifiable`` (it cannot be checked here: a remote manifest,
+    which is never fetched, a check that needs the network, a format c2pa does not read); ``valid``
+    and ``trusted`` are the same facts as booleans. They are about the active manifest alone, and
+    ``failures`` lists only its failures: each ingredient in ``ingredients`` carries its own
+    signer, state and failures, never inherited from the active one, and never counted against it.
     ``time_stamp`` says whether the active signature carries an RFC 3161 time-stamp c2pa accepts.
+    ``validation_state`` is c2pa's own overall state for the file (ingredients included).
     """
 
     present: bool
@@ -275,10 +362,28 @@ class ManifestReport:
     summary: dict[str, Any] = field(default_factory=dict)
     ingredients: list[dict[str, Any]] = field(default_factory=list)
     time_stamp: dict[str, Any] = field(default_factory=lambda: _time_stamp(_no_codes(), {}))
+    state: ManifestState | None = None  # None: derived from present / valid / trusted
+
+    def __post_init__(self) -> None:
+        derived: ManifestState = (
+            "absent"
+            if not self.present
+            else "trusted"
+            if self.valid and self.trusted
+            else "valid"
+            if self.valid
+            else "invalid"
+        )
+        if self.state is None or (self.state != "unverifiable" and self.state != derived):
+            self.state = derived
+        if self.state == "unverifiable":
+            self.valid = self.trusted = False  # not known to check: never valid, never trusted
+        self.trusted = self.trusted and self.valid
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "present": self.present,
+            "state": self.state,
             "valid": self.valid,
             "trusted": self.trusted,
             "validation_state": self.validation_state,
@@ -323,15 +428,20 @@ def _summarise(manifest: dict[str, Any]) -> tuple[dict[str, Any], str | None, in
 
 Codes = dict[str, list[str]]  # "success" / "informational" / "failure" -> status codes
 _KINDS = ("success", "informational", "failure")
+Status = dict[str, Any]  # one c2pa validation status: code, url, explanation
 
 
 def _no_codes() -> Codes:
     return {kind: [] for kind in _KINDS}
 
 
+def _items(results: dict[str, Any] | None, kind: str) -> list[Status]:
+    items = (results or {}).get(kind) or []
+    return [item for item in items if isinstance(item, dict)]
+
+
 def _codes(results: dict[str, Any] | None) -> Codes:
-    results = results or {}
-    return {kind: [str(item.get("code")) for item in results.get(kind) or []] for kind in _KINDS}
+    return {kind: [str(item.get("code")) for item in _items(results, kind)] for kind in _KINDS}
 
 
 def _check(code: str) -> str:
@@ -363,18 +473,105 @@ def _time_stamp(codes: Codes, signature: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _state(codes: Codes) -> tuple[bool, bool]:
-    """(valid, trusted) from one manifest's own status codes."""
-    valid = all(code in TRUST_ONLY_FAILURES for code in codes["failure"])
-    trusted = valid and not codes["failure"] and "signingCredential.trusted" in codes["success"]
-    return valid, trusted
+def failure_class(code: str) -> Literal["trust", "identity", "offline", "fatal"]:
+    """What a failure code means for the manifest it is about (see the constants above)."""
+    if code in TRUST_ONLY_FAILURES:
+        return "trust"
+    if code.startswith(IDENTITY_FAILURE_PREFIXES):
+        return "identity"
+    if code in OFFLINE_FAILURES:
+        return "offline"
+    return "fatal"
+
+
+def judge(codes: Codes) -> ManifestState:
+    """One manifest's state from its own status codes (those attributed to it)."""
+    classes = {failure_class(code) for code in codes["failure"]}
+    if "fatal" in classes:
+        return "invalid"
+    if "offline" in classes:
+        return "unverifiable"
+    if not classes and "signingCredential.trusted" in codes["success"]:
+        return "trusted"
+    return "valid"
+
+
+_JUMBF_MANIFEST = re.compile(r"^self#jumbf=/?c2pa/([^/]+)")
+
+
+def manifest_of(url: Any, labels: Iterable[str], default: str) -> str:
+    """The manifest a status URL points into (``self#jumbf=/c2pa/<label>/...``); ``default`` otherwise."""
+    match = _JUMBF_MANIFEST.match(url) if isinstance(url, str) else None
+    return match.group(1) if match and match.group(1) in labels else default
+
+
+def _failure_text(item: Status) -> str:
+    return f"{item.get('code')}: {item.get('explanation') or ''}".strip().rstrip(":")
 
 
 MAX_INGREDIENT_DEPTH = 16  # a chain deeper than this is reported truncated, not walked
 
 
+@dataclass
+class _Attributed:
+    """The reader's statuses, each filed under the manifest it is about."""
+
+    by_manifest: dict[str, dict[str, list[Status]]] = field(default_factory=dict)
+    deltas: dict[str, Codes] = field(default_factory=dict)  # ingredient assertion URI -> its manifest's deltas
+
+    def add(self, label: str, kind: str, item: Status) -> None:
+        self.by_manifest.setdefault(label, {k: [] for k in _KINDS})[kind].append(item)
+
+    def items(self, label: str, kind: str) -> list[Status]:
+        return self.by_manifest.get(label, {}).get(kind, [])
+
+    def codes(self, label: str) -> Codes:
+        return {kind: [str(item.get("code")) for item in self.items(label, kind)] for kind in _KINDS}
+
+
+def _attribute(store: dict[str, Any], active_label: str) -> _Attributed:
+    """File every status c2pa reports under the manifest its URL points into.
+
+    c2pa lists under ``activeManifest`` what it checked now, whatever manifest that was in: a CAWG
+    identity assertion inside an ingredient's manifest reports there with a URL into the ingredient.
+    Ingredient deltas belong to the ingredient's manifest, except failures of the active claim's
+    binding to that ingredient (``ingredient.*``, or a URL into the active manifest): those say
+    this file's provenance no longer holds together. Without ``validation_results`` (older
+    readers), the flat ``validation_status`` list of failures is filed the same way.
+    """
+    labels = set(store.get("manifests") or {})
+    attributed = _Attributed()
+    results = store.get("validation_results")
+    if not isinstance(results, dict):
+        for item in store.get("validation_status") or []:
+            if isinstance(item, dict):
+                attributed.add(manifest_of(item.get("url"), labels, active_label), "failure", item)
+        return attributed
+    active = results.get("activeManifest") or {}
+    for kind in _KINDS:
+        for item in _items(active, kind):
+            attributed.add(manifest_of(item.get("url"), labels, active_label), kind, item)
+    for delta in results.get("ingredientDeltas") or []:
+        if not isinstance(delta, dict):
+            continue
+        uri = str(delta.get("ingredientAssertionURI", ""))
+        kept = _no_codes()
+        for kind in _KINDS:
+            for item in _items(delta.get("validationDeltas"), kind):
+                code = str(item.get("code"))
+                binding = code.startswith(BINDING_FAILURE_PREFIX) or (
+                    manifest_of(item.get("url"), labels, "") == active_label and active_label != ""
+                )
+                if kind == "failure" and binding and failure_class(code) == "fatal":
+                    attributed.add(active_label, kind, {**item, "code": code, "ingredient": uri})
+                else:
+                    kept[kind].append(code)
+        attributed.deltas[uri] = kept
+    return attributed
+
+
 def _ingredients(
-    store: dict[str, Any], manifest_label: str, deltas: dict[str, Codes], depth: int = 0
+    store: dict[str, Any], manifest_label: str, attributed: _Attributed, depth: int = 0
 ) -> list[dict[str, Any]]:
     """Each ingredient of one manifest, with its own manifest's signer and validation, recursively."""
     manifests = store.get("manifests", {})
@@ -391,8 +588,10 @@ def _ingredients(
         if label:
             uri = f"self#jumbf=/c2pa/{manifest_label}/c2pa.assertions/{ingredient.get('label')}"
             recorded = _codes((ingredient.get("validation_results") or {}).get("activeManifest"))
-            codes = _apply_deltas(recorded, deltas.get(uri, _no_codes()))
-            valid, trusted = _state(codes)
+            codes = _apply_deltas(recorded, attributed.deltas.get(uri, _no_codes()))
+            # What the reader found inside the ingredient's manifest now (e.g. its CAWG identity).
+            codes = _apply_deltas(codes, attributed.codes(label))
+            state = judge(codes)
             summary, _, _ = _summarise(manifest)
             report.update(
                 manifest=label,
@@ -400,19 +599,44 @@ def _ingredients(
                 signer=summary["signer"],
                 issuer=summary["issuer"],
                 actions=summary["actions"],
-                valid=valid,
-                trusted=trusted,
-                validation_state="Trusted" if trusted else "Valid" if valid else "Invalid",
+                state=state,
+                valid=state in ("trusted", "valid"),
+                trusted=state == "trusted",
+                validation_state={"trusted": "Trusted", "valid": "Valid"}.get(state, "Invalid"),
+                failures=list(dict.fromkeys(codes["failure"])),
                 validation=codes,
                 time_stamp=_time_stamp(codes, manifest.get("signature_info", {})),
                 ingredients=(
-                    _ingredients(store, label, deltas, depth + 1)
+                    _ingredients(store, label, attributed, depth + 1)
                     if depth < MAX_INGREDIENT_DEPTH
                     else [{"truncated": True}]
                 ),
             )
         reports.append(report)
     return reports
+
+
+_REMOTE_URL = re.compile(r"(https?://\S+)")
+
+
+def _unreadable(exc: Exception) -> ManifestReport:
+    """A manifest c2pa will not read: remote or pre-release ones cannot be checked here; others fail."""
+    message = " ".join(str(exc).split())
+    if "RemoteManifest" in type(exc).__name__ or message.startswith("Remote:") or "remote manifest" in message:
+        found = _REMOTE_URL.search(message)
+        where = f" at {found.group(1)[:200]}" if found else ""
+        return ManifestReport(
+            present=True,
+            state="unverifiable",
+            failures=[f"manifest.remote: the manifest is stored remotely{where}; this service never fetches it"],
+        )
+    if "prerelease" in message.lower():
+        return ManifestReport(
+            present=True,
+            state="unverifiable",
+            failures=["manifest.prerelease: a pre-release (pre-1.0) C2PA manifest, which c2pa does not validate"],
+        )
+    return ManifestReport(present=True, valid=False, validation_state="Invalid", failures=[message[:300]])
 
 
 class ManifestReader:
@@ -422,56 +646,57 @@ class ManifestReader:
         self._credentials = credentials
 
     def read(self, image_bytes: bytes, mime_type: str) -> ManifestReport:
+        """Report on the file's manifest store; never raises for what the file contains."""
         with c2pa.Context(settings=_settings(self._credentials, thumbnail=False)) as context:
             try:
-                reader = c2pa.Reader(mime_type, io.BytesIO(image_bytes), None, context)
+                with c2pa.Reader(mime_type, io.BytesIO(image_bytes), None, context) as reader:
+                    store = json.loads(reader.json())
             except c2pa.C2paError as exc:
                 if _is_not_found(exc):
                     return ManifestReport(present=False)
-                return ManifestReport(present=True, valid=False, validation_state="Invalid", failures=[str(exc)])
-            with reader:
-                store = json.loads(reader.json())
-                state = reader.get_validation_state()
-                results = reader.get_validation_results() or {}
-        active_label = store.get("active_manifest", "")
-        active = store.get("manifests", {}).get(active_label, {})
+                return _unreadable(exc)
+            except Exception as exc:  # whatever a hostile file makes the reader raise
+                return _unreadable(exc)
+        if not isinstance(store, dict):
+            return _unreadable(ValueError("the manifest store is not a JSON object"))
+        return self._report(store)
+
+    def _report(self, store: dict[str, Any]) -> ManifestReport:
+        state_c2pa = store.get("validation_state")
+        active_label = str(store.get("active_manifest") or "")
+        found = store.get("manifests")
+        manifests: dict[str, Any] = found if isinstance(found, dict) else {}
+        candidate = manifests.get(active_label)
+        active: dict[str, Any] = candidate if isinstance(candidate, dict) else {}
         summary, record_id, watermark_id = _summarise(active)
+        attributed = _attribute({**store, "manifests": manifests}, active_label)
         failures = [
-            f"{item.get('code')}: {item.get('explanation', '')}".strip()
-            for item in results.get("activeManifest", {}).get("failure", [])
+            _failure_text(item) if "ingredient" not in item else f"ingredient {item['ingredient']}: {item.get('code')}"
+            for item in attributed.items(active_label, "failure")
         ]
-        deltas = {
-            delta.get("ingredientAssertionURI", ""): _codes(delta.get("validationDeltas"))
-            for delta in results.get("ingredientDeltas") or []
-        }
-        # An ingredient that no longer matches what the active manifest signed for (its manifest
-        # swapped or edited in the file) breaks this file's provenance, not only the ingredient's:
-        # a failure beyond trust in the deltas fails the whole report. Failures recorded at
-        # signing time are history (the parent was already broken) and stay with the ingredient.
-        broken_ingredients = [
-            f"ingredient {uri}: {code}"
-            for uri, codes in deltas.items()
-            for code in codes["failure"]
-            if code not in TRUST_ONLY_FAILURES
-        ]
-        failures += broken_ingredients
-        active_codes = _codes(results.get("activeManifest"))
-        valid, trusted = _state(active_codes)
-        # c2pa's overall state also drops to Valid when only an ingredient's signer is untrusted,
-        # so the active manifest's trust is judged on its own codes above. An "Invalid" state with
-        # no failure anywhere to explain it is still taken at c2pa's word.
-        explained = bool(active_codes["failure"]) or any(codes["failure"] for codes in deltas.values())
-        valid = valid and not broken_ingredients and (state in ("Valid", "Trusted") or explained)
-        trusted = trusted and valid
+        active_codes = attributed.codes(active_label)
+        if not active:
+            failures.append("manifest.active.missing: the store names no active manifest it contains")
+            active_codes["failure"].append("manifest.active.missing")
+        state = judge(active_codes)
+        # c2pa's overall state also counts ingredients, so the active manifest is judged on its own
+        # codes above. An "Invalid" with no failure anywhere to explain it is still taken at c2pa's word.
+        explained = any(attributed.items(label, "failure") for label in attributed.by_manifest) or any(
+            codes["failure"] for codes in attributed.deltas.values()
+        )
+        if state_c2pa == "Invalid" and not explained and state in ("trusted", "valid"):
+            state = "invalid"
+            failures.append("validation_state: c2pa reports the manifest store Invalid without a failure code")
         return ManifestReport(
             present=True,
-            valid=valid,
-            trusted=trusted,
-            validation_state=state,
+            state=state,
+            valid=state in ("trusted", "valid"),
+            trusted=state == "trusted",
+            validation_state=state_c2pa if isinstance(state_c2pa, str) else None,
             failures=failures,
             record_id=record_id,
             watermark_id=watermark_id,
             summary=summary,
-            ingredients=_ingredients(store, active_label, deltas),
-            time_stamp=_time_stamp(active_codes, active.get("signature_info", {})),
+            ingredients=_ingredients({**store, "manifests": manifests}, active_label, attributed),
+            time_stamp=_time_stamp(active_codes, active.get("signature_info") or {}),
         )

@@ -179,7 +179,7 @@ def test_upload_with_a_manifest_becomes_the_parent_ingredient(
     # The active manifest is ours and trusted, even though the ingredient's signer is not.
     assert report.valid and report.trusted and report.record_id == "r1" and report.failures == []
     assert report.summary["actions"][0]["action"] == "c2pa.opened"
-    assert report.summary["actions"][0]["digitalSourceType"].endswith("/trainedAlgorithmicMedia")
+    assert report.summary["actions"][0]["digitalSourceType"] is None  # no source type stated: none claimed
     [ingredient] = report.ingredients
     assert ingredient["relationship"] == "parentOf" and ingredient["has_manifest"]
     assert ingredient["title"] == "provenance record camera-1"
@@ -228,9 +228,71 @@ def test_a_swapped_ingredient_manifest_invalidates_the_file(
 
 def test_upload_without_a_manifest_is_created_not_opened(ours: pki.C2paCredentials) -> None:
     png = encode(photo("coffee.png"))
-    signed = ManifestSigner(ours).sign(png, "image/png", ManifestContent(record_id="r1"), original=png)
+    content = ManifestContent(record_id="r1", source_type="digitalCapture")
+    signed = ManifestSigner(ours).sign(png, "image/png", content, original=png)
     report = ManifestReader(ours).read(signed, "image/png")
     assert report.summary["actions"][0]["action"] == "c2pa.created" and report.ingredients == []
+
+
+def test_no_source_type_makes_no_claim_and_still_validates(ours: pki.C2paCredentials) -> None:
+    """C2PA requires a digitalSourceType on c2pa.created: with none stated, the upload is opened instead."""
+    png = encode(photo("coffee.png"))
+    signer = ManifestSigner(ours)
+    signed = signer.sign_noted(png, "image/png", ManifestContent(record_id="r1"), original=png)
+    assert signed.note is None
+    report = ManifestReader(ours).read(signed.data, "image/png")
+    assert report.state == "trusted" and report.failures == [] and report.validation_state == "Trusted"
+    assert report.summary["actions"] == [{"action": "c2pa.opened", "digitalSourceType": None}]
+    assert b"digitalsourcetype" not in signed.data.lower()  # c2pa added no claim of its own
+    [upload] = report.ingredients
+    assert upload["relationship"] == "parentOf" and not upload["has_manifest"]
+
+
+def test_a_parent_manifest_that_fails_validation_stays_with_the_ingredient(
+    ours: pki.C2paCredentials, foreign: pki.C2paCredentials
+) -> None:
+    """A broken upload manifest is history: listed under the ingredient, never against our manifest."""
+    upload = _foreign_upload(foreign)
+    at = upload.index(b"provenance record camera-1")
+    broken = upload[:at] + b"provenance record camera-2" + upload[at + 26 :]  # inside its signed claim
+    as_is = ManifestReader(ours).read(broken, "image/png")
+    assert as_is.state == "invalid" and any("claimSignature.mismatch" in f for f in as_is.failures)
+    signed = ManifestSigner(ours).sign_noted(
+        encode(photo("chelsea.png")), "image/png", ManifestContent(record_id="r1"), original=broken
+    )
+    report = ManifestReader(ours).read(signed.data, "image/png")
+    assert report.state == "trusted" and report.failures == [], report.failures
+    if signed.note is None:  # c2pa kept it as the parent: its failure is listed under it
+        [ingredient] = report.ingredients
+        assert ingredient["state"] == "invalid" and "claimSignature.mismatch" in ingredient["failures"]
+    else:
+        assert "parent ingredient" in signed.note and report.ingredients[0]["has_manifest"] is False
+
+
+def test_an_unreadable_parent_manifest_is_left_out_with_a_note(ours: pki.C2paCredentials) -> None:
+    """Remote manifests are never fetched: certify signs the pixels without that history and says why."""
+    png = encode(photo("coffee.png"))
+    # A PNG whose only C2PA trace is a link to a remote manifest (XMP dcterms:provenance), as c2pa reads it.
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description xmlns:dcterms="http://purl.org/dc/terms/" '
+        b'dcterms:provenance="http://127.0.0.1:9/remote.c2pa"/></rdf:RDF></x:xmpmeta>'
+    )
+    remote = _with_itxt(png, b"XML:com.adobe.xmp", xmp)
+    as_is = ManifestReader(ours).read(remote, "image/png")
+    assert as_is.present and as_is.state == "unverifiable" and not as_is.valid, as_is
+    signed = ManifestSigner(ours).sign_noted(png, "image/png", ManifestContent(record_id="r1"), original=remote)
+    assert signed.note and "cannot be read" in signed.note
+    assert ManifestReader(ours).read(signed.data, "image/png").state == "trusted"
+
+
+def _with_itxt(png: bytes, keyword: bytes, text: bytes) -> bytes:
+    import struct
+    import zlib
+
+    body = keyword + b"\x00\x00\x00\x00\x00" + text
+    chunk = struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", zlib.crc32(b"iTXt" + body))
+    return png[:33] + chunk + png[33:]  # after the signature and IHDR
 
 
 def test_certify_keeps_the_history_and_time_stamps(services: Services, foreign: pki.C2paCredentials) -> None:

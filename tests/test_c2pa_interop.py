@@ -67,7 +67,8 @@ def sign(ca: tuple[pki.C2paCredentials, pki.C2paCredentials, str], fmt: str, kin
             pixels, mime, ManifestContent(record_id="camera-1", source_type="digitalCapture")
         )
     signer = ManifestSigner(ours, tsa_url=tsa_url if "time-stamp" in kind else None)
-    return signer.sign(pixels, mime, ManifestContent(record_id="r1", watermark_id=42), original=original)
+    content = ManifestContent(record_id="r1", watermark_id=42, source_type="trainedAlgorithmicMedia")
+    return signer.sign(pixels, mime, content, original=original)
 
 
 @pytest.mark.parametrize("kind", KINDS)

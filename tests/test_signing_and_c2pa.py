@@ -12,7 +12,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from provenance import pki
 from provenance.errors import InvalidSourceTypeError
-from provenance.manifest import ManifestContent, ManifestReader, ManifestSigner, build_manifest_definition
+from provenance.manifest import (
+    GENERATED_SOURCE_TYPE,
+    ManifestContent,
+    ManifestReader,
+    ManifestSigner,
+    build_manifest_definition,
+)
 from provenance.signing import KeyStore, sha256_hex, verify_signature
 from tests.conftest import encode, photo
 
@@ -37,7 +43,8 @@ def test_service_ca_makes_a_chain_c2pa_accepts(tmp_path: Path) -> None:
 def test_manifest_signed_read_back_trusted(tmp_path: Path) -> None:
     creds = pki.load_or_create(tmp_path)
     png = encode(photo("coffee.png"))
-    signed = ManifestSigner(creds).sign(png, "image/png", ManifestContent(record_id="r1", watermark_id=7))
+    content = ManifestContent(record_id="r1", watermark_id=7, source_type=GENERATED_SOURCE_TYPE)
+    signed = ManifestSigner(creds).sign(png, "image/png", content)
     report = ManifestReader(creds).read(signed, "image/png")
     assert report.present and report.valid and report.trusted and report.record_id == "r1" and report.watermark_id == 7
     assert report.summary["claim_generator"] == ["provenance 0.1.0"]
