@@ -43,10 +43,16 @@ from provenance.align import Alignment
 CELL = 8  # pixels a side of the cells compared (the mark's block size: its own noise averages out)
 MIN_CORRELATION = 0.5  # band-pass detail: copies measured 0.89-1.00, unrelated photographs -0.03-0.03
 MIN_UNCHANGED_SHARE = 0.5
+# Share of 32x32 detailed blocks whose detail correlates (>= MIN_BLOCK_CORRELATION): copies measured 0.68 (strong
+# denoise) to 1.00, unrelated photographs (upside-down views of the same photograph included) at most 0.31.
+MIN_BLOCK_AGREEMENT = 0.5
+MIN_TEXTURED_BLOCKS = 8
 NOISE_SIGMAS = 6.0
 MIN_CELL_DIFFERENCE = 14.0  # levels of 255: JPEG 30 moves a cell mean by 2-4, a blur by 1-3 on edges
 MIN_REGION_CELLS = 8  # 8 cells of 8x8: smaller differing specks are noise (a 60x60 edit covers ~49)
 COMPOSITE_SHARE = 0.2
+HOST_CONTENT_SHARE = 0.1  # outside the original, this much content makes the rest host too (not a letterbox)
+SHOWN_SHARE = 0.8  # an upload showing this much of what it covers of the original is not searched for a paste
 FLAT_STD = 2.0  # a cell this uniform outside the original's footprint is fill, not content
 CHROMA_WEIGHT = 0.6  # colour differences count a little less: global colour edits are harder to model
 TONE_BANDS = 24  # luminance bands of the tone curve fit
@@ -79,6 +85,7 @@ class ContentComparison:
     unchanged_share: float
     cells_compared: int
     threshold: float  # the per-cell colour difference above which a cell counts as changed
+    block_agreement: float | None = None  # share of detailed blocks whose detail correlates; None: too few
     edited_regions: list[Box] = field(default_factory=list)
     contained_region: Box | None = None  # set for a composite: the original's footprint in the upload
     outside_share: float = 0.0  # share of the upload outside the footprint that carries content
@@ -101,6 +108,7 @@ class ContentComparison:
         return (
             self.cells_compared > 0
             and self.correlation >= MIN_CORRELATION
+            and (self.block_agreement is None or self.block_agreement >= MIN_BLOCK_AGREEMENT)
             and self.unchanged_share >= MIN_UNCHANGED_SHARE
         )
 
@@ -115,6 +123,7 @@ class ContentComparison:
         return {
             "content_matches": self.matches,
             "correlation": round(self.correlation, 4),
+            "block_agreement": None if self.block_agreement is None else round(self.block_agreement, 4),
             "unchanged_share": round(self.unchanged_share, 4),
             "cells_compared": self.cells_compared,
             "cell_threshold": round(self.threshold, 2),
@@ -216,8 +225,8 @@ def _to_upload_box(alignment: Alignment, box: tuple[float, float, float, float],
 def _footprint(
     alignment: Alignment, upload_rgb: np.ndarray, frame: tuple[int, int, int, int]
 ) -> tuple[Box, float, Box | None]:
-    """Where the original's ``frame`` lies in the upload, the share of the upload outside it that carries
-    content (not a constant fill such as rotation corners or a letterbox), and that content's bounding box."""
+    """Where the original's ``frame`` lies in the upload, the share of the upload outside it that is another
+    picture's (content, not a constant fill such as rotation corners or a letterbox), and that content's box."""
     height, width = upload_rgb.shape[:2]
     x0, y0, x1, y1 = frame
     to_upload = cv2.invertAffineTransform(alignment.matrix)
@@ -238,13 +247,19 @@ def _footprint(
         return box, 0.0, None
     ys, xs = np.nonzero(content)
     share = float(content.sum()) / float(rows * cols)
+    # A picture pasted onto a plain background is still a composite: once some content shows around it, the whole
+    # area outside counts (the plain part of a host is part of the host).
+    if float(content.sum()) >= HOST_CONTENT_SHARE * float(outside.sum()):
+        share = float(outside.sum()) / float(rows * cols)
     bx0, by0 = int(xs.min()) * CELL, int(ys.min()) * CELL
     bx1, by1 = (int(xs.max()) + 1) * CELL, (int(ys.max()) + 1) * CELL
     outside_box = Box(bx0, by0, bx1, by1, (bx1 - bx0) * (by1 - by0) / float(width * height))
     return box, share, outside_box
 
 
-def _matching_blocks(alignment: Alignment, original_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _matching_blocks(
+    alignment: Alignment, original_rgb: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per block of ``MATCH_BLOCK`` pixels inside the covered area: does the aligned upload show the original there?
 
     Local normalised correlation of the band-pass detail (indifferent to light and colour changes, blind
@@ -256,7 +271,8 @@ def _matching_blocks(alignment: Alignment, original_rgb: np.ndarray) -> tuple[np
     rows, cols = out_h // side, out_w // side
     grey_a = band_pass(alignment.aligned)[: rows * side, : cols * side]
     grey_o = band_pass(original_rgb)[: rows * side, : cols * side]
-    covered = alignment.mask[: rows * side, : cols * side].reshape(rows, side, cols, side).all(axis=(1, 3))
+    area = alignment.mask if mask is None else mask
+    covered = area[: rows * side, : cols * side].reshape(rows, side, cols, side).all(axis=(1, 3))
 
     def blocks(plane: np.ndarray) -> np.ndarray:
         return plane.reshape(rows, side, cols, side).swapaxes(1, 2).reshape(rows, cols, side * side)
@@ -281,19 +297,24 @@ def compare(alignment: Alignment, upload_rgb: np.ndarray, original_rgb: np.ndarr
     where it was pasted.
     """
     whole = _compare_within(alignment, alignment.mask, upload_rgb, original_rgb)
-    shown = _shown_box(alignment, original_rgb, whole)
+    shown = _shown_box(alignment, original_rgb)
     if shown is None:
         return whole
     if whole.matches:
+        x0, y0, x1, y1 = _grown(shown, alignment)
+        if float(alignment.mask[y0:y1, x0:x1].sum()) >= SHOWN_SHARE * float(alignment.mask.sum()):
+            return whole  # the upload shows (nearly) all it covers: no pasted region to look for
         result = _compare_within(
             alignment, alignment.mask, upload_rgb, original_rgb, region_box=_grown(shown, alignment)
         )
     else:
-        x0, y0, x1, y1 = _grown(shown, alignment)
+        # Compared where whole blocks agree (the pasted region's ragged edge carries the host); its footprint in
+        # the upload is the box grown by one block.
+        x0, y0, x1, y1 = shown
         region = np.zeros_like(alignment.mask)
         region[y0:y1, x0:x1] = True
         result = _compare_within(
-            alignment, alignment.mask & region, upload_rgb, original_rgb, region_box=(x0, y0, x1, y1)
+            alignment, alignment.mask & region, upload_rgb, original_rgb, region_box=_grown(shown, alignment)
         )
         if not result.matches:
             return whole
@@ -301,20 +322,9 @@ def compare(alignment: Alignment, upload_rgb: np.ndarray, original_rgb: np.ndarr
     return replace(result, shown=shown if result.contained_region is not None else None)
 
 
-def _shown_box(
-    alignment: Alignment, original_rgb: np.ndarray, whole: ContentComparison
-) -> tuple[int, int, int, int] | None:
+def _shown_box(alignment: Alignment, original_rgb: np.ndarray) -> tuple[int, int, int, int] | None:
     """The original-frame box of the largest connected area where the upload shows the original; None: no such area."""
-    covered, matching, textured = _matching_blocks(alignment, original_rgb)
-    if whole.cell_difference is not None:
-        # A flat block agrees when its colour does (cell differences against the fitted tone curve and colour map).
-        per_block = MATCH_BLOCK // CELL
-        cells = whole.cell_difference
-        rows, cols = covered.shape
-        cut = cells[: rows * per_block, : cols * per_block]
-        if cut.shape == (rows * per_block, cols * per_block):
-            block_difference = cut.reshape(rows, per_block, cols, per_block).max(axis=(1, 3))
-            matching = matching | (covered & ~textured & (block_difference < MIN_CELL_DIFFERENCE))
+    covered, matching, _ = _matching_blocks(alignment, original_rgb)
     if not matching.any():
         return None
     closed = cv2.morphologyEx(matching.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) & covered
@@ -361,6 +371,11 @@ def _compare_within(
     delta = np.abs(ours - theirs)
     difference = np.maximum(delta[..., 0], CHROMA_WEIGHT * delta[..., 1:].max(axis=2))
     correlation = _structure(alignment.aligned, original_rgb, mask)
+    blocks_covered, blocks_matching, blocks_textured = _matching_blocks(alignment, original_rgb, mask)
+    textured_blocks = int((blocks_covered & blocks_textured).sum())
+    # Share of the detailed blocks whose detail correlates: one dominant shared edge (the rim of a circular
+    # picture, a horizon) lifts the global correlation of unrelated pictures, never this.
+    agreement = float(blocks_matching.sum()) / textured_blocks if textured_blocks >= MIN_TEXTURED_BLOCKS else None
     if correlation is None:
         # A flat picture has no structure to correlate: it matches when its colour does.
         correlation = 1.0 if float(np.median(difference[covered])) < MIN_CELL_DIFFERENCE else 0.0
@@ -388,6 +403,7 @@ def _compare_within(
     regions.sort(key=lambda r: -r.share)
     return ContentComparison(
         correlation=correlation,
+        block_agreement=agreement,
         unchanged_share=unchanged_share,
         cells_compared=count,
         threshold=threshold,

@@ -15,6 +15,7 @@ from provenance.certify import CertifyOptions
 from provenance.db.models import JobStatus
 from provenance.errors import ProvenanceError, dependency_error
 from provenance.jobs.store import JobRepository
+from provenance.manifest import GENERATED_SOURCE_TYPE
 
 if TYPE_CHECKING:
     from generator.pipeline import GeneratedImage, GenerationRequest, Generator
@@ -156,7 +157,7 @@ class JobRunner:
             for image in images:
                 data = png_bytes(image)
                 options = CertifyOptions(
-                    source_type="trainedAlgorithmicMedia",
+                    source_type=GENERATED_SOURCE_TYPE,
                     filename=f"{job_id}-{image.index}.png",
                     generation=image.provenance,
                     job_id=job_id,
