@@ -78,8 +78,10 @@ def _base_url(request: Request, services: ServicesDep) -> str:
     status_code=201,
     response_model=CertifyOut,
     tags=["certify"],
-    responses={409: {"model": ErrorOut, "description": "The content belongs to another account's record."}}
-    | WRITE_ERRORS,
+    responses={
+        **WRITE_ERRORS,
+        409: {"model": ErrorOut, "description": "The content belongs to another account's record."},
+    },
 )
 def certify(
     request: Request,
