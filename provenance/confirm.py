@@ -2,9 +2,11 @@
 
 After ``provenance.align`` has put the upload back on the original's pixel grid, every 4x4 block of
 the U channel's Haar approximation band that the upload covers carries the payload bit it was marked
-with (bit ``k % 80`` for block ``k`` in the ORIGINAL's reading order). We do not decode: we already
-know which 80 bits the candidate record's mark must carry (``watermark.encode_payload``), so we ask
-how likely an image that does not carry them would agree this well.
+with, on its own lattice offset: both are given by the key's ``watermark.MarkLayout`` for block ``k``
+in the ORIGINAL's reading order (the aligned copy has the original's size, so positions are
+absolute). We do not decode: we already know which 80 bits the candidate record's mark must carry
+(``watermark.encode_payload``), so we ask how likely an image that does not carry them would agree
+this well.
 
 Statistic. Each block gives a soft vote in [-1, 1] (``watermark.masked_soft_votes``); summing them
 per bit gives ``a_i``, whose sign is the read bit and whose size is the evidence (many blocks, far
@@ -14,12 +16,29 @@ largest). This is the matched filter (weights proportional to the evidence), the
 version of counting agreeing bits.
 
 Null distribution, exact. The expected bits are the codeword XORed with the key's 80-bit HMAC mask,
-so for any image made without this record's mark (unmarked, marked under another key) they are 80
-fair coins independent of the reading: given the reading, ``T`` is distributed as
-``sum_i q_i * e_i`` with independent random signs ``e_i``. Its tail is computed exactly by dynamic
-programming over the integer weights (no Gaussian approximation, no bound). Nothing that computes
-the reading looks at the expected bits: the alignment uses features and luminance (which carry no
-mark), and the light correction is one gain fitted on luminance.
+so for any image made without this record's mark (unmarked, marked under another key, marked with the
+stock library's layout) they are 80 fair coins independent of the reading: given the reading, ``T``
+is distributed as ``sum_i q_i * e_i`` with independent random signs ``e_i``. Its tail is computed
+exactly by dynamic programming over the integer weights (no Gaussian approximation, no bound). The
+reading now depends on the key too (the layout says which blocks are summed into which bit, and the
+dither where each block's phase is measured from), but through HMAC outputs under a different label
+("layout v2") than the mask's: the layout carries no information about the mask, so conditioning on
+it leaves the expected bits fair coins. (A flat image, for instance, no longer reads all zeros: it
+reads a fixed keyed pattern, itself independent of the mask.) Nothing else that computes the reading
+looks at the expected bits: the alignment uses features and luminance (which carry no mark), and the
+light correction is one gain fitted on luminance.
+
+Copies are not covered by either null: an image that carries this record's mark copied from its
+picture agrees with the expected bits because it does carry them. Copying every block's phase (``s0``
+modulo 48, whatever the key put there) into other content transplants the mark whole; telling such a
+copy from the record's picture is the verifier's content binding, not this test's. The keyless raw
+bit replay (the stock library's decoder reads 80 bits off one of our marks, its encoder embeds them
+elsewhere) is such a copy squeezed through 80 bits: the stock reading itself is chance (0.5 +- 0.05
+bit accuracy over 100 marks, tested), but each block's own vote is one of the ~1/80 of the blocks its
+stock bit averaged, and reading the replay with that block's dither undoes it, so a faint echo of the
+mark remains. Its strength does not grow with the image (both sides average the same share of
+blocks); measured on 12 photos: p between 9e-4 and 0.06, three orders of magnitude short of the
+default threshold, and never a blind decode (tested).
 
 An image marked for ANOTHER record under the same key is the one case where the reading is not
 independent of the expected bits: it agrees with them wherever the two codewords agree, and the two
@@ -150,13 +169,15 @@ def confirm_mark(
     original_rgb: np.ndarray,
     expected_bits: np.ndarray,
     *,
+    key: watermark.MarkKey,
     threshold: float = DEFAULT_THRESHOLD,
     photometric: Photometric | None = None,
     sharpen: float = SHARPEN,
 ) -> MarkConfirmation:
     """Read the keyed mark on ``aligned_rgb`` (in the original's frame) within ``mask`` and test it.
 
-    ``expected_bits`` are the record's embedded bits, ``watermark.encode_payload(id, key)``. The
+    ``expected_bits`` are the record's embedded bits, ``watermark.encode_payload(id, key)``; ``key``
+    (the same mark key) gives the layout the blocks are read with. The
     change of light is undone first: a brightness, contrast or saturation change scales U around 128,
     and the mark is read modulo a quantisation step of 48, so even a 5% gain would scramble it. Two
     estimates of that gain are tried: the luminance gain (brightness and contrast move chroma as they
@@ -174,7 +195,7 @@ def confirm_mark(
     if abs(light.chroma_gain - light.gain) > GAIN_TOLERANCE * light.gain:
         gains.append(light.chroma_gain)
     u_plane = watermark.u_plane(aligned_rgb)
-    readings = [_read(u_plane, mask, gain, sharpen, expected, threshold) for gain in gains]
+    readings = [_read(u_plane, mask, gain, sharpen, expected, threshold, key.layout) for gain in gains]
     best = min(readings, key=lambda reading: reading.p_value)
     if len(readings) == 1:
         return best
@@ -183,14 +204,20 @@ def confirm_mark(
 
 
 def _read(
-    u: np.ndarray, mask: np.ndarray, gain: float, sharpen: float, expected: np.ndarray, threshold: float
+    u: np.ndarray,
+    mask: np.ndarray,
+    gain: float,
+    sharpen: float,
+    expected: np.ndarray,
+    threshold: float,
+    layout: watermark.MarkLayout,
 ) -> MarkConfirmation:
     """One reading of the mark after undoing ``gain`` on U, tested against ``expected``."""
     if gain != 1.0:
         u = 128.0 + (u - 128.0) / gain
     if sharpen:
         u = u + sharpen * (u - cv2.GaussianBlur(u, (0, 0), 1.0))
-    votes = watermark.masked_soft_votes(u, mask)
+    votes = watermark.masked_soft_votes(u, mask, layout=layout)
     evidence = votes.score_sums
     signs = 2 * expected - 1
     read = np.sign(evidence).astype(np.int64)

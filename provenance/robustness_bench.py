@@ -424,7 +424,11 @@ def service_blind_read(rgb: np.ndarray, key: watermark.MarkKey, expected: np.nda
         if not watermark.can_mark(candidate.shape[1], candidate.shape[0]):
             continue
         coder = watermark.FastDwtDctSvd(
-            watermarks=[], wmLen=watermark.PAYLOAD_BITS, scales=watermark.SCALES, block=watermark.BLOCK
+            watermarks=[],
+            wmLen=watermark.PAYLOAD_BITS,
+            scales=watermark.SCALES,
+            block=watermark.BLOCK,
+            layout=key.layout,
         )
         read = coder.vote_fractions(np.ascontiguousarray(candidate)) > 0.5
         best = max(best, int(np.count_nonzero(read == expected.astype(bool))))

@@ -616,6 +616,7 @@ class Verifier:
                         shown,
                         original,
                         watermark.encode_payload(record.watermark_id, self.watermarker.key),
+                        key=self.watermarker.key,
                         threshold=threshold,
                         photometric=alignment.photometric if shown is alignment.mask else None,
                     )

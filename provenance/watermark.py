@@ -1,26 +1,38 @@
 """Stage 2, watermark: an invisible, error-corrected record id in the pixels.
 
-The mark is ``invisible-watermark``'s DWT-DCT-SVD scheme: the image goes to YUV, the U channel
-through a one-level Haar DWT, and each 4x4 block of the approximation band carries one payload bit
-in the quantisation of its largest singular value. Blocks cycle through the payload bits, so every
-bit is repeated hundreds of times and the decoder takes a majority vote.
+The mark uses the arithmetic of ``invisible-watermark``'s DWT-DCT-SVD scheme: the image goes to YUV,
+the U channel through a one-level Haar DWT, and each 4x4 block of the approximation band carries one
+payload bit in the quantisation of its largest singular value ``s0`` (step 48). Every bit is carried
+by about 1/80 of the blocks, and the decoder takes a majority vote.
+
+What is not the library's: the layout is keyed. The library puts bit ``k % 80`` in block ``k`` on
+the fixed lattice ``s0 // 48``, so its stock decoder reads the 80 raw bits of any such mark and its
+encoder replays them into another picture without any secret. Here the secret ``MarkKey`` also
+decides (``MarkLayout``) which payload bit each block carries (a keyed balanced sequence: each run of
+80 blocks is a keyed permutation of the 80 bits) and shifts each block's quantisation lattice by a
+keyed dither ``d_k`` in [0, 48). Same step, same strength, same PSNR; the stock decoder reads chance
+on our marks, and its marks read nothing here (tests check both).
 
 The library embeds block by block in a Python loop (about 65 ms for 512x512). We keep its colour
-conversion, DWT and bit layout, and only replace the per-block loop with one batched NumPy SVD.
-DCT is orthonormal, so the singular values of ``dct(block)`` are those of ``block``, and changing
-the largest one by ``d`` adds ``d * u0 v0^T`` to the block: the same arithmetic in one pass.
-Tests check that the library's own decoder reads our marks and ours reads its marks.
+conversion and DWT, and replace the per-block loop with one batched NumPy SVD. DCT is orthonormal, so
+the singular values of ``dct(block)`` are those of ``block``, and changing the largest one by ``d``
+adds ``d * u0 v0^T`` to the block: the same arithmetic in one pass.
 
 Payload: the 32-bit watermark id, sealed with the service's secret mark key (a keyed 32-bit
 permutation), followed by Reed-Solomon parity (6 bytes, correcting up to three wrong bytes), and the
 whole 80-bit codeword XORed with a keyed mask. The public ``watermark_id`` (returned by certify, in
 the record and in the C2PA soft-binding assertion) is therefore not enough to forge a record's mark:
 the embedded bits depend on the key. The mask also means a flat or grey image, whose blocks all vote
-0, no longer reads as a valid codeword. A decode only counts when the codeword is valid; the chance
+alike, does not read as a valid codeword. A decode only counts when the codeword is valid; the chance
 that an unmarked image yields one is computed per reading (``false_positive_probability``).
 
-Not covered: a copy attack that lifts the mark out of one certified image and pastes it into
-another. The mark says "this picture came from record X's pixels", not "these are record X's bytes".
+Not covered here: a copy attack. Reading the raw bits without the key is no longer possible (the
+stock decoder reads chance), and replaying what it reads with the stock encoder gives nothing a blind
+read accepts and only a faint echo after alignment (see ``provenance.confirm``). But an attacker can
+still copy a marked image's block phases (``s0`` modulo 48, whatever the key put there) or an
+estimated mark residual into other content, and the copy carries the mark. The mark says "this
+picture came from record X's pixels", not "these are record X's bytes": binding the mark to the
+record's content is the verifier's job (``verify``).
 """
 
 from __future__ import annotations
@@ -49,6 +61,16 @@ METHOD = "invisible-watermark/dwtDctSvd"
 # Rescalings tried when the image as given does not decode: a copy resized by these factors gets
 # back to the original block grid. 1.0 first, so an unmodified copy costs one decode.
 RESCALE_FACTORS = (1.0, 2.0, 1.5, 4 / 3)
+# Bounded working resolution: a rescaled try whose image would exceed this many pixels (2048x2048, about 4.2 MP)
+# is skipped. Marks survive a resize back only from copies that were shrunk, and a copy of a 2048x2048 original
+# shrunk by 1/2 still gets its x2 try; an upload larger than this is read as given (one striped pass), never
+# upscaled: a 40 MP upload costs one read, not an x2 upscale to 160 MP.
+MAX_RESCALE_PIXELS = 2048 * 2048
+# The keyed layout repeats every LAYOUT_PERIOD blocks: LAYOUT_GROUPS runs of 80 blocks, each run a keyed
+# permutation of the 80 payload bits. 5120 blocks is more than a 512x512 image holds (4096), so ordinary
+# images see no repetition at all, and any 80 consecutive blocks of a run carry every bit once.
+LAYOUT_GROUPS = 64
+LAYOUT_PERIOD = PAYLOAD_BITS * LAYOUT_GROUPS
 
 _rs = RSCodec(PARITY_BYTES)
 # Blind reads accept at most this many corrected bytes: 1.0e-8 per try, 4.2e-8 per image over the 4 rescalings.
@@ -64,23 +86,82 @@ def largest_singular_values(blocks: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(np.linalg.eigvalsh(gram)[:, -1], 0.0))
 
 
-class FastDwtDctSvd:
-    """``imwatermark.dwtDctSvd.EmbedDwtDctSvd`` with its loops vectorised; identical bit layout and arithmetic.
+@dataclass(frozen=True, eq=False)
+class MarkLayout:
+    """Which payload bit each block carries, and the offset of its quantisation lattice.
 
-    ``encode_frame`` batches the per-block SVD, ``encode`` writes the one-level Haar transform out
-    in NumPy; reading uses ``vote_fractions``. Tests check against the library's own encoder and
-    decoder both ways. It no longer inherits from the library's class, whose only remaining part was
-    the constructor: importing ``imwatermark`` imports torch (for its rivaGan model), 1.5 s and
-    hundreds of MB in every process that only needs this scheme.
+    Block ``k`` (reading order on the Haar approximation band of U, 4x4 blocks) carries payload bit
+    ``bits[k % period]``, quantised on the lattice ``dither[k % period] * step + step * Z``. Readers
+    use the phase ``((s0 - d_k) mod step) / step``: 0.25 for a 0, 0.75 for a 1. Positions are
+    absolute in the reading order of the image as it was marked, which is what the confirmation after
+    alignment reads in (the original's grid).
+    """
+
+    bits: np.ndarray  # int64 (period,): payload bit index
+    dither: np.ndarray  # float64 (period,): lattice offset as a fraction of the step, in [0, 1)
+
+    @classmethod
+    def stock(cls, length: int = PAYLOAD_BITS) -> MarkLayout:
+        """The library's own layout: block ``k`` carries bit ``k % length`` on the lattice ``s0 // step``."""
+        return cls(np.arange(length, dtype=np.int64), np.zeros(length))
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> MarkLayout:
+        """The keyed layout: a function of the key only.
+
+        The randomness is SHAKE-256 of ``HMAC-SHA256(key, "provenance watermark layout v2")``, turned into
+        a permutation by sorting 64-bit values and into offsets by 32-bit fractions: plain arithmetic on
+        a standard hash, so the layout of an existing mark never changes with a NumPy upgrade (NumPy
+        does not promise that ``Generator`` methods keep their streams across versions).
+        """
+        seed = hmac.new(secret, b"provenance watermark layout v2", hashlib.sha256).digest()
+        stream = hashlib.shake_256(seed).digest(LAYOUT_PERIOD * 12)
+        sort_keys = np.frombuffer(stream, dtype=">u8", count=LAYOUT_PERIOD).reshape(LAYOUT_GROUPS, PAYLOAD_BITS)
+        bits = np.argsort(sort_keys, axis=1, kind="stable").astype(np.int64).ravel()
+        offsets = np.frombuffer(stream, dtype=">u4", count=LAYOUT_PERIOD, offset=LAYOUT_PERIOD * 8)
+        return cls(bits, offsets.astype(np.float64) / 2.0**32)
+
+    @property
+    def period(self) -> int:
+        return int(self.bits.shape[0])
+
+    def of_blocks(self, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Payload bit index and dither (fraction of the step) of blocks ``first .. first + count - 1``."""
+        index = (first + np.arange(count)) % self.period
+        return self.bits[index], self.dither[index]
+
+
+class FastDwtDctSvd:
+    """``imwatermark``'s ``EmbedDwtDctSvd`` arithmetic, vectorised, with the block layout as a parameter.
+
+    Kept from the library: the colour conversion (OpenCV YUV), the one-level Haar approximation band of
+    U, 4x4 blocks, the quantisation of each block's largest singular value with step ``scales[1]`` and
+    the decoder's rule (phase above one half votes 1). ``layout``: which bit each block carries and
+    each block's lattice offset. ``None`` is the library's layout (bit ``k % wmLen``, no offset): with it
+    this class embeds and reads what the library does, bit for bit, which tests and the benchmark use
+    as the stock scheme. The service always passes the key's ``MarkLayout``, so the library's decoder
+    cannot read its marks and its marks do not read here.
+
+    ``encode_frame`` batches the per-block SVD, ``encode`` writes the one-level Haar transform out in
+    NumPy; reading uses ``vote_fractions``. It does not import ``imwatermark``, which imports torch (for
+    its rivaGan model): 1.5 s and hundreds of MB in every process that only needs this scheme.
     """
 
     def __init__(
-        self, watermarks: list[int] | None = None, wmLen: int = 8, scales: list[int] | None = None, block: int = 4
+        self,
+        watermarks: list[int] | None = None,
+        wmLen: int = 8,
+        scales: list[int] | None = None,
+        block: int = 4,
+        layout: MarkLayout | None = None,
     ) -> None:
         self._watermarks = list(watermarks or [])
         self._wmLen = wmLen
         self._scales = list(scales if scales is not None else [0, 36, 0])
         self._block = block
+        self._layout = layout if layout is not None else MarkLayout.stock(wmLen)
+        if int(self._layout.bits.max()) >= wmLen:
+            raise ValueError("the layout names payload bits beyond wmLen")
 
     def _blocks(self, frame: np.ndarray) -> tuple[np.ndarray, int, int]:
         rows, cols = frame.shape[0] // self._block, frame.shape[1] // self._block
@@ -96,8 +177,7 @@ class FastDwtDctSvd:
         horizontal and vertical detail bands swapped (``idwt2((ca, (v, h, d)))``), which transposes
         every 2x2 block of U: a distortion that carries no mark (the approximation band, which is all a
         decoder reads, is the same either way) and costs about 2.5 dB of PSNR on photos and 12 dB on
-        noise-like images. We keep the detail bands where they are: the library's decoder and ours
-        still read identical bits.
+        noise-like images. We keep the detail bands where they are.
         """
         yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
         # Memory: the float work runs one stripe of block rows at a time (each block is marked on its own,
@@ -125,13 +205,22 @@ class FastDwtDctSvd:
         return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
 
     def encode_frame(self, frame: np.ndarray, scale: float, first_block: int = 0) -> None:
-        """Mark every whole block of ``frame``; ``first_block``: the reading-order index of its first block."""
+        """Mark every whole block of ``frame``; ``first_block``: the reading-order index of its first block.
+
+        Block ``k`` with lattice offset ``d`` moves its largest singular value ``s0`` within its cell to
+        ``(floor((s0 - d) / scale) + 0.25 + 0.5 * bit) * scale + d``: at most one step, as in the library
+        (``d = 0`` is the library's lattice exactly). A singular value cannot be negative, so a target
+        below 0 (only when ``s0 < d``) moves up one step to the same phase.
+        """
         blocks, rows, cols = self._blocks(frame)
         payload = np.asarray(self._watermarks, dtype=np.float64)
-        bits = payload[(first_block + np.arange(blocks.shape[0])) % payload.shape[0]]
+        bit_index, dither = self._layout.of_blocks(first_block, blocks.shape[0])
+        bits = payload[bit_index]
+        offset = dither * scale
         u, s, vt = np.linalg.svd(blocks)
         s0 = s[:, 0]
-        target = (s0 // scale + 0.25 + 0.5 * bits) * scale
+        target = ((s0 - offset) // scale + 0.25 + 0.5 * bits) * scale + offset
+        target[target < 0] += scale
         step = u[:, :, 0, None] * vt[:, None, 0, :]
         del u, vt  # in place from here: no full-size temporaries
         step *= (target - s0)[:, None, None]
@@ -144,9 +233,11 @@ class FastDwtDctSvd:
 
         The library's decode path, computed directly: YUV from RGB, the Haar approximation band
         of U as ``(a + b + c + d) / 2`` over 2x2 pixels (what ``pywt.dwt2(..., "haar")`` returns,
-        13x faster), then one vote per 4x4 block.
+        13x faster), then one vote per 4x4 block: phase ``((s0 - d) mod step) / step`` above one half,
+        counted for the payload bit the layout gives the block.
         """
         side = 2 * self._block
+        step = float(self._scales[1])
         block_rows, block_cols = rgb.shape[0] // 4 * 2 // self._block, rgb.shape[1] // 4 * 2 // self._block
         sums = np.zeros(self._wmLen)
         counts = np.zeros(self._wmLen, dtype=np.int64)
@@ -160,8 +251,8 @@ class FastDwtDctSvd:
             ca1 += u[1::2, 1::2]
             ca1 /= 2
             blocks, _, _ = self._blocks(ca1)
-            votes = ((largest_singular_values(blocks) % SCALES[1]) > SCALES[1] * 0.5).astype(np.float64)
-            index = (first * block_cols + np.arange(votes.shape[0])) % self._wmLen
+            index, dither = self._layout.of_blocks(first * block_cols, blocks.shape[0])
+            votes = (((largest_singular_values(blocks) - dither * step) % step) > step * 0.5).astype(np.float64)
             sums += np.bincount(index, weights=votes, minlength=self._wmLen)
             counts += np.bincount(index, minlength=self._wmLen)
         return sums / np.maximum(counts, 1)
@@ -178,7 +269,9 @@ class MarkKey:
 
     ``seal`` is a keyed permutation of 32-bit ids (an 8-round Feistel network with HMAC-SHA256 as
     its round function), so the embedded value reveals nothing about the key and cannot be made for
-    a new id without it; ``mask`` is a keyed 80-bit pattern XORed over the whole codeword.
+    a new id without it; ``mask`` is a keyed 80-bit pattern XORed over the whole codeword;
+    ``layout`` the keyed embedding (which bit each block carries, each block's lattice offset),
+    derived once per key.
     """
 
     ROUNDS = 8
@@ -189,6 +282,7 @@ class MarkKey:
         self._secret = secret
         digest = hmac.new(secret, b"provenance watermark mask v1", hashlib.sha256).digest()
         self.mask = np.unpackbits(np.frombuffer(digest[: ID_BYTES + PARITY_BYTES], dtype=np.uint8))
+        self.layout = MarkLayout.from_secret(secret)
 
     @classmethod
     def generate(cls) -> MarkKey:
@@ -260,7 +354,7 @@ def can_mark(width: int, height: int) -> bool:
 def embed(rgb: np.ndarray, watermark_id: int, key: MarkKey) -> np.ndarray:
     """Return a copy of ``rgb`` (HxWx3 uint8) carrying ``watermark_id`` sealed with ``key``."""
     bits = encode_payload(watermark_id, key)
-    coder = FastDwtDctSvd(watermarks=list(bits), wmLen=PAYLOAD_BITS, scales=SCALES, block=BLOCK)
+    coder = FastDwtDctSvd(watermarks=list(bits), wmLen=PAYLOAD_BITS, scales=SCALES, block=BLOCK, layout=key.layout)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     marked_bgr = coder.encode(bgr)
     return np.ascontiguousarray(marked_bgr[:, :, ::-1])
@@ -282,7 +376,7 @@ class Detection:
 
 
 def _decode_once(rgb: np.ndarray, key: MarkKey) -> tuple[int, int, int] | None:
-    coder = FastDwtDctSvd(watermarks=[], wmLen=PAYLOAD_BITS, scales=SCALES, block=BLOCK)
+    coder = FastDwtDctSvd(watermarks=[], wmLen=PAYLOAD_BITS, scales=SCALES, block=BLOCK, layout=key.layout)
     bits = coder.vote_fractions(np.ascontiguousarray(rgb)) > 0.5
     found = decode_payload(bits, key)
     if found is None:
@@ -297,6 +391,8 @@ def detect(rgb: np.ndarray, key: MarkKey, *, factors: tuple[float, ...] = RESCAL
 
     A resized copy has lost the block grid it was marked on; scaling it back by the inverse of a
     common resize factor (0.5x, 2/3x, 3/4x) restores that grid closely enough to read the bits.
+    A rescaled try whose image would exceed ``MAX_RESCALE_PIXELS`` is skipped (not counted in
+    ``tries``): a large upload is read once, as given, in stripes.
     """
     height, width = rgb.shape[:2]
     tries = 0
@@ -304,8 +400,10 @@ def detect(rgb: np.ndarray, key: MarkKey, *, factors: tuple[float, ...] = RESCAL
         if factor == 1.0:
             candidate = rgb
         else:
-            candidate = rgb  # drop the previous rescaled copy before making the next one (memory)
             size = (round(width * factor), round(height * factor))
+            if size[0] * size[1] > MAX_RESCALE_PIXELS:
+                continue
+            candidate = rgb  # drop the previous rescaled copy before making the next one (memory)
             candidate = cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC)
         if not can_mark(candidate.shape[1], candidate.shape[0]):
             continue
@@ -375,15 +473,16 @@ class SoftVotes:
         return int(self.counts.sum())
 
 
-def masked_soft_votes(u: np.ndarray, pixel_mask: np.ndarray | None = None) -> SoftVotes:
+def masked_soft_votes(u: np.ndarray, pixel_mask: np.ndarray | None = None, *, layout: MarkLayout) -> SoftVotes:
     """Soft-read the payload from a U plane on the marked image's own block grid.
 
     ``u`` (float, HxW) must be in the frame of the image as it was marked (after alignment), so
-    block ``k`` in reading order still carries bit ``k % PAYLOAD_BITS``. Only 4x4 blocks of the
+    block ``k`` in reading order still carries the bit and lattice offset ``layout`` gives it
+    (``MarkKey.layout``; ``MarkLayout.stock()`` reads the library's layout). Only 4x4 blocks of the
     Haar approximation band (8x8 pixels) lying wholly inside ``pixel_mask`` vote: a block that is
     partly outside what the upload covers, or straddles its border, reads garbage.
 
-    The soft vote is ``-sin(2 pi phase)`` with ``phase = (s0 mod q) / q``: the embedder puts ``s0``
+    The soft vote is ``-sin(2 pi phase)`` with ``phase = ((s0 - d_k) mod q) / q``: the embedder puts ``s0``
     at phase 0.25 for a 0 and 0.75 for a 1, so this is -1 / +1 there, falls smoothly to 0 at the
     decision boundaries (0 and 0.5) where a small distortion flips the hard vote, and has the same
     sign as the hard vote of ``vote_fractions``.
@@ -396,12 +495,12 @@ def masked_soft_votes(u: np.ndarray, pixel_mask: np.ndarray | None = None) -> So
     rows, cols = ca1.shape[0] // BLOCK, ca1.shape[1] // BLOCK
     blocks = ca1[: rows * BLOCK, : cols * BLOCK].reshape(rows, BLOCK, cols, BLOCK).swapaxes(1, 2)
     blocks = blocks.reshape(-1, BLOCK, BLOCK)
-    index = np.arange(rows * cols) % PAYLOAD_BITS
+    index, dither = layout.of_blocks(0, rows * cols)
     if pixel_mask is not None:
         side = 2 * BLOCK  # one approximation-band block covers 8x8 pixels
         inside = pixel_mask[: rows * side, : cols * side].reshape(rows, side, cols, side).all(axis=(1, 3)).ravel()
-        blocks, index = blocks[inside], index[inside]
-    phase = (largest_singular_values(blocks) % step) / step
+        blocks, index, dither = blocks[inside], index[inside], dither[inside]
+    phase = ((largest_singular_values(blocks) - dither * step) % step) / step
     scores = -np.sin(2 * np.pi * phase)
     counts = np.bincount(index, minlength=PAYLOAD_BITS)
     sums = np.bincount(index, weights=scores, minlength=PAYLOAD_BITS)

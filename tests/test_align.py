@@ -131,13 +131,13 @@ def test_every_edit_aligns_and_confirms_only_the_right_record(
             failures.append(f"{edit}: did not align")
             continue
         failures += [f"{edit}: {error}" for error in _geometry_errors(found, truth)]
-        mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, photometric=found.photometric)
+        mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, key=KEY, photometric=found.photometric)
         if not mark.confirmed:
             failures.append(f"{edit}: not confirmed, p={mark.p_value:.1e}")
         # The same edit of the image marked for another record aligns just as well, and never confirms.
         wrong = align(others[edit][0], original)
         assert wrong is not None
-        wrong_mark = confirm_mark(wrong.aligned, wrong.mask, original, EXPECTED, photometric=wrong.photometric)
+        wrong_mark = confirm_mark(wrong.aligned, wrong.mask, original, EXPECTED, key=KEY, photometric=wrong.photometric)
         if wrong_mark.confirmed or wrong_mark.p_value < 1e-3:
             failures.append(f"{edit}: another record's mark reads p={wrong_mark.p_value:.1e}")
     assert not failures, failures
@@ -152,7 +152,7 @@ def test_crops_at_random_offsets_keep_the_record(marked: dict[str, tuple[np.ndar
             found = align(upload, original)
             assert found is not None and not _geometry_errors(found, {"crop": box}), (share, box)
             assert abs(found.coverage - share) < 0.02
-            mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, photometric=found.photometric)
+            mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, key=KEY, photometric=found.photometric)
             assert mark.confirmed and mark.p_value < 1e-12, (share, box, mark)
 
 
@@ -166,7 +166,7 @@ def test_unmarked_and_other_key_copies_are_not_confirmed(marked: dict[str, tuple
             upload, _ = edits[edit]
             found = align(upload, original)
             assert found is not None  # same content: it aligns, which alone proves nothing
-            mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, photometric=found.photometric)
+            mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, key=KEY, photometric=found.photometric)
             assert not mark.confirmed and mark.p_value > 1e-4, (edit, mark)
 
 
@@ -191,7 +191,7 @@ def test_unrelated_photos_do_not_align_and_a_stereo_twin_does_not_confirm(
     original, _ = marked["motorcycle_left.png"]
     found = align(photo("motorcycle_right.png"), original)
     assert found is not None
-    assert not confirm_mark(found.aligned, found.mask, original, EXPECTED).confirmed
+    assert not confirm_mark(found.aligned, found.mask, original, EXPECTED, key=KEY).confirmed
 
 
 def test_rademacher_tail_is_exact() -> None:
@@ -208,7 +208,7 @@ def _reading(upload: np.ndarray, original: np.ndarray) -> tuple[np.ndarray, np.n
     found = align(upload, original)
     assert found is not None
     u = watermark.u_plane(found.aligned)
-    votes = watermark.masked_soft_votes(128 + (u - 128) / found.photometric.gain, found.mask)
+    votes = watermark.masked_soft_votes(128 + (u - 128) / found.photometric.gain, found.mask, layout=KEY.layout)
     weights = np.rint(np.abs(votes.score_sums) / np.abs(votes.score_sums).max() * WEIGHT_LEVELS).astype(np.int64)
     return weights, np.sign(votes.score_sums).astype(np.int64)
 
@@ -263,12 +263,14 @@ def test_a_clear_mark_of_another_id_is_never_confirmed() -> None:
 
 def test_masked_reading_is_the_decoders_reading() -> None:
     marked_rgb = watermark.embed(photo("chelsea.png"), RECORD_ID, KEY)
-    coder = watermark.FastDwtDctSvd(watermarks=[], wmLen=watermark.PAYLOAD_BITS, scales=watermark.SCALES, block=4)
+    coder = watermark.FastDwtDctSvd(
+        watermarks=[], wmLen=watermark.PAYLOAD_BITS, scales=watermark.SCALES, block=4, layout=KEY.layout
+    )
     u8 = cv2.cvtColor(marked_rgb, cv2.COLOR_RGB2YUV)[:, :, 1].astype(np.float64)
-    votes = watermark.masked_soft_votes(u8)
+    votes = watermark.masked_soft_votes(u8, layout=KEY.layout)
     assert np.array_equal(votes.ones, coder.vote_fractions(marked_rgb))
     assert np.array_equal(votes.score_sums > 0, EXPECTED.astype(bool))
-    nothing = confirm_mark(marked_rgb, np.zeros(marked_rgb.shape[:2], bool), marked_rgb, EXPECTED)
+    nothing = confirm_mark(marked_rgb, np.zeros(marked_rgb.shape[:2], bool), marked_rgb, EXPECTED, key=KEY)
     assert not nothing.confirmed and nothing.blocks_used == 0 and nothing.p_value == 1.0
 
 
@@ -294,7 +296,7 @@ def test_difference_image_shows_a_painted_region_and_nothing_else(
     assert any(
         change.startswith("edited: ") for change in describe_changes(found, "jpeg", "png", (410, 410), (512, 512))
     )
-    mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, photometric=found.photometric)
+    mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, key=KEY, photometric=found.photometric)
     assert mark.confirmed  # a local edit does not hide where the picture came from
 
     # Light alone, or re-encoding, changes nothing that should light up.
