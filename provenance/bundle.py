@@ -1,20 +1,26 @@
 """The provenance bundle: one self-contained JSON with everything a verifier needs.
 
 Built from a record, pinned on IPFS, and checked by ``verify_with_bundle`` with no access to the
-service or its database: recompute the hash, check the ECDSA signature, ask the chain (any RPC
-endpoint) about the hash or the Merkle root and proof, and validate the C2PA manifest.
+service or its database: recompute the hash, check the ECDSA signature, ask the chain (one or more
+RPC endpoints) about the hash or the Merkle root and proof, and validate the C2PA manifest.
 
 A bundle is the sender's words. Nothing in it is trusted on its own say: the verifier pins the
 registry (``TrustRoot``), and every key, anchor and registrant the bundle names must be published
 on that registry by its owner. A bundle that names another registry, a key the registry never
 published (or revoked before the registration), a registrant that was not a writer, or a C2PA
 anchor the registry does not list is ``untrusted``.
+
+Nor is one RPC trusted: every chain read goes through a ``CrossCheckedReader``, which pins one block
+(``latest - confirmations``) and asks every endpoint given, at that block; endpoints that disagree
+(a forked chain, a node that lies) or fail make the verdict ``untrusted``, naming them. A verdict
+that rests on a development chain (anvil's 31337) says so in its reasons.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from cryptography import x509
@@ -22,7 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, Field
 
 from provenance import __version__, media
-from provenance.chain.reader import RegistryReader
+from provenance.chain.devchain import development_chain_reason, is_development_chain
+from provenance.chain.reader import CrossCheckedReader, RpcDisagreement
 from provenance.db.models import AnchorBatch, Record
 from provenance.errors import InputError, ProvenanceError
 from provenance.ipfs.unixfs import compute_cid
@@ -94,7 +101,11 @@ class BundleReport(BaseModel):
     """The result of checking a file against a bundle and a pinned registry."""
 
     verdict: BundleVerdict
-    reasons: list[str] = Field(default_factory=list, description="Why the verdict is not authentic, first cause first.")
+    reasons: list[str] = Field(
+        default_factory=list,
+        description="Why the verdict is not authentic, first cause first; last, what any verdict rests on "
+        "(a development chain).",
+    )
     pinned: TrustRoot | None = Field(description="The registry the verdict is relative to; None: nothing was pinned.")
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -109,11 +120,14 @@ class BundleReport(BaseModel):
 class _Findings:
     """Reasons collected while checking, by kind: trust failures make ``untrusted``, others ``invalid``.
 
-    ``unpinned`` (nothing pinned, or the bundle names another registry) outranks everything: the
-    other checks then say nothing about the operator the verifier meant to trust.
+    ``unpinned`` (nothing pinned, or the bundle names another registry) and ``unreliable`` (the RPC
+    endpoints disagree or fail) outrank everything: the other checks then say nothing about the
+    operator the verifier meant to trust. ``caveats`` do not change the verdict but are stated with it.
     """
 
     def __init__(self) -> None:
+        self.unreliable: list[str] = []
+        self.caveats: list[str] = []
         self.unpinned: list[str] = []
         self.untrusted: list[str] = []
         self.invalid: list[str] = []
@@ -128,7 +142,9 @@ def _field(bundle: dict[str, Any], *path: str) -> Any:
     return value
 
 
-def _check_trust(bundle: dict[str, Any], pin: TrustRoot | None, reader: RegistryReader, found: _Findings) -> dict:
+def _check_trust(
+    bundle: dict[str, Any], pin: TrustRoot | None, reader: CrossCheckedReader, found: _Findings
+) -> dict[str, Any]:
     chain_id = reader.chain_id()
     named_chain, named_registry = _field(bundle, "chain", "chain_id"), _field(bundle, "chain", "registry_address")
     report: dict[str, Any] = {
@@ -151,9 +167,12 @@ def _check_trust(bundle: dict[str, Any], pin: TrustRoot | None, reader: Registry
         )
     elif pin.chain_id is not None and pin.chain_id != chain_id:
         found.untrusted.append(f"the RPC serves chain {chain_id}, the pinned registry is on chain {pin.chain_id}")
+    report["development_chain"] = is_development_chain(chain_id)
+    if report["development_chain"]:
+        found.caveats.append(development_chain_reason(chain_id))
     report["registry_has_code"] = reader.has_code()
     if not report["registry_has_code"]:
-        found.invalid.append(f"there is no contract at {reader.address} on chain {chain_id}")
+        found.invalid.append(f"there is no contract at {reader.address} on chain {chain_id} at block {reader.block}")
     report["ok"] = not found.unpinned and not found.untrusted and not found.invalid
     return report
 
@@ -181,9 +200,25 @@ def _check_signature(data: bytes, bundle: dict[str, Any], found: _Findings) -> d
     }
 
 
-def _check_chain(bundle: dict[str, Any], sha: str, reader: RegistryReader, found: _Findings) -> dict[str, Any]:
+def _not_yet(bundle: dict[str, Any], reader: CrossCheckedReader) -> str | None:
+    """Why an entry missing at the pinned block may only be unconfirmed yet, or None."""
+    claimed = bundle["chain"].get("block_number")
+    if not isinstance(claimed, int) or reader.block is None or claimed <= reader.block:
+        return None
+    latest = min(reader.latest.values()) if reader.latest else reader.block
+    return (
+        f"not yet registered at block {reader.block} (latest {latest} minus {reader.confirmations} confirmations); "
+        f"the bundle says block {claimed}: verify again once that block has {reader.confirmations} confirmations"
+    )
+
+
+def _check_chain(bundle: dict[str, Any], sha: str, reader: CrossCheckedReader, found: _Findings) -> dict[str, Any]:
     chain = _field(bundle, "chain")
-    report: dict[str, Any] = {"registry_address": reader.address, "mode": chain.get("mode")}
+    report: dict[str, Any] = {
+        "registry_address": reader.address,
+        "mode": chain.get("mode"),
+        "read_at_block": reader.block,
+    }
     if chain.get("mode") == "batch":
         merkle = _field(bundle, "chain", "merkle")
         root_hex = str(merkle["root"])
@@ -205,7 +240,10 @@ def _check_chain(bundle: dict[str, Any], sha: str, reader: RegistryReader, found
             block_number=entry.block_number,
             timestamp=entry.timestamp,
         )
-        if not proof_ok or not on_chain:
+        if proof_ok and not entry.anchored and (later := _not_yet(bundle, reader)):
+            found.untrusted.append(f"the batch root is {later}")
+            report["not_yet_registered"] = True
+        elif not proof_ok or not on_chain:
             found.invalid.append("the Merkle proof does not lead to an anchored root")
     else:
         single = reader.lookup(sha)
@@ -217,8 +255,11 @@ def _check_chain(bundle: dict[str, Any], sha: str, reader: RegistryReader, found
             timestamp=single.timestamp,
             cid_matches=single.cid == bundle.get("cid"),
         )
-        if not single.registered:
-            found.invalid.append(f"the hash is not registered on {reader.address}")
+        if not single.registered and (later := _not_yet(bundle, reader)):
+            found.untrusted.append(f"the hash is {later}")
+            report["not_yet_registered"] = True
+        elif not single.registered:
+            found.invalid.append(f"the hash is not registered on {reader.address} (read at block {reader.block})")
         elif single.cid != bundle.get("cid"):
             found.invalid.append("the registry holds another CID for this hash")
     report["registered"] = registered
@@ -250,7 +291,7 @@ def _check_chain(bundle: dict[str, Any], sha: str, reader: RegistryReader, found
 
 
 def _check_c2pa(
-    data: bytes, fmt: str, bundle: dict[str, Any], reader: RegistryReader, extra_anchors: str, found: _Findings
+    data: bytes, fmt: str, bundle: dict[str, Any], reader: CrossCheckedReader, extra_anchors: str, found: _Findings
 ) -> dict[str, Any]:
     # Candidate anchors come from the bundle (and the trust document); only those the registry publishes count.
     candidates = split_certificates(str(_field(bundle, "c2pa", "trust_anchors_pem")) + "\n" + extra_anchors)
@@ -283,15 +324,20 @@ def _check_c2pa(
 def verify_with_bundle(
     data: bytes,
     bundle: dict[str, Any],
-    rpc_url: str,
+    rpc_url: str | Sequence[str],
     pin: TrustRoot | None = None,
     trust: TrustDocument | None = None,
+    *,
+    confirmations: int = 0,
 ) -> BundleReport:
-    """Check ``data`` against a bundle using only the bundle, a chain RPC and the pinned registry.
+    """Check ``data`` against a bundle using only the bundle, chain RPCs and the pinned registry.
 
     ``pin`` (or ``trust``, whose pin is used) names the registry every check is made against; without
-    one the report is at best ``untrusted`` and says what to pin. Raises ``InputError`` for a file that
-    is not an image or a bundle that is not one, ``ChainError`` when the RPC does not answer.
+    one the report is at best ``untrusted`` and says what to pin. ``rpc_url`` is one endpoint or
+    several: all are read at the block ``latest - confirmations`` and must agree, else the verdict is
+    ``untrusted`` with the disagreement as its first reason. Raises ``InputError`` for a file that is
+    not an image, a bundle that is not one or a negative ``confirmations``, ``ChainError`` when no RPC
+    answers at all.
     """
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         found_format = bundle.get("format") if isinstance(bundle, dict) else None
@@ -313,14 +359,23 @@ def verify_with_bundle(
         )
     # Every chain read goes to the pinned registry; the bundle's own address is used only when nothing is pinned.
     address = pin.registry_address if pin is not None else str(_field(bundle, "chain", "registry_address"))
-    reader = RegistryReader(rpc_url, address)
+    try:
+        reader = CrossCheckedReader(rpc_url, address, confirmations=confirmations)
+    except ValueError:
+        raise InputError(f"The bundle's registry address {address!r} is not an address.") from None
+    checks["rpc"] = {"ok": False, "endpoints": reader.rpc_urls, "confirmations": confirmations}
     try:
         checks["trust"] = _check_trust(bundle, pin, reader, found)
         checks["signature"] = _check_signature(data, bundle, found)
         if checks["trust"]["registry_has_code"]:
             checks["chain"] = _check_chain(bundle, sha, reader, found)
-            extra = "".join(a.certificate_pem for a in trust.c2pa_trust_anchors) if trust is not None else ""
+            extra = "".join(a.certificate_pem or "" for a in trust.c2pa_trust_anchors) if trust is not None else ""
             checks["c2pa"] = _check_c2pa(data, fmt, bundle, reader, extra, found)
+        reader.confirm()  # the pinned block did not change under the reads
+        checks["rpc"].update(ok=True, agree=True)
+    except RpcDisagreement as exc:
+        found.unreliable.append(exc.detail)
+        checks["rpc"].update(agree=False, error=exc.detail)
     except ProvenanceError:
         raise
     except (ValueError, TypeError, AttributeError) as exc:
@@ -329,7 +384,8 @@ def verify_with_bundle(
     checks["ipfs"] = {"ok": cid_ok, "cid": bundle.get("cid")}
     if not cid_ok:
         found.invalid.append("the file's CID is not the bundle's CID")
-    if found.unpinned:
+    checks["rpc"].update(block=reader.block, block_hash=reader.block_hash, latest=reader.latest)
+    if found.unreliable or found.unpinned:
         verdict: BundleVerdict = "untrusted"
     elif found.invalid:
         verdict = "invalid"
@@ -337,5 +393,5 @@ def verify_with_bundle(
         verdict = "untrusted"
     else:
         verdict = "authentic"
-    reasons = found.unpinned + found.invalid + found.untrusted
+    reasons = found.unreliable + found.unpinned + found.invalid + found.untrusted + found.caveats
     return BundleReport(verdict=verdict, reasons=reasons, pinned=pin, checks=checks)

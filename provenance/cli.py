@@ -521,7 +521,19 @@ def verify(
     bundle: Annotated[
         Path | None, typer.Option(help="A provenance bundle: verify without the service or its database.")
     ] = None,
-    rpc: Annotated[str | None, typer.Option(help="With --bundle: any JSON-RPC endpoint of the bundle's chain.")] = None,
+    rpc: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --bundle: a JSON-RPC endpoint of the bundle's chain; give it several times (independent "
+            "providers) and every read must agree on all of them."
+        ),
+    ] = None,
+    confirmations: Annotated[
+        int | None,
+        typer.Option(
+            help="With --bundle: read the chain at latest minus N blocks (default 0; 12 or more on a public chain)."
+        ),
+    ] = None,
     registry: Annotated[
         str | None, typer.Option(help="With --bundle: the registry address you pinned (the operator publishes it).")
     ] = None,
@@ -535,15 +547,26 @@ def verify(
     With --bundle and --rpc nothing of the service is used: the hash, the ECDSA signature, the
     chain entry or Merkle proof, the signing key and the C2PA anchor are checked against the
     registry you pinned with --registry (or --trust). Without a pin the verdict is never
-    authentic. Exit code 0 only for an authentic verdict, 1 for any other, 2 for bad input.
+    authentic. Several --rpc endpoints are read at the same block and must agree: any
+    disagreement (a forked or lying node) or failing endpoint makes the verdict untrusted.
+    Exit code 0 only for an authentic verdict, 1 for any other, 2 for bad input.
     """
     if not file.is_file():
         _fail(f"no such file: {file}")
     if bundle is not None:
-        _verify_bundle(file, bundle, rpc, as_json, registry=registry, chain_id=chain_id, trust_path=trust)
+        _verify_bundle(
+            file,
+            bundle,
+            rpc or [],
+            as_json,
+            registry=registry,
+            chain_id=chain_id,
+            trust_path=trust,
+            confirmations=confirmations or 0,
+        )
         return
-    if registry or trust or rpc:
-        _fail("--rpc, --registry and --trust go with --bundle")
+    if registry or trust or rpc or confirmations is not None:
+        _fail("--rpc, --confirmations, --registry and --trust go with --bundle")
     services = _open(_settings(data_dir), signing=False)
     try:
         result = services.verifier.verify(file.read_bytes()).as_dict()
@@ -561,18 +584,21 @@ def verify(
 def _verify_bundle(
     file: Path,
     bundle_path: Path,
-    rpc: str | None,
+    rpc: list[str],
     as_json: bool,
     *,
     registry: str | None,
     chain_id: int | None,
     trust_path: Path | None,
+    confirmations: int = 0,
 ) -> None:
     from provenance.bundle import verify_with_bundle
     from provenance.trust import TrustDocument, TrustRoot
 
-    if rpc is None:
-        _fail("--bundle needs --rpc URL (a JSON-RPC endpoint of the bundle's chain)")
+    if not rpc:
+        _fail("--bundle needs --rpc URL (a JSON-RPC endpoint of the bundle's chain; several for a cross-check)")
+    if confirmations < 0:
+        _fail(f"--confirmations must be 0 or more, not {confirmations}")
     try:
         bundle = json.loads(bundle_path.read_text())
     except (OSError, ValueError) as exc:
@@ -586,7 +612,7 @@ def _verify_bundle(
             and not trust.pin().names(pin.chain_id or trust.chain_id, pin.registry_address)
         ):
             _fail("--registry and --trust name different registries: pin one")
-        report = verify_with_bundle(file.read_bytes(), bundle, rpc, pin=pin, trust=trust)
+        report = verify_with_bundle(file.read_bytes(), bundle, rpc, pin=pin, trust=trust, confirmations=confirmations)
     except ProvenanceError as exc:
         _fail(exc.detail)
     _print_bundle_report(report, as_json)
@@ -726,16 +752,23 @@ def trust_export(
         Path | None, typer.Option("--out", "-o", help="Write the document here (default: standard output).")
     ] = None,
 ) -> None:
-    """Write the trust document verifiers pin (same as GET /.well-known/provenance-trust.json)."""
+    """Write the trust document verifiers pin (same as GET /.well-known/provenance-trust.json).
+
+    It lists every writer, signing key and C2PA anchor on the registry (from its events); entries
+    this service did not publish are flagged, and each warning is also printed on standard error.
+    """
     from provenance.trust import build_trust_document
 
     services = _open(_settings(data_dir), signing=False)
     try:
-        document = build_trust_document(services).to_json()
+        built = build_trust_document(services)
     except ProvenanceError as exc:
         _fail(exc.detail)
     finally:
         services.close()
+    document = built.to_json()
+    for warning in built.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False)
     if out is None:
         sys.stdout.write(document)
         return

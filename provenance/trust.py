@@ -9,6 +9,12 @@ signing keys were valid in which blocks, and the SHA-256 fingerprints of the C2P
 the pin and the public material a verifier needs (key PEMs, anchor certificates) in one file. The
 document is a convenience, not an authority: a verifier that loads it still checks every key and
 anchor against the pinned registry.
+
+The document lists what is on chain, not only what the service knows: writers, signing keys and
+anchors come from the registry's events (from its deployment block) and their current state. An
+entry the service did not publish itself (a key it does not hold, an anchor it does not use, a
+writer that is not its key) is marked ``published_by_service: false`` and named in ``warnings``:
+whoever holds (or, on a development chain, impersonates) the owner's key can add one.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, Field, ValidationError
 from web3 import Web3
 
+from provenance.chain.devchain import development_chain_reason, is_development_chain
 from provenance.errors import ConfigurationError, InputError, NotFoundError
 
 if TYPE_CHECKING:
@@ -80,20 +87,38 @@ class PublishedKey(BaseModel):
 
     key_id: str = Field(description="hex SHA-256 of the public key's DER SubjectPublicKeyInfo")
     algorithm: str = "ECDSA P-256 SHA-256"
-    public_key_pem: str
+    public_key_pem: str | None = Field(description="None: a key published on chain that the service does not hold.")
     published: bool
     valid_from_block: int | None
     revoked_at_block: int | None
     active: bool
+    published_by_service: bool = Field(default=True, description="False: on the registry, but not this service's.")
 
 
 class PublishedAnchor(BaseModel):
     """A C2PA trust anchor (root certificate) and whether its fingerprint is published on chain."""
 
     sha256: str = Field(description="hex SHA-256 of the certificate's DER")
-    subject: str
-    certificate_pem: str
+    subject: str | None = Field(description="None: a fingerprint on chain whose certificate the service lacks.")
+    certificate_pem: str | None
     published: bool
+    published_by_service: bool = Field(default=True, description="False: on the registry, but not this service's.")
+
+
+class WriterRange(BaseModel):
+    """Blocks ``[since, until)`` in which an address was allowed to register content (until None: still is)."""
+
+    since: int
+    until: int | None
+
+
+class PublishedWriter(BaseModel):
+    """An address the registry allowed to write, with every range of blocks it was allowed in."""
+
+    address: str
+    allowed: bool = Field(description="Allowed to write now.")
+    ranges: list[WriterRange] = Field(default_factory=list)
+    published_by_service: bool = Field(default=True, description="False: not this service's writer key.")
 
 
 class TrustDocument(BaseModel):
@@ -104,9 +129,17 @@ class TrustDocument(BaseModel):
     registry_address: str
     nft_address: str | None = None
     owner: str | None = Field(default=None, description="The registry's owner: the only address that can change it.")
-    writers: list[str] = Field(default_factory=list, description="Addresses this service registers content from.")
+    writers: list[str] = Field(default_factory=list, description="Addresses the registry allows to write now.")
+    writer_history: list[PublishedWriter] = Field(
+        default_factory=list, description="Every address ever allowed to write, from the registry's events."
+    )
     signing_keys: list[PublishedKey] = Field(default_factory=list)
     c2pa_trust_anchors: list[PublishedAnchor] = Field(default_factory=list)
+    block_number: int | None = Field(default=None, description="The block every entry was read at.")
+    development_chain: bool = False
+    warnings: list[str] = Field(
+        default_factory=list, description="Entries on the registry the service did not publish, and other cautions."
+    )
     generated_at: dt.datetime
 
     def pin(self) -> TrustRoot:
@@ -141,41 +174,99 @@ class TrustDocument(BaseModel):
 
 
 def build_trust_document(services: Services) -> TrustDocument:
-    """The service's trust document, every key and anchor checked live against the registry."""
+    """The trust document: everything the registry lists (from its events), checked at one block.
+
+    Keys, anchors and writers come from the registry's events since its deployment and the state at
+    the latest block, merged with what the service knows locally (key PEMs, anchor certificates,
+    its writer key). Anything on chain the service did not publish is flagged and warned about.
+    """
     registry = services.chain.registry
+    block = registry.reader.block_number()
+    reader = registry.reader.at(block)  # one block for every read: a consistent picture
+    history = reader.trust_history()
     active = services.keys.active().key_id
+    warnings: list[str] = []
+
+    local_keys = {row.key_id.lower(): row for row, _count, _last in services.repository.signing_keys()}
     keys: list[PublishedKey] = []
-    for row, _count, _last in services.repository.signing_keys():
-        status = registry.key_status(row.key_id)
+    for key_id in [*local_keys, *(k for k in history.keys if k not in local_keys)]:
+        status = reader.key_status(key_id)
+        row = local_keys.get(key_id)
         keys.append(
             PublishedKey(
-                key_id=row.key_id,
-                public_key_pem=row.public_key_pem,
+                key_id=key_id,
+                public_key_pem=row.public_key_pem if row is not None else None,
                 published=status.published,
                 valid_from_block=status.valid_from,
                 revoked_at_block=status.revoked_at,
-                active=row.key_id == active,
+                active=key_id == active,
+                published_by_service=row is not None,
             )
         )
-    anchors = [
-        PublishedAnchor(
-            sha256=(fp := certificate_fingerprint(cert)),
-            subject=cert.subject.rfc4514_string(),
-            certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-            published=registry.is_trust_anchor(fp),
+        if row is None and status.published:
+            # A revoked key still vouches for what was registered while it was valid.
+            until = f", revoked at block {status.revoked_at}" if status.revoked_at else ""
+            warnings.append(
+                f"signing key {key_id} was published on the registry at block {status.valid_from}{until}, "
+                "but this service does not hold it"
+            )
+
+    local_anchors = {certificate_fingerprint(c): c for c in split_certificates(services.credentials.trust_anchors_pem)}
+    anchors: list[PublishedAnchor] = []
+    for fp in [*local_anchors, *(f for f in history.anchors if f not in local_anchors)]:
+        cert = local_anchors.get(fp)
+        published = reader.is_trust_anchor(fp)
+        anchors.append(
+            PublishedAnchor(
+                sha256=fp,
+                subject=cert.subject.rfc4514_string() if cert is not None else None,
+                certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode() if cert is not None else None,
+                published=published,
+                published_by_service=cert is not None,
+            )
         )
-        for cert in split_certificates(services.credentials.trust_anchors_pem)
-    ]
+        if cert is None and published:  # a removed anchor no longer counts: only current ones warn
+            warnings.append(
+                f"C2PA trust anchor {fp} is on the registry, but this service has no such certificate: any "
+                "certificate it chains to is trusted by verifiers"
+            )
+
+    own_writer = registry.sender.address if registry.sender is not None else None
+    current = reader.writers()
+    writer_history: list[PublishedWriter] = []
+    for address in [*history.writers, *(a for a in current if a not in history.writers)]:
+        ranges = history.writers.get(address, [])
+        mine = own_writer is not None and address == own_writer
+        writer_history.append(
+            PublishedWriter(
+                address=address,
+                allowed=address in current,
+                ranges=[WriterRange(since=since, until=until) for since, until in ranges],
+                published_by_service=mine,
+            )
+        )
+        if not mine:
+            spans = ", ".join(f"{since}-{until if until is not None else 'now'}" for since, until in ranges)
+            warnings.append(
+                f"writer {address} is or was allowed on the registry (blocks {spans or 'unknown'}) but is not this "
+                "service's writer key (another instance of the service, or not the operator's)"
+            )
+    development = is_development_chain(registry.chain_id)
+    if development:
+        warnings.append(development_chain_reason(registry.chain_id))
     nft = services.chain.nft
-    writer = registry.sender.address if registry.sender is not None else None
     return TrustDocument(
         chain_id=registry.chain_id,
         registry_address=registry.address,
         nft_address=nft.address if nft is not None else None,
-        owner=registry.owner(),
-        writers=[writer] if writer else [],
+        owner=reader.owner(),
+        writers=current,
+        writer_history=writer_history,
         signing_keys=keys,
         c2pa_trust_anchors=anchors,
+        block_number=block,
+        development_chain=development,
+        warnings=warnings,
         generated_at=dt.datetime.now(dt.UTC),
     )
 

@@ -23,10 +23,12 @@ router = APIRouter(tags=["trust"])
 
 @router.get(WELL_KNOWN_PATH, response_model=TrustDocument)
 def trust_document(services: ServicesDep) -> Response:
-    """Chain id, registry and NFT addresses, signing keys with their validity, C2PA anchors.
+    """Chain id, registry and NFT addresses, writers, signing keys with their validity, C2PA anchors.
 
-    Fetch it once and pin its ``chain_id`` and ``registry_address``: every key and anchor in it is
-    also checked against that registry when a bundle is verified.
+    Everything the registry lists is here, read from its events and state at ``block_number``:
+    entries the service did not publish itself carry ``published_by_service: false`` and are named
+    in ``warnings``. Fetch it once and pin its ``chain_id`` and ``registry_address``: every key and
+    anchor in it is also checked against that registry when a bundle is verified.
     """
     document = build_trust_document(services)
     return Response(document.to_json(), media_type="application/json", headers={"Cache-Control": "public, max-age=60"})
