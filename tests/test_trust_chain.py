@@ -263,6 +263,36 @@ def test_ownership_moves_in_two_steps(chain: tuple[Web3, str]) -> None:
     assert d.nft.is_minter(stranger.address)
 
 
+def test_trust_history_from_the_events(chain: tuple[Web3, str]) -> None:
+    w3, url = chain
+    mine(w3, 3)  # not deployed in block 0: the search for the deployment block has work to do
+    other = deploy(w3, url)  # a second registry on the same chain: its events are not ours
+    other.admin.publish_key(os.urandom(32).hex())
+    d = deploy(w3, url)
+    extra = Account.create().address
+    _, allowed = d.admin.set_writer(extra, True)
+    _, removed = d.admin.set_writer(extra, False)
+    _, again = d.admin.set_writer(extra, True)
+    key_id = os.urandom(32).hex()
+    _, published = d.admin.publish_key(key_id)
+    _, revoked = d.admin.revoke_key(key_id)
+    anchor = os.urandom(32).hex()
+    _, added = d.admin.add_trust_anchor(anchor)
+    _, dropped = d.admin.remove_trust_anchor(anchor)
+
+    latest = w3.eth.block_number
+    start = d.reader.deployment_block(latest)
+    assert d.reader.code_at(start) and not d.reader.code_at(start - 1)
+    history = d.reader.trust_history()
+    assert history.from_block == start and history.to_block == latest
+    assert history.writers == {d.operator.address: [(start, None)], extra: [(allowed, removed), (again, None)]}
+    assert history.keys == {key_id: (published, revoked)}
+    assert history.anchors == {anchor: [(added, dropped)]}
+    # Read at an earlier block, the later changes are not there yet.
+    assert d.reader.at(published).trust_history().keys == {key_id: (published, None)}
+    assert d.reader.at(published).key_status(key_id).revoked_at is None
+
+
 def test_reader_errors(deployed: Deployed) -> None:
     dead = RegistryReader(f"http://127.0.0.1:{free_port()}", deployed.registry.address, timeout_s=2)
     with pytest.raises(ChainError, match="did not answer"):
