@@ -46,6 +46,7 @@ from provenance.align import Alignment, align, describe_changes, difference_png,
 from provenance.binding import ContentComparison, compare, pixels_identical
 from provenance.certify import Identification
 from provenance.chain import Registry
+from provenance.chain.devchain import development_chain_reason, is_development_chain
 from provenance.confirm import MarkConfirmation, confirm_mark
 from provenance.db.models import Record
 from provenance.db.repository import RecordRepository
@@ -64,10 +65,6 @@ DIFF_CACHE_SIZE = 256  # difference images kept for GET /v1/verify/{id}/diff.png
 # At most this chance per image that an unmarked image, or one marked for another record, is confirmed as a
 # fingerprint candidate's record.
 FALSE_MATCH_BUDGET = 1e-6
-
-# A development chain (anvil's chain id): its RPC lets whoever reaches it impersonate any account.
-DEVELOPMENT_CHAIN_IDS = frozenset({31337})
-DEVELOPMENT_CHAIN_NOTE = "the registration rests on a development chain: whoever can reach its RPC can rewrite it"
 
 SUMMARIES: dict[str, str] = {
     AUTHENTIC: "These are exactly the certified bytes: the signature checks and the hash is registered on chain.",
@@ -252,6 +249,18 @@ class Evidence:
                     strength="strong",
                     record_id=self.manifest_record.id,
                     detail="A C2PA manifest signed under this service's trust anchor names the record.",
+                )
+            )
+        if self.exact is not None and self.mark_record is not None and self.mark_record.id == self.exact.id:
+            assert self.detection is not None
+            found.append(
+                EvidenceItem(
+                    kind="watermark",
+                    strength="probabilistic",
+                    record_id=self.exact.id,
+                    detail="The keyed watermark names the same record.",
+                    bit_errors=self.detection.bit_errors,
+                    false_positive_probability=self.detection.false_positive_probability,
                 )
             )
         bound = self.binding if self.binding is not None and self.binding.holds else None
@@ -814,14 +823,15 @@ class Verifier:
         checks["c2pa"] = timed("c2pa", self._check_c2pa, ev)
         checks["watermark"] = timed("watermark", self._check_watermark, ev, rgb)
         checks["binding"] = timed("binding", self._check_binding, ev, rgb)
-        if ev.binding is not None and ev.binding.holds and ev.binding.via == "mark":
-            checks["watermark"]["record_id"] = ev.binding.record.id  # the mark's record, now bound to the picture
+        named = ev.record
+        if ev.mark_record is not None and named is not None and ev.mark_record.id == named.id:
+            checks["watermark"]["record_id"] = named.id  # the mark's record, bound to the picture (or exact bytes)
         checks["fingerprint"] = timed("fingerprint", self._check_fingerprint, ev, rgb)
         checks["chain"] = timed("chain", self._check_chain, ev)
         checks["ipfs"] = timed("ipfs", self._check_ipfs, ev)
         verdict, record, reasons = decide(ev)
-        if record is not None and verdict != INVALID and self.registry.chain_id in DEVELOPMENT_CHAIN_IDS:
-            reasons.append(DEVELOPMENT_CHAIN_NOTE)
+        if record is not None and verdict != INVALID and is_development_chain(self.registry.chain_id):
+            reasons.append(development_chain_reason(self.registry.chain_id))
         evidence = ev.items() if verdict != INVALID else [i for i in ev.items() if i.kind == "exact_hash"]
         detail: dict[str, Any] = {"modification": None, "changes": [], "edited_regions": [], "contained_region": None}
         verification_id = None

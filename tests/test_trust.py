@@ -146,10 +146,13 @@ def test_public_watermark_id_cannot_forge_a_mark(client: TestClient, services: S
     copy = encode(decode(data), "JPEG", quality=85)
     result = client.post("/v1/verify", files={"file": ("c.jpg", copy)}).json()
     assert result["verdict"] == "modified" and result["record_id"] == body["record_id"]
-    [item] = result["evidence"]
+    # The mark proposes the record; the content, checked against the certified original, binds it.
+    content, item = result["evidence"]
+    assert content["kind"] == "content" and content["strength"] == "strong"
     assert item["kind"] == "watermark" and item["strength"] == "probabilistic"
     assert 0 < item["false_positive_probability"] < 1e-4
-    assert any("only through the watermark" in r for r in result["reasons"])
+    assert any("keyed watermark names the record" in r for r in result["reasons"])
+    assert result["modification"] == "transformed"
 
 
 def test_exact_copy_lists_conclusive_evidence(client: TestClient) -> None:
