@@ -227,6 +227,7 @@ class Certifier:
             job_id=options.job_id,
             account_id=options.account_id,
             derived_from=source.id if source is not None else None,
+            mark_layout=watermark.LAYOUT_VERSION if watermark_id is not None else None,
             certify_note=signed.note,
         )
         with timer.stage("database"):

@@ -263,6 +263,7 @@ class Services:
             fingerprint_index=fingerprint_index,
         )
         certifier.identifier = verifier  # certify looks an upload up as verify does (no laundering)
+        watermarker.legacy = repository.has_legacy_marks()  # marks made before keyed layouts still read
         if worker is not None:
             worker.start()
             opened.callback(worker.stop)

@@ -492,7 +492,10 @@ class Verifier:
         if detection.reason:
             report["reason"] = detection.reason
         if detection.watermark_id is not None:
-            ev.mark_record = self.repository.by_watermark(detection.watermark_id)
+            found = self.repository.by_watermark(detection.watermark_id)
+            # A reading counts for a record only in the layout its mark was embedded with.
+            if found is not None and (found.mark_layout or watermark.LAYOUT_VERSION) == detection.layout_version:
+                ev.mark_record = found
             # Named only once the content is bound to the record's original (see _check_binding).
             report["claimed_record_id"] = ev.mark_record.id if ev.mark_record else None
             if ev.mark_record is None:
@@ -624,8 +627,8 @@ class Verifier:
                         alignment.aligned,
                         shown,
                         original,
-                        watermark.encode_payload(record.watermark_id, self.watermarker.key),
-                        key=self.watermarker.key,
+                        watermark.encode_payload(record.watermark_id, self.watermarker.key),  # mask: layout-free
+                        key=self.watermarker.key.for_layout(record.mark_layout),
                         threshold=threshold,
                         photometric=alignment.photometric if shown is alignment.mask else None,
                     )

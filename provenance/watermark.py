@@ -41,7 +41,7 @@ import hashlib
 import hmac
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -56,6 +56,9 @@ PARITY_BYTES = 6
 PAYLOAD_BITS = (ID_BYTES + PARITY_BYTES) * 8
 SCALES = [0, 48, 0]  # U channel only; 48 instead of the library default 36 survives JPEG 75 and 50 on photos
 BLOCK = 4
+# Layout versions: 2 is the keyed layout; 1 the library's (marks embedded before keyed layouts, still read for them).
+LAYOUT_VERSION = 2
+LEGACY_LAYOUT = 1
 MIN_PIXELS = 256 * 256  # the library refuses smaller images
 METHOD = "invisible-watermark/dwtDctSvd"
 # Rescalings tried when the image as given does not decode: a copy resized by these factors gets
@@ -283,6 +286,17 @@ class MarkKey:
         digest = hmac.new(secret, b"provenance watermark mask v1", hashlib.sha256).digest()
         self.mask = np.unpackbits(np.frombuffer(digest[: ID_BYTES + PARITY_BYTES], dtype=np.uint8))
         self.layout = MarkLayout.from_secret(secret)
+        self.layout_version = LAYOUT_VERSION
+
+    def legacy(self) -> MarkKey:
+        """The same key with the library's layout (``LEGACY_LAYOUT``): how marks made before the keyed layout read."""
+        old = MarkKey(self._secret)
+        old.layout, old.layout_version = MarkLayout.stock(), LEGACY_LAYOUT
+        return old
+
+    def for_layout(self, version: int | None) -> MarkKey:
+        """The key to read a record's mark with: its own layout version (None: the current one)."""
+        return self.legacy() if version == LEGACY_LAYOUT else self
 
     @classmethod
     def generate(cls) -> MarkKey:
@@ -373,6 +387,7 @@ class Detection:
     tries: int = 0  # decodes attempted (each rescaling is one): each is a chance for a false positive
     # Chance that an unmarked image gives a codeword this close within this many tries.
     false_positive_probability: float | None = None
+    layout_version: int = 2  # the layout the payload was read with (LEGACY_LAYOUT: a mark made before keyed layouts)
 
 
 def _decode_once(rgb: np.ndarray, key: MarkKey) -> tuple[int, int, int] | None:
@@ -414,7 +429,7 @@ def detect(rgb: np.ndarray, key: MarkKey, *, factors: tuple[float, ...] = RESCAL
         if found is not None and found[1] <= MAX_BLIND_CORRECTIONS:
             watermark_id, corrected, bit_errors = found
             chance = min(1.0, tries * codeword_acceptance_probability(corrected))
-            return Detection(True, watermark_id, corrected, bit_errors, factor, None, tries, chance)
+            return Detection(True, watermark_id, corrected, bit_errors, factor, None, tries, chance, key.layout_version)
     if not can_mark(width, height) and width * height * max(factors) ** 2 < MIN_PIXELS:
         return Detection(False, reason="image too small to carry a watermark", tries=tries)
     return Detection(False, reason="no valid watermark payload found", tries=tries)
@@ -425,9 +440,12 @@ class Watermarker:
 
     method = METHOD
 
-    def __init__(self, key: MarkKey, *, factors: tuple[float, ...] = RESCALE_FACTORS) -> None:
+    def __init__(self, key: MarkKey, *, factors: tuple[float, ...] = RESCALE_FACTORS, legacy: bool = False) -> None:
         self.key = key
         self.factors = factors
+        # Records certified before keyed layouts carry the library's layout: when any exist, a blind read that finds
+        # nothing is tried once more with it (their false-positive chance is counted in ``tries``).
+        self.legacy = legacy
 
     @classmethod
     def from_key_file(cls, path: Path) -> Watermarker:
@@ -440,7 +458,15 @@ class Watermarker:
         return embed(rgb, watermark_id, self.key)
 
     def detect(self, rgb: np.ndarray) -> Detection:
-        return detect(rgb, self.key, factors=self.factors)
+        found = detect(rgb, self.key, factors=self.factors)
+        if found.detected or not self.legacy:
+            return found
+        old = detect(rgb, self.key.legacy(), factors=self.factors)
+        tries = found.tries + old.tries
+        if not old.detected:
+            return replace(found, tries=tries)
+        chance = min(1.0, tries * codeword_acceptance_probability(old.corrected_errors))
+        return replace(old, tries=tries, false_positive_probability=chance)
 
 
 def u_plane(rgb: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from provenance.certify import CertifyOptions
 from provenance.services import Services
 from tests.conftest import SKIMAGE_DATA, decode, encode, photo, wait_for
 
@@ -262,3 +263,33 @@ def test_source_type_is_the_callers_claim(client: TestClient) -> None:
     assert client.get(f"/v1/records/{unstated['record_id']}").json()["source_type"] is None
     bad = client.post("/v1/certify", files={"file": ("c.png", encode(picture))}, data={"source_type": "madeUp"})
     assert bad.status_code == 422 and bad.json()["error"] == "invalid_source_type"
+
+
+def test_marks_made_before_keyed_layouts_still_read(client: TestClient, services: Services) -> None:
+    """Records certified with the library's layout (before keyed layouts) keep being found, and only as such."""
+    import copy
+
+    from provenance.watermark import LEGACY_LAYOUT, Watermarker
+
+    current = services.verifier.watermarker
+    assert current is not None
+    old_style = copy.copy(services.certifier)
+    old_style.watermarker = Watermarker(current.key.legacy())
+    picture = hosts("astronaut.png")[7]
+    record = old_style.certify(encode(picture), CertifyOptions(source_type="digitalCapture")).record
+    services.repository.set_status(record.id, record.status, mark_layout=LEGACY_LAYOUT)  # as migration 0007 marks them
+    stored = services.repository.get(record.id)
+    assert stored is not None and stored.mark_layout == LEGACY_LAYOUT
+    copy_bytes = encode(decode(services.store.cat(record.cid)), "JPEG", quality=85)
+    legacy_before = current.legacy
+    try:
+        current.legacy = True
+        result = verify(client, copy_bytes)
+        assert result["record_id"] == record.id and result["verdict"] == "modified", result
+        assert result["checks"]["watermark"]["record_id"] == record.id
+        current.legacy = False  # the blind read no longer tries the old layout; the fingerprint path still confirms
+        result = verify(client, copy_bytes)
+        assert result["record_id"] == record.id, result
+        assert result["checks"]["fingerprint"]["record_id"] == record.id
+    finally:
+        current.legacy = legacy_before

@@ -57,6 +57,8 @@ class Record(Base):
     job_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
     # A declared derivative: the record whose content this one was made from (verify names its account first).
     derived_from: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    # The block layout the mark was embedded with (watermark.LAYOUT_VERSION; 1: before keyed layouts).
+    mark_layout: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # What certify had to leave out, e.g. a parent manifest that could not be read.
     certify_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Batched anchoring: the Merkle root the record's hash is a leaf of, and its inclusion proof.

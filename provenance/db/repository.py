@@ -206,6 +206,11 @@ class RecordRepository:
         with self._sessions() as session:
             return session.scalars(select(Record).where(Record.sha256 == sha256)).first()
 
+    def has_legacy_marks(self) -> bool:
+        """Whether any record's mark was embedded with the library's layout (before keyed layouts)."""
+        with self._sessions() as session:
+            return session.scalar(select(Record.id).where(Record.mark_layout == 1).limit(1)) is not None
+
     def account_name(self, account_id: str | None) -> str | None:
         """The name of the account that certified a record (None for records made before accounts)."""
         if account_id is None:
