@@ -157,8 +157,13 @@ class FastDwtDctSvd:
         scales: list[int] | None = None,
         block: int = 4,
         layout: MarkLayout | None = None,
+        nearest: bool = False,
     ) -> None:
         self._watermarks = list(watermarks or [])
+        # True: move each singular value to the NEAREST level of its bit's phase (at most half a step) instead of
+        # the level in its own cell (up to three quarters of a step, the library's rule). The phase a reader
+        # sees, and so the margin to the decision boundaries, is the same; the picture changes less.
+        self._nearest = nearest
         self._wmLen = wmLen
         self._scales = list(scales if scales is not None else [0, 36, 0])
         self._block = block
@@ -212,8 +217,9 @@ class FastDwtDctSvd:
 
         Block ``k`` with lattice offset ``d`` moves its largest singular value ``s0`` within its cell to
         ``(floor((s0 - d) / scale) + 0.25 + 0.5 * bit) * scale + d``: at most one step, as in the library
-        (``d = 0`` is the library's lattice exactly). A singular value cannot be negative, so a target
-        below 0 (only when ``s0 < d``) moves up one step to the same phase.
+        (``d = 0`` is the library's lattice exactly); with ``nearest``, to the nearest level of that phase
+        (at most half a step). A singular value cannot be negative, so a target below 0 (only when
+        ``s0 < d``) moves up one step to the same phase.
         """
         blocks, rows, cols = self._blocks(frame)
         payload = np.asarray(self._watermarks, dtype=np.float64)
@@ -222,7 +228,11 @@ class FastDwtDctSvd:
         offset = dither * scale
         u, s, vt = np.linalg.svd(blocks)
         s0 = s[:, 0]
-        target = ((s0 - offset) // scale + 0.25 + 0.5 * bits) * scale + offset
+        if self._nearest:
+            level = (0.25 + 0.5 * bits) * scale + offset
+            target = level + np.rint((s0 - level) / scale) * scale
+        else:
+            target = ((s0 - offset) // scale + 0.25 + 0.5 * bits) * scale + offset
         target[target < 0] += scale
         step = u[:, :, 0, None] * vt[:, None, 0, :]
         del u, vt  # in place from here: no full-size temporaries
@@ -368,7 +378,9 @@ def can_mark(width: int, height: int) -> bool:
 def embed(rgb: np.ndarray, watermark_id: int, key: MarkKey) -> np.ndarray:
     """Return a copy of ``rgb`` (HxWx3 uint8) carrying ``watermark_id`` sealed with ``key``."""
     bits = encode_payload(watermark_id, key)
-    coder = FastDwtDctSvd(watermarks=list(bits), wmLen=PAYLOAD_BITS, scales=SCALES, block=BLOCK, layout=key.layout)
+    coder = FastDwtDctSvd(
+        watermarks=list(bits), wmLen=PAYLOAD_BITS, scales=SCALES, block=BLOCK, layout=key.layout, nearest=True
+    )
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     marked_bgr = coder.encode(bgr)
     return np.ascontiguousarray(marked_bgr[:, :, ::-1])

@@ -35,9 +35,10 @@ def test_fast_embedder_with_the_stock_layout_marks_what_the_library_marks_with_l
 
     assert np.abs(approximation(stock) - approximation(ours)).mean() < 1.0  # uint8 rounding only
     assert cv2.PSNR(rgb, np.ascontiguousarray(ours)) > cv2.PSNR(rgb, np.ascontiguousarray(stock)) + 1.5
-    # The keyed mark moves singular values by as much as the stock one: same step, same strength.
+    # The keyed mark uses the same step (the same margin to the decision boundaries) but moves each singular
+    # value to the nearest level of its phase, not the one in its own cell: less distortion, never more.
     keyed = watermark.embed(rgb, WATERMARK_ID, KEY)
-    assert abs(cv2.PSNR(rgb, keyed) - cv2.PSNR(rgb, np.ascontiguousarray(ours))) < 0.5
+    assert cv2.PSNR(rgb, keyed) > cv2.PSNR(rgb, np.ascontiguousarray(ours)) + 1.5
 
 
 @pytest.mark.parametrize("name", PHOTOS)
