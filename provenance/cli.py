@@ -16,6 +16,7 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from provenance import __version__
+from provenance.chain.devchain import DEV_CHAIN_WARNING
 from provenance.cli_apikeys import apikey_app
 from provenance.cli_text import clean, json_text, plain
 from provenance.config import Settings
@@ -411,7 +412,8 @@ def _print_report(result: dict[str, Any]) -> None:
     )
     console.print(plain(result.get("summary") or ""), highlight=False, soft_wrap=True)
     for reason in result.get("reasons") or []:
-        console.print(f"  because {plain(reason)}", highlight=False, soft_wrap=True)
+        lead = "note:" if DEV_CHAIN_WARNING in reason else "because"
+        console.print(f"  {lead} {plain(reason)}", highlight=False, soft_wrap=True)
     for item in result.get("evidence") or []:
         odds = item.get("false_positive_probability")
         extra = f", false-positive probability {odds:.1e}" if isinstance(odds, int | float) else ""
@@ -630,7 +632,9 @@ def _print_bundle_report(report: Any, as_json: bool) -> None:
     else:
         console.print(f"pinned: {plain(report.pinned.describe())}", highlight=False, soft_wrap=True)
     for reason in report.reasons:
-        console.print(f"  because {plain(reason)}", highlight=False, soft_wrap=True)
+        # The development-chain sentence is a caveat on any verdict, not a cause of it.
+        lead = "note:" if DEV_CHAIN_WARNING in reason else "because"
+        console.print(f"  {lead} {plain(reason)}", highlight=False, soft_wrap=True)
     for name, check in report.checks.items():
         state = "[green]ok[/green]" if check.get("ok") else "[red]FAILED[/red]"
         detail = check.get("error") or ", ".join(
