@@ -71,7 +71,7 @@ class Identification:
 class Identifier(Protocol):
     """Looks an upload up the way verify does (``Verifier.identify``)."""
 
-    def identify(self, data: bytes, rgb: np.ndarray, mime_type: str) -> Identification: ...
+    def identify(self, data: bytes, rgb: np.ndarray, mime_type: str, *, owner: str | None) -> Identification: ...
 
 
 @dataclass
@@ -156,7 +156,7 @@ class Certifier:
         parent = data  # where the parent manifest, if any, comes from
         if self.identifier is not None and options.generation is None:  # a fresh render belongs to nobody yet
             with timer.stage("lookup"):
-                found = self.identifier.identify(data, image.rgb, image.mime_type)
+                found = self.identifier.identify(data, image.rgb, image.mime_type, owner=options.account_id)
             self._refuse_laundering(found.record, options)
             if source is not None and not found.manifest_present:
                 # The derivative keeps its source as the parentOf ingredient, even when the copy lost its manifest.

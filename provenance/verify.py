@@ -35,6 +35,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -65,6 +66,8 @@ DIFF_CACHE_SIZE = 256  # difference images kept for GET /v1/verify/{id}/diff.png
 # At most this chance per image that an unmarked image, or one marked for another record, is confirmed as a
 # fingerprint candidate's record.
 FALSE_MATCH_BUDGET = 1e-6
+# Fingerprint candidates: at most this many records, of at most ``Verifier.max_candidates`` distinct pictures.
+MAX_CANDIDATE_RECORDS = 32
 
 SUMMARIES: dict[str, str] = {
     AUTHENTIC: "These are exactly the certified bytes: the signature checks and the hash is registered on chain.",
@@ -221,6 +224,10 @@ class Evidence:
     confirmation: MarkConfirmation | None = None
     chain: dict[str, Any] = field(default_factory=dict)
     ipfs: dict[str, Any] = field(default_factory=dict)
+    ignore: Callable[[Record], bool] | None = None  # records a mark or fingerprint may not propose (certify's owner)
+
+    def proposable(self, record: Record | None) -> bool:
+        return record is not None and (self.ignore is None or not self.ignore(record))
 
     @property
     def record(self) -> Record | None:
@@ -494,7 +501,10 @@ class Verifier:
         if detection.watermark_id is not None:
             found = self.repository.by_watermark(detection.watermark_id)
             # A reading counts for a record only in the layout its mark was embedded with.
-            if found is not None and (found.mark_layout or watermark.LAYOUT_VERSION) == detection.layout_version:
+            same_layout = (
+                found is not None and (found.mark_layout or watermark.LAYOUT_VERSION) == detection.layout_version
+            )
+            if same_layout and ev.proposable(found):
                 ev.mark_record = found
             # Named only once the content is bound to the record's original (see _check_binding).
             report["claimed_record_id"] = ev.mark_record.id if ev.mark_record else None
@@ -572,6 +582,32 @@ class Verifier:
         finally:
             self._sync_lock.release()
 
+    def _picture_of(self, record: Record) -> tuple[str, int, int]:
+        """What records holding the same picture share (certified twice, near-identical renders): code and size."""
+        stored = self.repository.fingerprints(record.id)
+        return (stored.iscc if stored is not None else record.id, record.width, record.height)
+
+    def _candidate_pictures(self, found: list[Any], ev: Evidence) -> list[Any]:
+        """The candidates of the ``max_candidates`` best distinct pictures, every record holding one of them.
+
+        Records of one picture share one alignment, so trying all of them costs one mark reading each; a cap on
+        records instead would let a picture certified many times crowd its own right record out of the list.
+        """
+        pictures: set[tuple[str, int, int]] = set()
+        chosen = []
+        for candidate in found:
+            record = self.repository.get(candidate.record_id)
+            if not ev.proposable(record):
+                continue
+            assert record is not None
+            picture = self._picture_of(record)
+            if picture not in pictures:
+                if len(pictures) >= self.max_candidates:
+                    continue
+                pictures.add(picture)
+            chosen.append(candidate)
+        return chosen
+
     def _check_fingerprint(self, ev: Evidence, rgb: np.ndarray) -> dict[str, Any]:
         """Find the original when nothing else bound the upload (crops, flips, rotations, heavy edits).
 
@@ -586,7 +622,7 @@ class Verifier:
             return {"searched": False, "reason": "the record was already found by stronger evidence"}
         self._sync_index()
         query = self.fingerprinter.query(rgb)
-        candidates = self.fingerprint_index.search(query)[: self.max_candidates]
+        candidates = self._candidate_pictures(self.fingerprint_index.search(query, k=MAX_CANDIDATE_RECORDS), ev)
         report: dict[str, Any] = {"searched": True, "iscc": query.iscc, "candidates": [], "weak_matches": []}
         # Every candidate tried is a chance for a false confirmation: split the per-image budget among them.
         threshold = FALSE_MATCH_BUDGET / max(1, len(candidates))
@@ -596,20 +632,27 @@ class Verifier:
         # originals share the whole-image code and the geometry, so one alignment serves them all; only the
         # mark, which differs per record, is read again.
         aligned_by_code: dict[tuple[str, int, int], Alignment | None] = {}
+        compared_by_code: dict[tuple[str, int, int], ContentComparison] = {}
+        originals_by_code: dict[tuple[str, int, int], np.ndarray | None] = {}
         for candidate in candidates:
             record = self.repository.get(candidate.record_id)
             if record is None or (ev.copied_mark is not None and record.id == ev.copied_mark.id):
                 continue
             row: dict[str, Any] = {"distance": candidate.distance, "aligned": False, "confirmed": False}
-            original = self._original_rgb(record)
-            if original is not None and pixels_identical(rgb, original):
-                ev.binding = Binding(record, "fingerprint", original, pixels_identical=True)
-                ev.fingerprint_distance = candidate.distance
-                row.update(record_id=record.id, pixels_identical=True)
-                report["candidates"].append(row)
-                break
-            stored = self.repository.fingerprints(record.id)
-            group = (stored.iscc if stored is not None else record.id, record.width, record.height)
+            group = self._picture_of(record)
+            same_size = rgb.shape[:2] == (record.height, record.width)
+            # Records of one picture differ only in their marks: one decoded original serves the alignment, the
+            # comparison and the light fit of them all. Only an exact pixel check needs the record's own pixels.
+            if same_size or group not in originals_by_code:
+                own = self._original_rgb(record)
+                originals_by_code.setdefault(group, own)
+                if same_size and own is not None and pixels_identical(rgb, own):
+                    ev.binding = Binding(record, "fingerprint", own, pixels_identical=True)
+                    ev.fingerprint_distance = candidate.distance
+                    row.update(record_id=record.id, pixels_identical=True)
+                    report["candidates"].append(row)
+                    break
+            original = originals_by_code[group]
             if original is None:
                 alignment = None
             elif group in aligned_by_code:
@@ -618,7 +661,9 @@ class Verifier:
                 alignment = aligned_by_code[group] = align(rgb, original, upload_features=upload_features)
             if alignment is not None and original is not None:
                 row["aligned"] = True
-                comparison = compare(alignment, rgb, original)
+                if group not in compared_by_code:  # the comparison depends on the picture only, like the alignment
+                    compared_by_code[group] = compare(alignment, rgb, original)
+                comparison = compared_by_code[group]
                 if record.watermark_id is not None and self.watermarker is not None:
                     # Read the mark only where the upload shows the original (a composite's pasted region): the
                     # rest votes noise. The area is chosen from luminance detail, never from the mark.
@@ -786,19 +831,27 @@ class Verifier:
         first = source or record
         return Origin(record_id=first.id, account=self.repository.account_name(first.account_id), derived=derived)
 
-    def identify(self, data: bytes, rgb: np.ndarray, mime_type: str) -> Identification:
+    def identify(self, data: bytes, rgb: np.ndarray, mime_type: str, *, owner: str | None) -> Identification:
         """What certify needs to know about an upload: the record its content already belongs to, if any.
 
         The same evidence as ``verify`` (exact hash, trusted manifest, a mark or fingerprint bound to the
-        content, certified pixels under a broken manifest), without the chain and IPFS reads.
+        content, certified pixels under a broken manifest), without the chain and IPFS reads. Marks and
+        fingerprint candidates of ``owner``'s own records are not followed: the owner may certify its own
+        work again, so only other accounts' records matter (and a picture certified many times by one account
+        costs nothing to look up).
         """
-        ev = self.gather(data, rgb, mime_type)
+        ev = self.gather(data, rgb, mime_type, ignore=lambda record: record.account_id == owner)
         present = ev.c2pa is not None and ev.c2pa.present
         return Identification(record=ev.record, manifest_present=present)
 
-    def gather(self, data: bytes, rgb: np.ndarray, mime_type: str) -> Evidence:
-        """Everything short of the chain and IPFS: exact hash, manifest, mark, binding, fingerprint."""
-        ev = Evidence(data=data, mime_type=mime_type, sha256=sha256_hex(data))
+    def gather(
+        self, data: bytes, rgb: np.ndarray, mime_type: str, *, ignore: Callable[[Record], bool] | None = None
+    ) -> Evidence:
+        """Everything short of the chain and IPFS: exact hash, manifest, mark, binding, fingerprint.
+
+        ``ignore``: records a mark or a fingerprint may not propose.
+        """
+        ev = Evidence(data=data, mime_type=mime_type, sha256=sha256_hex(data), ignore=ignore)
         self._check_exact(ev)
         self._check_c2pa(ev)
         self._check_watermark(ev, rgb)
