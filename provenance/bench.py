@@ -37,6 +37,7 @@ from provenance.services import Services
 
 CERTIFY_STAGES = [
     "decode",
+    "lookup",  # the laundering check: the upload looked up as verify would (other accounts' records only)
     "watermark",
     "encode",
     "fingerprint",
@@ -46,7 +47,7 @@ CERTIFY_STAGES = [
     "database",
     "chain_submit",
 ]
-VERIFY_STAGES = ["decode", "exact", "c2pa", "watermark", "fingerprint", "chain", "ipfs", "difference"]
+VERIFY_STAGES = ["decode", "exact", "c2pa", "watermark", "binding", "fingerprint", "chain", "ipfs", "difference"]
 TARGETS = {
     "certify_512": 100.0,
     "verify_512": 30.0,

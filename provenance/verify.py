@@ -225,6 +225,7 @@ class Evidence:
     chain: dict[str, Any] = field(default_factory=dict)
     ipfs: dict[str, Any] = field(default_factory=dict)
     ignore: Callable[[Record], bool] | None = None  # records a mark or fingerprint may not propose (certify's owner)
+    blind_factors: tuple[float, ...] | None = None  # rescalings of the blind mark read (None: the watermarker's)
 
     def proposable(self, record: Record | None) -> bool:
         return record is not None and (self.ignore is None or not self.ignore(record))
@@ -484,7 +485,7 @@ class Verifier:
     def _check_watermark(self, ev: Evidence, rgb: np.ndarray) -> dict[str, Any]:
         if self.watermarker is None:
             return {"detected": False, "method": None, "record_id": None, "reason": "watermark reading disabled"}
-        ev.detection = detection = self.watermarker.detect(rgb)
+        ev.detection = detection = self.watermarker.detect(rgb, factors=ev.blind_factors)
         report: dict[str, Any] = {
             "detected": detection.detected,
             "method": self.watermarker.method,
@@ -582,30 +583,27 @@ class Verifier:
         finally:
             self._sync_lock.release()
 
-    def _picture_of(self, record: Record) -> tuple[str, int, int]:
-        """What records holding the same picture share (certified twice, near-identical renders): code and size."""
-        stored = self.repository.fingerprints(record.id)
-        return (stored.iscc if stored is not None else record.id, record.width, record.height)
-
-    def _candidate_pictures(self, found: list[Any], ev: Evidence) -> list[Any]:
+    def _candidate_pictures(self, found: list[Any], ev: Evidence) -> list[tuple[Any, Record, tuple[str, int, int]]]:
         """The candidates of the ``max_candidates`` best distinct pictures, every record holding one of them.
 
-        Records of one picture share one alignment, so trying all of them costs one mark reading each; a cap on
-        records instead would let a picture certified many times crowd its own right record out of the list.
+        A picture is what records holding the same image share (certified twice, near-identical renders): the
+        ISCC code and the size. Records of one picture share one alignment, so trying all of them costs one mark
+        reading each; a cap on records instead would let a picture certified many times crowd its own right
+        record out of the list. Returns (candidate, record, picture), best first; one database query.
         """
+        held = self.repository.pictures([candidate.record_id for candidate in found])
         pictures: set[tuple[str, int, int]] = set()
         chosen = []
         for candidate in found:
-            record = self.repository.get(candidate.record_id)
-            if not ev.proposable(record):
+            record, iscc = held.get(candidate.record_id, (None, None))
+            if record is None or not ev.proposable(record):
                 continue
-            assert record is not None
-            picture = self._picture_of(record)
+            picture = (iscc or record.id, record.width, record.height)
             if picture not in pictures:
                 if len(pictures) >= self.max_candidates:
                     continue
                 pictures.add(picture)
-            chosen.append(candidate)
+            chosen.append((candidate, record, picture))
         return chosen
 
     def _check_fingerprint(self, ev: Evidence, rgb: np.ndarray) -> dict[str, Any]:
@@ -634,12 +632,10 @@ class Verifier:
         aligned_by_code: dict[tuple[str, int, int], Alignment | None] = {}
         compared_by_code: dict[tuple[str, int, int], ContentComparison] = {}
         originals_by_code: dict[tuple[str, int, int], np.ndarray | None] = {}
-        for candidate in candidates:
-            record = self.repository.get(candidate.record_id)
-            if record is None or (ev.copied_mark is not None and record.id == ev.copied_mark.id):
+        for candidate, record, group in candidates:
+            if ev.copied_mark is not None and record.id == ev.copied_mark.id:
                 continue
             row: dict[str, Any] = {"distance": candidate.distance, "aligned": False, "confirmed": False}
-            group = self._picture_of(record)
             same_size = rgb.shape[:2] == (record.height, record.width)
             # Records of one picture differ only in their marks: one decoded original serves the alignment, the
             # comparison and the light fit of them all. Only an exact pixel check needs the record's own pixels.
@@ -840,18 +836,28 @@ class Verifier:
         work again, so only other accounts' records matter (and a picture certified many times by one account
         costs nothing to look up).
         """
-        ev = self.gather(data, rgb, mime_type, ignore=lambda record: record.account_id == owner)
+        # The blind read tries the upload as given only: a resized copy is found by the fingerprint path anyway, and
+        # the three rescaled reads would double what certify costs for every new picture.
+        ev = self.gather(data, rgb, mime_type, ignore=lambda record: record.account_id == owner, blind_factors=(1.0,))
         present = ev.c2pa is not None and ev.c2pa.present
         return Identification(record=ev.record, manifest_present=present)
 
     def gather(
-        self, data: bytes, rgb: np.ndarray, mime_type: str, *, ignore: Callable[[Record], bool] | None = None
+        self,
+        data: bytes,
+        rgb: np.ndarray,
+        mime_type: str,
+        *,
+        ignore: Callable[[Record], bool] | None = None,
+        blind_factors: tuple[float, ...] | None = None,
     ) -> Evidence:
         """Everything short of the chain and IPFS: exact hash, manifest, mark, binding, fingerprint.
 
         ``ignore``: records a mark or a fingerprint may not propose.
         """
-        ev = Evidence(data=data, mime_type=mime_type, sha256=sha256_hex(data), ignore=ignore)
+        ev = Evidence(
+            data=data, mime_type=mime_type, sha256=sha256_hex(data), ignore=ignore, blind_factors=blind_factors
+        )
         self._check_exact(ev)
         self._check_c2pa(ev)
         self._check_watermark(ev, rgb)

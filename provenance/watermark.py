@@ -469,11 +469,13 @@ class Watermarker:
     def embed(self, rgb: np.ndarray, watermark_id: int) -> np.ndarray:
         return embed(rgb, watermark_id, self.key)
 
-    def detect(self, rgb: np.ndarray) -> Detection:
-        found = detect(rgb, self.key, factors=self.factors)
+    def detect(self, rgb: np.ndarray, *, factors: tuple[float, ...] | None = None) -> Detection:
+        """Read the mark blind; ``factors``: the rescalings to try (default: the watermarker's)."""
+        factors = factors or self.factors
+        found = detect(rgb, self.key, factors=factors)
         if found.detected or not self.legacy:
             return found
-        old = detect(rgb, self.key.legacy(), factors=self.factors)
+        old = detect(rgb, self.key.legacy(), factors=factors)
         tries = found.tries + old.tries
         if not old.detected:
             return replace(found, tries=tries)

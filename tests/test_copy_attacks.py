@@ -219,7 +219,10 @@ def test_laundering_is_refused_and_derivatives_are_declared(client: TestClient, 
     first = response.json()
     wait_for(lambda: client.get(f"/v1/records/{first['record_id']}").json()["status"] == "registered")
     certified = client.get(f"/v1/records/{first['record_id']}/image").content
-    for copy in (certified, encode(decode(certified), "JPEG", quality=85)):
+    pixels = decode(certified)
+    half = cv2.resize(pixels, (pixels.shape[1] // 2, pixels.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    cropped = np.ascontiguousarray(pixels[40:-40, 60:-20][:, ::-1])
+    for copy in (certified, encode(pixels, "JPEG", quality=85), encode(half), encode(cropped, "JPEG", quality=90)):
         refused = client.post("/v1/certify", files={"file": ("copy", copy)}, headers=bob)
         assert refused.status_code == 409, refused.text
         assert refused.json()["error"] == "already_certified" and refused.json()["record_id"] == first["record_id"]
