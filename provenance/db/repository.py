@@ -202,6 +202,18 @@ class RecordRepository:
         with self._sessions() as session:
             return session.get(Record, record_id)
 
+    def pictures(self, record_ids: list[str]) -> dict[str, tuple[Record, str | None]]:
+        """Records by id, each with its stored ISCC code (None before fingerprints), in one query."""
+        if not record_ids:
+            return {}
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Record, RecordFingerprint.iscc)
+                .outerjoin(RecordFingerprint, RecordFingerprint.record_id == Record.id)
+                .where(Record.id.in_(record_ids))
+            ).all()
+        return {record.id: (record, iscc) for record, iscc in rows}
+
     def by_sha256(self, sha256: str) -> Record | None:
         with self._sessions() as session:
             return session.scalars(select(Record).where(Record.sha256 == sha256)).first()
