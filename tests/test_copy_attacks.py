@@ -119,6 +119,25 @@ def test_copied_marks_name_no_record_and_are_reported(client: TestClient, marked
     assert reported >= 8
 
 
+def test_raw_bit_replay_names_nothing(client: TestClient, marked: tuple[dict, bytes]) -> None:
+    """What the stock ``imwatermark`` decoder reads from a certified image, embedded by its stock encoder into
+    12 other photographs: the bits are chance under the keyed layout, so nothing is named (or even read)."""
+    from imwatermark.dwtDctSvd import EmbedDwtDctSvd
+
+    _, data = marked
+    pixels = decode(data)
+
+    def stock(bits: list[int] | None = None) -> EmbedDwtDctSvd:
+        return EmbedDwtDctSvd(watermarks=bits or [], wmLen=80, scales=[0, STEP, 0], block=BLOCK)
+
+    raw = [int(b) for b in stock().decode(np.ascontiguousarray(pixels[:, :, ::-1]))]
+    for host in hosts("astronaut.png"):
+        forged = np.ascontiguousarray(np.asarray(stock(raw).encode(np.ascontiguousarray(host[:, :, ::-1])))[:, :, ::-1])
+        result = verify(client, encode(forged.astype(np.uint8)))
+        assert result["record_id"] is None and result["verdict"] == "unknown", result["reasons"]
+        assert result["checks"]["watermark"].get("claimed_record_id") is None
+
+
 def test_container_changes_keep_the_record(client: TestClient, marked: tuple[dict, bytes]) -> None:
     body, data = marked
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
