@@ -53,7 +53,7 @@ test: install test-servers lint
 # files fetched from another repository, so they are read from ../shared/c2pa-rs (or PROVENANCE_C2PA_RS_FIXTURES),
 # laid out as tests/fixtures/c2pa-rs/README.md says; the target fails when they are missing.
 test-c2pa-rs: install test-servers
-	$(BIN)/pytest -n $(PYTEST_WORKERS) tests/test_c2pa_fixtures.py
+	$(BIN)/pytest tests/test_c2pa_fixtures.py
 
 bench: install
 	$(BIN)/python -m provenance.bench
