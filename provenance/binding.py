@@ -89,7 +89,6 @@ class ContentComparison:
     edited_regions: list[Box] = field(default_factory=list)
     contained_region: Box | None = None  # set for a composite: the original's footprint in the upload
     outside_share: float = 0.0  # share of the upload outside the footprint that carries content
-    cell_difference: np.ndarray | None = field(default=None, repr=False)  # per cell, in the original's frame
     # A composite: the original-frame box wholly inside the part the upload shows (where to read the mark).
     shown: tuple[int, int, int, int] | None = None
 
@@ -412,7 +411,6 @@ def _compare_within(
         edited_regions=regions,
         contained_region=contained,
         outside_share=outside_share,
-        cell_difference=np.where(covered, difference, 0.0),
     )
 
 

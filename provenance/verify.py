@@ -782,8 +782,7 @@ class Verifier:
         """For a modified copy: the kind of modification, what changed and where (and the difference image)."""
         binding = ev.binding if ev.binding is not None and ev.binding.record.id == record.id else None
         if binding is None:
-            original = self._original_rgb(record)
-            binding = self._bind(record, "manifest", rgb) if original is not None else None
+            binding = self._bind(record, "manifest", rgb)  # None when the original cannot be read
         out: dict[str, Any] = {"modification": None, "changes": [], "edited_regions": [], "contained_region": None}
         if binding is None:
             return out, None

@@ -37,6 +37,7 @@ record's content is the verifier's job (``verify``).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import math
@@ -297,12 +298,18 @@ class MarkKey:
         self.mask = np.unpackbits(np.frombuffer(digest[: ID_BYTES + PARITY_BYTES], dtype=np.uint8))
         self.layout = MarkLayout.from_secret(secret)
         self.layout_version = LAYOUT_VERSION
+        self._legacy: MarkKey | None = None
 
     def legacy(self) -> MarkKey:
-        """The same key with the library's layout (``LEGACY_LAYOUT``): how marks made before the keyed layout read."""
-        old = MarkKey(self._secret)
-        old.layout, old.layout_version = MarkLayout.stock(), LEGACY_LAYOUT
-        return old
+        """The same key with the library's layout (``LEGACY_LAYOUT``): how marks made before the keyed layout read.
+
+        Made once and kept: every blind read of a service holding such records asks for it.
+        """
+        if self._legacy is None:
+            old = copy.copy(self)
+            old.layout, old.layout_version, old._legacy = MarkLayout.stock(), LEGACY_LAYOUT, None
+            self._legacy = old
+        return self._legacy
 
     def for_layout(self, version: int | None) -> MarkKey:
         """The key to read a record's mark with: its own layout version (None: the current one)."""
