@@ -165,6 +165,7 @@ class Certifier:
 
         record_id = new_record_id()
         watermark_id: int | None = None
+        mark_reference: bytes | None = None
         note: str | None = None
         with timer.stage("watermark"):
             if image.notes:
@@ -177,7 +178,10 @@ class Certifier:
                 )
             else:
                 watermark_id = self._new_watermark_id()
-                image.rgb = self.watermarker.embed(image.rgb, watermark_id)
+                marked_picture = self.watermarker.mark(image.rgb, watermark_id)
+                image.rgb = marked_picture.rgb
+                if marked_picture.luma_reference is not None:
+                    mark_reference = marked_picture.luma_reference.to_bytes()
 
         with timer.stage("encode"):
             marked = media.encode(image)
@@ -235,7 +239,7 @@ class Certifier:
                 if key.key_id not in self._known_keys:  # a rotated key is recorded with its first record
                     self.repository.ensure_key(key.key_id, key.public_key_pem)
                     self._known_keys.add(key.key_id)
-                self.repository.add(record, fingerprints)
+                self.repository.add(record, fingerprints, mark_reference)
             except BaseException:
                 if pinned.created:
                     self.store.remove(pinned.cid)

@@ -175,6 +175,11 @@ class Settings(BaseSettings):
 
     # Watermark (stage 2).
     watermark_enabled: bool = True
+    mark_luma: bool = Field(
+        default=True,
+        description="New marks also carry the luminance component (read against a stored reference; survives black "
+        "and white, hue, gamma, JPEG 30). False: the chroma component alone, as before.",
+    )
     fingerprint_enabled: bool = Field(
         default=True, description="ISCC fingerprints: a soft binding in the manifest and lookup of marks that are gone."
     )

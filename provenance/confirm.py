@@ -64,6 +64,7 @@ from reedsolo import ReedSolomonError, RSCodec
 
 from provenance import watermark
 from provenance.align import Photometric, fit_photometric
+from provenance.luma import LumaReference, luma_evidence
 
 DEFAULT_THRESHOLD = 1e-6  # per candidate: the chance that an unrelated or other-record image is confirmed
 WEIGHT_LEVELS = 64  # quantisation of per-bit evidence: exact integer DP, ~1 ms for 80 bits
@@ -110,6 +111,9 @@ class MarkConfirmation:
     correlation: float = 0.0
     binomial_p_value: float = 1.0
     names_another_codeword: bool = False
+    # Which reading decided: "chroma" (the blind-readable U component) or "luminance" (read against the record's
+    # stored reference, ``provenance.luma``). ``blocks_used`` counts that reading's blocks or cells.
+    component: str = "chroma"
 
 
 def binomial_tail(agreeing: int, compared: int) -> float:
@@ -173,6 +177,7 @@ def confirm_mark(
     threshold: float = DEFAULT_THRESHOLD,
     photometric: Photometric | None = None,
     sharpen: float = SHARPEN,
+    luma_reference: LumaReference | None = None,
 ) -> MarkConfirmation:
     """Read the keyed mark on ``aligned_rgb`` (in the original's frame) within ``mask`` and test it.
 
@@ -186,6 +191,10 @@ def confirm_mark(
     the better reading is kept and its p-value is multiplied by the number of readings (a union bound,
     so the test keeps its level). ``photometric`` reuses ``Alignment.photometric``. ``sharpen`` undoes
     part of the blur of resampling (see ``SHARPEN``).
+
+    ``luma_reference``: the record's stored reference of the luminance component (``provenance.luma``),
+    when it has one; its reading joins the chroma readings under the same union bound. It is what
+    survives black and white, hue shifts, gamma, JPEG 30, sharpening and denoising.
     """
     expected = np.asarray(expected_bits).astype(np.int64).ravel()
     if expected.shape != (watermark.PAYLOAD_BITS,):
@@ -196,6 +205,9 @@ def confirm_mark(
         gains.append(light.chroma_gain)
     u_plane = watermark.u_plane(aligned_rgb)
     readings = [_read(u_plane, mask, gain, sharpen, expected, threshold, key.layout) for gain in gains]
+    if luma_reference is not None:
+        luma = luma_evidence(aligned_rgb, mask, luma_reference, key.luma_layout)
+        readings.append(_test(luma.score_sums, luma.counts, luma.cells, expected, threshold, "luminance"))
     best = min(readings, key=lambda reading: reading.p_value)
     if len(readings) == 1:
         return best
@@ -218,7 +230,13 @@ def _read(
     if sharpen:
         u = u + sharpen * (u - cv2.GaussianBlur(u, (0, 0), 1.0))
     votes = watermark.masked_soft_votes(u, mask, layout=layout)
-    evidence = votes.score_sums
+    return _test(votes.score_sums, votes.counts, votes.blocks, expected, threshold, "chroma")
+
+
+def _test(
+    evidence: np.ndarray, counts: np.ndarray, blocks: int, expected: np.ndarray, threshold: float, component: str
+) -> MarkConfirmation:
+    """The exact test of one reading's per-bit soft evidence against the expected bits."""
     signs = 2 * expected - 1
     read = np.sign(evidence).astype(np.int64)
     compared = read != 0
@@ -226,20 +244,21 @@ def _read(
     bits_compared = int(np.count_nonzero(compared))
     largest = float(np.abs(evidence).max()) if bits_compared else 0.0
     if largest == 0.0:
-        return MarkConfirmation(0, 0, votes.blocks, 1.0, False, threshold)
+        return MarkConfirmation(0, 0, blocks, 1.0, False, threshold, component=component)
     weights = np.rint(np.abs(evidence) / largest * WEIGHT_LEVELS).astype(np.int64)
     observed = int(np.sum(weights * read * signs))
     p_value = min(1.0, CODE_FACTOR * rademacher_tail(weights, observed))
     correlation = float(np.sum(np.abs(evidence) * read * signs) / np.sum(np.abs(evidence)))
-    other = names_another_codeword(evidence > 0, expected, votes.counts == 0)
+    other = names_another_codeword(evidence > 0, expected, counts == 0)
     return MarkConfirmation(
         agreeing_bits=agreeing,
         bits_compared=bits_compared,
-        blocks_used=votes.blocks,
+        blocks_used=blocks,
         p_value=p_value,
         confirmed=p_value <= threshold and not other,
         threshold=threshold,
         correlation=correlation,
         binomial_p_value=binomial_tail(agreeing, bits_compared),
         names_another_codeword=other,
+        component=component,
     )

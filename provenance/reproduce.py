@@ -79,7 +79,9 @@ def reproduce(services: Services, record_id: str, *, prompt: str | None = None) 
     image = generator.generate(request)[index]
     marker = services.verifier.watermarker  # set even when new certifications are unmarked
     if record.watermark_id is not None and marker is not None:
-        rgb = marker.embed(image.rgb, record.watermark_id)
+        # Marked as it was at certification: with the luminance component only if the record keeps its reference.
+        luma = services.repository.mark_reference(record.id) is not None
+        rgb = marker.mark(image.rgb, record.watermark_id, luma=luma).rgb
     else:
         rgb = image.rgb
     certified = media.decode(

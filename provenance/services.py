@@ -179,6 +179,7 @@ class Services:
         # The mark key is read even with watermarking disabled: verify still reads marks made earlier.
         # Local files first: a bad one fails the start before any process is started.
         watermarker = Watermarker.from_key_file(settings.watermark_key_file or data_dir / "keys" / "watermark.key")
+        watermarker.luma = settings.mark_luma
         store = open_store(settings)
         chain = open_chain(settings)
         opened.callback(chain.close)

@@ -31,6 +31,7 @@ The verdict is a small policy (``decide``) over that evidence:
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -55,9 +56,12 @@ from provenance.errors import ProvenanceError
 from provenance.fingerprint import Fingerprinter, FingerprintIndex
 from provenance.ipfs import ContentStore
 from provenance.ipfs.unixfs import compute_cid
+from provenance.luma import LumaReference
 from provenance.manifest import ManifestReader, ManifestReport
 from provenance.signing import sha256_hex, verify_signature
 from provenance.watermark import Detection, Watermarker
+
+logger = logging.getLogger(__name__)
 
 AUTHENTIC, PENDING, MODIFIED, UNKNOWN, INVALID = "authentic", "pending", "modified", "unknown", "invalid"
 UNAVAILABLE = "unavailable"  # exact certified bytes, but the chain cannot be read to say authentic or pending
@@ -513,6 +517,17 @@ class Verifier:
                 report["reason"] = "a payload was read but it names no record of this service"
         return report
 
+    def _luma_reference(self, record: Record) -> LumaReference | None:
+        """The record's stored luminance mark reference (None: a mark made before it, or unreadable)."""
+        data = self.repository.mark_reference(record.id)
+        if data is None:
+            return None
+        try:
+            return LumaReference.from_bytes(data)
+        except ValueError:
+            logger.warning("record %s: its luminance mark reference cannot be read", record.id)
+            return None
+
     def _original_rgb(self, record: Record) -> np.ndarray | None:
         try:
             _, rgb = media.decode_rgb(self.store.cat(record.cid), max_bytes=1 << 62, max_pixels=1 << 62)
@@ -672,9 +687,11 @@ class Verifier:
                         key=self.watermarker.key.for_layout(record.mark_layout),
                         threshold=threshold,
                         photometric=alignment.photometric if shown is alignment.mask else None,
+                        luma_reference=self._luma_reference(record),
                     )
                     row.update(
                         confirmed=confirmation.confirmed,
+                        component=confirmation.component,
                         p_value=confirmation.p_value,
                         agreeing_bits=confirmation.agreeing_bits,
                         bits_compared=confirmation.bits_compared,

@@ -51,6 +51,7 @@ from reedsolo import ReedSolomonError, RSCodec
 
 from provenance.errors import ConfigurationError
 from provenance.fsutil import write_private
+from provenance.luma import LumaLayout, LumaReference, embed_luma
 
 ID_BYTES = 4
 PARITY_BYTES = 6
@@ -299,6 +300,14 @@ class MarkKey:
         self.layout = MarkLayout.from_secret(secret)
         self.layout_version = LAYOUT_VERSION
         self._legacy: MarkKey | None = None
+        self._luma_layout: LumaLayout | None = None
+
+    @property
+    def luma_layout(self) -> LumaLayout:
+        """The keyed cell layout of the luminance component (``provenance.luma``), derived on first use."""
+        if self._luma_layout is None:
+            self._luma_layout = LumaLayout.from_secret(self._secret)
+        return self._luma_layout
 
     def legacy(self) -> MarkKey:
         """The same key with the library's layout (``LEGACY_LAYOUT``): how marks made before the keyed layout read.
@@ -382,8 +391,29 @@ def can_mark(width: int, height: int) -> bool:
     return width * height >= MIN_PIXELS and width >= 2 * BLOCK * 2 and height >= 2 * BLOCK * 2
 
 
+@dataclass(frozen=True, eq=False)
+class MarkedPicture:
+    """A marked image and, when it carries the luminance component, the reference the service keeps to read it."""
+
+    rgb: np.ndarray
+    luma_reference: LumaReference | None = None
+
+
+def mark(rgb: np.ndarray, watermark_id: int, key: MarkKey, *, luma: bool = True) -> MarkedPicture:
+    """Mark ``rgb`` (HxWx3 uint8) with ``watermark_id`` sealed with ``key``: luminance first, then chroma.
+
+    The luminance component goes first so that its reference is the unmarked picture's (see
+    ``provenance.luma``); it moves R, G and B alike, so the chroma component embedded after it reads the
+    same U plane either way. ``luma=False`` embeds the chroma component alone (the mark before issue 16).
+    """
+    reference: LumaReference | None = None
+    if luma:
+        rgb, reference = embed_luma(rgb, encode_payload(watermark_id, key), key.luma_layout)
+    return MarkedPicture(embed(rgb, watermark_id, key), reference)
+
+
 def embed(rgb: np.ndarray, watermark_id: int, key: MarkKey) -> np.ndarray:
-    """Return a copy of ``rgb`` (HxWx3 uint8) carrying ``watermark_id`` sealed with ``key``."""
+    """Return a copy of ``rgb`` (HxWx3 uint8) carrying the chroma component of ``watermark_id`` sealed with ``key``."""
     bits = encode_payload(watermark_id, key)
     coder = FastDwtDctSvd(
         watermarks=list(bits), wmLen=PAYLOAD_BITS, scales=SCALES, block=BLOCK, layout=key.layout, nearest=True
@@ -459,9 +489,12 @@ class Watermarker:
 
     method = METHOD
 
-    def __init__(self, key: MarkKey, *, factors: tuple[float, ...] = RESCALE_FACTORS, legacy: bool = False) -> None:
+    def __init__(
+        self, key: MarkKey, *, factors: tuple[float, ...] = RESCALE_FACTORS, legacy: bool = False, luma: bool = True
+    ) -> None:
         self.key = key
         self.factors = factors
+        self.luma = luma  # False: new marks carry the chroma component only (the luminance one needs its reference)
         # Records certified before keyed layouts carry the library's layout: when any exist, a blind read that finds
         # nothing is tried once more with it (their false-positive chance is counted in ``tries``).
         self.legacy = legacy
@@ -474,7 +507,12 @@ class Watermarker:
         return can_mark(width, height)
 
     def embed(self, rgb: np.ndarray, watermark_id: int) -> np.ndarray:
-        return embed(rgb, watermark_id, self.key)
+        """The marked pixels only (``mark`` also returns the luminance reference the record must keep)."""
+        return self.mark(rgb, watermark_id).rgb
+
+    def mark(self, rgb: np.ndarray, watermark_id: int, *, luma: bool | None = None) -> MarkedPicture:
+        """Mark with both components (or the chroma one alone: ``luma=False``, or the watermarker's default)."""
+        return mark(rgb, watermark_id, self.key, luma=self.luma if luma is None else luma)
 
     def detect(self, rgb: np.ndarray, *, factors: tuple[float, ...] | None = None) -> Detection:
         """Read the mark blind; ``factors``: the rescalings to try (default: the watermarker's)."""

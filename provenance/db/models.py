@@ -90,6 +90,20 @@ class RecordFingerprint(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class MarkReference(Base):
+    """What the service keeps to read a record's luminance mark (``provenance.luma.LumaReference``).
+
+    Secret like the mark key: the unmarked picture's cell values. With them and the certified file the
+    mark could be subtracted, so they are never returned by the API nor published. A table of its own,
+    read only when a candidate's mark is confirmed, so record queries never load it.
+    """
+
+    __tablename__ = "mark_references"
+
+    record_id: Mapped[str] = mapped_column(String(32), ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class SigningKeyRow(Base):
     """Public half of every ECDSA key that has signed records."""
 

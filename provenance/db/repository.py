@@ -14,6 +14,7 @@ from provenance.db.models import (
     Account,
     AnchorBatch,
     HealthProbe,
+    MarkReference,
     NftToken,
     NftVoucher,
     Record,
@@ -47,8 +48,13 @@ class RecordRepository:
         self._sessions = sessions
 
     # --- writes -----------------------------------------------------------------------------
-    def add(self, record: Record, fingerprints: PackedFingerprints | None = None) -> Record:
-        """Insert a record (and its fingerprints) in one transaction; a duplicate hash raises AlreadyCertifiedError."""
+    def add(
+        self, record: Record, fingerprints: PackedFingerprints | None = None, mark_reference: bytes | None = None
+    ) -> Record:
+        """Insert a record (its fingerprints, its mark reference) in one transaction.
+
+        A duplicate hash raises AlreadyCertifiedError.
+        """
         with self._sessions.begin() as session:
             session.add(record)
             if fingerprints is not None:
@@ -58,6 +64,8 @@ class RecordRepository:
             except IntegrityError:
                 session.rollback()
                 raise AlreadyCertifiedError("These exact bytes are already certified.") from None
+            if mark_reference is not None:  # after the record's row: its foreign key points there
+                session.add(MarkReference(record_id=record.id, data=mark_reference))
         return record
 
     def ensure_key(self, key_id: str, public_key_pem: str) -> None:
@@ -217,6 +225,11 @@ class RecordRepository:
     def by_sha256(self, sha256: str) -> Record | None:
         with self._sessions() as session:
             return session.scalars(select(Record).where(Record.sha256 == sha256)).first()
+
+    def mark_reference(self, record_id: str) -> bytes | None:
+        """The stored reference of a record's luminance mark (None: its mark has no luminance component)."""
+        with self._sessions() as session:
+            return session.scalar(select(MarkReference.data).where(MarkReference.record_id == record_id))
 
     def has_legacy_marks(self) -> bool:
         """Whether any record's mark was embedded with the library's layout (before keyed layouts)."""
