@@ -18,10 +18,12 @@ from provenance.db.repository import RecordRepository, new_record_id
 from provenance.db.session import alembic_config, make_engine, migrate, session_factory
 from provenance.fingerprint import (
     ALG,
+    KIND_FINE,
     KIND_ISCC,
     KIND_KEYPOINT,
     MAX_DISTANCE,
     SCHEME,
+    SCHEME_V1,
     Fingerprint,
     Fingerprinter,
     FingerprintIndex,
@@ -31,7 +33,7 @@ from provenance.fingerprint import (
     iscc_thumbnail,
     keypoint_patches,
 )
-from provenance.fingerprint_bench import EDITS, crop
+from provenance.fingerprint_bench import EDITS, crop, rotate_black, rotate_inner
 from tests.conftest import PHOTOS, photo
 
 # Indexed with the test photos, so every lookup has wrong records to pick.
@@ -97,9 +99,12 @@ def test_stored_and_query_fingerprints(fingerprinter: Fingerprinter) -> None:
     rgb = photo("astronaut.png")
     stored = fingerprinter.compute(rgb)
     assert stored.scheme == SCHEME
-    assert stored.kinds == (KIND_ISCC,) + (KIND_KEYPOINT,) * 16
+    assert stored.kinds == (KIND_ISCC,) + (KIND_KEYPOINT,) * 16 + (KIND_FINE,) * 32
     query = fingerprinter.query(rgb)
-    assert query.kinds[:2] == ("iscc", "iscc-mirror") and len(query.entries) == 2 + 24
+    assert query.kinds[:2] == ("iscc", "iscc-mirror") and len(query.entries) == 2 + 24 * 3  # upright, -10, +10
+    # The upright query codes are the ones the first scheme computed: its stored codes stay findable.
+    old_layout = Fingerprinter(fine_keypoints=0).compute(rgb)
+    assert old_layout.scheme == SCHEME_V1 and old_layout.entries == stored.entries[:17]
     assert ImageFingerprints.from_packed(stored.iscc, stored.packed()) == stored
     # The mirrored code of a flipped copy is the original's code.
     flipped = fingerprinter.query(np.ascontiguousarray(rgb[:, ::-1]))
@@ -134,11 +139,70 @@ def test_crops_find_their_original(
     assert found >= len(PHOTOS) - (1 if area <= 0.5 else 0)
 
 
-def test_unrelated_images_get_no_candidate(index: FingerprintIndex, fingerprinter: Fingerprinter) -> None:
+@pytest.mark.parametrize("degrees", [10.0, -10.0])
+def test_rotated_copies_propose_their_original(
+    index: FingerprintIndex, fingerprinter: Fingerprinter, degrees: float
+) -> None:
+    """Turned 10 degrees: cropped to the inner rectangle, or whole with black corners (same or grown canvas)."""
+    for name in PHOTOS:
+        rgb = photo(name)
+        for rotated in (
+            rotate_inner(rgb, degrees),
+            rotate_black(rgb, degrees, expand=False),
+            rotate_black(rgb, degrees, expand=True),
+        ):
+            candidates = index.search(fingerprinter.query(rotated))
+            assert candidates and candidates[0].record_id == name, (name, rotated.shape, candidates)
+
+
+@pytest.mark.parametrize("area", [0.25, 0.1])
+def test_tight_crops_propose_their_original(index: FingerprintIndex, fingerprinter: Fingerprinter, area: float) -> None:
+    offsets = [(0.5, 0.5), (0.1, 0.8), (0.9, 0.2), (0.3, 0.3)]
+    ranks = []
+    for name in PHOTOS:
+        for fx, fy in offsets:
+            found = [c.record_id for c in index.search(fingerprinter.query(crop(photo(name), area, fx, fy)))]
+            assert len(found) <= 8
+            ranks.append(found.index(name) + 1 if name in found else 0)
+    # Measured at these offsets: see the assertion message; fingerprint_bench --recall has more offsets.
+    proposed = sum(r > 0 for r in ranks)
+    assert proposed >= len(ranks) * (0.9 if area == 0.25 else 0.7), ranks
+    assert sum(r == 1 for r in ranks) >= proposed - 1, ranks  # the original first when proposed
+
+
+def test_records_of_the_first_scheme_are_still_found(fingerprinter: Fingerprinter) -> None:
+    """Rows stored before fine patches existed (``iscc64+kp16/1``) load, and rotated copies still find them."""
+
+    class Rows:
+        def fingerprints_since(self, cursor: int, limit: int) -> list[tuple[int, str, str, bytes]]:
+            rows = []
+            for i, name in enumerate(PHOTOS + DISTRACTORS, start=1):
+                old = Fingerprinter(fine_keypoints=0).compute(photo(name))
+                new = fingerprinter.compute(photo(name))
+                rows.append((2 * i - 1, f"v1:{name}", old.scheme, old.packed()))
+                rows.append((2 * i, f"v2:{name}", new.scheme, new.packed()))
+            return [r for r in rows if r[0] > cursor][:limit]
+
+    index = FingerprintIndex()
+    assert index.sync(Rows()) == 2 * len(PHOTOS + DISTRACTORS)
+    for name in PHOTOS:
+        found = [c.record_id for c in index.search(fingerprinter.query(rotate_inner(photo(name), 10)))]
+        assert found[:2] in ([f"v1:{name}", f"v2:{name}"], [f"v2:{name}", f"v1:{name}"]), (name, found)
+
+
+def test_unrelated_images_get_no_confident_candidate(index: FingerprintIndex, fingerprinter: Fingerprinter) -> None:
+    chance = 0
     for name in UNRELATED:
         rgb = photo(name)
-        for edit in ("JPEG 50", "resize 0.5", "flip horizontal"):
-            assert index.search(fingerprinter.query(EDITS[edit](rgb))) == [], (name, edit)
+        edits = [EDITS[edit](rgb) for edit in ("JPEG 50", "resize 0.5", "flip horizontal")]
+        edits += [rotate_inner(rgb, 10), rotate_black(rgb, -10, expand=True), crop(rgb, 0.1, 0.5, 0.5)]
+        for edited in edits:
+            # Fine patches and rotated query patches bring chance candidates (a single code within 8 bits:
+            # every candidate is confirmed later); a real copy matches several codes and ranks above them.
+            candidates = index.search(fingerprinter.query(edited))
+            chance += len(candidates)
+            assert all(c.matches == 1 for c in candidates), (name, edited.shape, candidates)
+    assert chance <= 6, chance  # measured: 5 single-code candidates in 42 lookups
     rng = np.random.default_rng(5)
     noise = [Fingerprint(KIND_KEYPOINT, int(c)) for c in rng.integers(0, 2**64, 2000, dtype=np.uint64)]
     assert index.search(noise) == []
