@@ -207,7 +207,7 @@ def confirm_mark(
     readings = [_read(u_plane, mask, gain, sharpen, expected, threshold, key.layout) for gain in gains]
     if luma_reference is not None:
         luma = luma_evidence(aligned_rgb, mask, luma_reference, key.luma_layout)
-        readings.append(_test(luma.score_sums, luma.counts, luma.cells, expected, threshold, "luminance"))
+        readings.append(exact_test(luma.score_sums, luma.counts, luma.cells, expected, threshold, "luminance"))
     best = min(readings, key=lambda reading: reading.p_value)
     if len(readings) == 1:
         return best
@@ -230,10 +230,10 @@ def _read(
     if sharpen:
         u = u + sharpen * (u - cv2.GaussianBlur(u, (0, 0), 1.0))
     votes = watermark.masked_soft_votes(u, mask, layout=layout)
-    return _test(votes.score_sums, votes.counts, votes.blocks, expected, threshold, "chroma")
+    return exact_test(votes.score_sums, votes.counts, votes.blocks, expected, threshold, "chroma")
 
 
-def _test(
+def exact_test(
     evidence: np.ndarray, counts: np.ndarray, blocks: int, expected: np.ndarray, threshold: float, component: str
 ) -> MarkConfirmation:
     """The exact test of one reading's per-bit soft evidence against the expected bits."""
