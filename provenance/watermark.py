@@ -1,5 +1,9 @@
 """Stage 2, watermark: an invisible, error-corrected record id in the pixels.
 
+Two components carry the same payload: this module's, in the U chroma channel, read blind; and
+``provenance.luma``'s, in luminance, read against a reference the service stores per record (it
+survives black and white, hue shifts, gamma, JPEG 30). ``mark`` embeds both, luminance first.
+
 The mark uses the arithmetic of ``invisible-watermark``'s DWT-DCT-SVD scheme: the image goes to YUV,
 the U channel through a one-level Haar DWT, and each 4x4 block of the approximation band carries one
 payload bit in the quantisation of its largest singular value ``s0`` (step 48). Every bit is carried
