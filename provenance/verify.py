@@ -32,6 +32,7 @@ The verdict is a small policy (``decide``) over that evidence:
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -62,6 +63,9 @@ from provenance.signing import sha256_hex, verify_signature
 from provenance.watermark import Detection, Watermarker
 
 logger = logging.getLogger(__name__)
+
+# Decoded originals kept per instance: 16 1024x1024 pictures (48 MB of uint8 values).
+ORIGINAL_CACHE_VALUES = 16 * 1024 * 1024 * 3
 
 AUTHENTIC, PENDING, MODIFIED, UNKNOWN, INVALID = "authentic", "pending", "modified", "unknown", "invalid"
 UNAVAILABLE = "unavailable"  # exact certified bytes, but the chain cannot be read to say authentic or pending
@@ -450,6 +454,13 @@ class Verifier:
         # (a public endpoint must not let anyone fill the blockstore).
         self._diffs: OrderedDict[str, bytes] = OrderedDict()
         self._diffs_lock = threading.Lock()
+        # Decoded certified originals by CID (immutable content): a copy that goes viral is verified again and
+        # again against the same original, and decoding a 1024x1024 PNG costs ~30 ms. Bounded by pixels.
+        self._originals: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._originals_lock = threading.Lock()
+        # The sizes of marked records, for the blind read's rescalings (see _blind_factors).
+        self._marked_sizes: frozenset[tuple[int, int]] = frozenset()
+        self._sizes_read_at = -math.inf
 
     # Each check fills its part of the evidence and returns its report.
     def _check_exact(self, ev: Evidence) -> dict[str, Any]:
@@ -486,10 +497,33 @@ class Verifier:
             ev.claimed_by_untrusted_manifest = claimed
         return report
 
+    def _blind_factors(self, width: int, height: int, factors: tuple[float, ...]) -> tuple[float, ...]:
+        """The rescalings worth a blind read: those that give back the size of some marked record.
+
+        A rescaled read only helps a copy resized from a whole original, and only when scaling it back
+        restores that original's size (to a pixel or two of rounding); every other rescaling reads noise,
+        costs up to four times the image's own read, and adds a chance of a false decode. The set of marked
+        sizes is read at most once a second, and only when a rescaling is not in it.
+        """
+
+        def sizes_near(factor: float) -> bool:
+            w, h = round(width * factor), round(height * factor)
+            return any((w + dx, h + dy) in self._marked_sizes for dx in (-2, -1, 0, 1, 2) for dy in (-2, -1, 0, 1, 2))
+
+        kept = []
+        for factor in factors:
+            if factor != 1.0 and not sizes_near(factor) and time.monotonic() - self._sizes_read_at >= 1.0:
+                self._marked_sizes = frozenset(self.repository.marked_sizes())
+                self._sizes_read_at = time.monotonic()
+            if factor == 1.0 or sizes_near(factor):
+                kept.append(factor)
+        return tuple(kept)
+
     def _check_watermark(self, ev: Evidence, rgb: np.ndarray) -> dict[str, Any]:
         if self.watermarker is None:
             return {"detected": False, "method": None, "record_id": None, "reason": "watermark reading disabled"}
-        ev.detection = detection = self.watermarker.detect(rgb, factors=ev.blind_factors)
+        factors = self._blind_factors(rgb.shape[1], rgb.shape[0], ev.blind_factors or self.watermarker.factors)
+        ev.detection = detection = self.watermarker.detect(rgb, factors=factors)
         report: dict[str, Any] = {
             "detected": detection.detected,
             "method": self.watermarker.method,
@@ -529,10 +563,20 @@ class Verifier:
             return None
 
     def _original_rgb(self, record: Record) -> np.ndarray | None:
+        """The record's certified pixels (read-only: shared by every verification that needs them)."""
+        with self._originals_lock:
+            if record.cid in self._originals:
+                self._originals.move_to_end(record.cid)
+                return self._originals[record.cid]
         try:
             _, rgb = media.decode_rgb(self.store.cat(record.cid), max_bytes=1 << 62, max_pixels=1 << 62)
         except ProvenanceError:
             return None
+        rgb.setflags(write=False)
+        with self._originals_lock:
+            self._originals[record.cid] = rgb
+            while sum(image.size for image in self._originals.values()) > ORIGINAL_CACHE_VALUES:
+                self._originals.popitem(last=False)
         return rgb
 
     def _bind(self, record: Record, via: Any, rgb: np.ndarray, *, alignment: Alignment | None = None) -> Binding | None:

@@ -226,6 +226,12 @@ class RecordRepository:
         with self._sessions() as session:
             return session.scalars(select(Record).where(Record.sha256 == sha256)).first()
 
+    def marked_sizes(self) -> set[tuple[int, int]]:
+        """The distinct (width, height) of marked records (the index ``ix_records_size`` serves it)."""
+        with self._sessions() as session:
+            query = select(Record.width, Record.height).where(Record.watermark_id.is_not(None)).distinct()
+            return {(int(w), int(h)) for w, h in session.execute(query)}
+
     def mark_reference(self, record_id: str) -> bytes | None:
         """The stored reference of a record's luminance mark (None: its mark has no luminance component)."""
         with self._sessions() as session:
