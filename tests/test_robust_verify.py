@@ -114,3 +114,16 @@ def test_fingerprint_soft_binding_and_backfill(client: TestClient, services, tmp
         assert backfill(old.repository, old.store, Fingerprinter()) == 0
     finally:
         old.close()
+
+
+def test_blind_rescalings_are_tried_only_toward_sizes_that_were_marked(client: TestClient) -> None:
+    """A rescaled blind read helps only a copy of a whole original: it is not tried toward sizes nobody certified."""
+    original = cv2.resize(photo("chelsea.png"), (794, 622), interpolation=cv2.INTER_AREA)
+    half = cv2.resize(original, (397, 311), interpolation=cv2.INTER_AREA)
+    before = verify(client, encode(half))["checks"]["watermark"]
+    assert before["tries"] == 1 and not before["detected"]  # no marked record is 794x622, 596x467 or 529x415 yet
+    body, certified = certify(client, original, "chelsea-794.png")
+    copy = cv2.resize(certified, (397, 311), interpolation=cv2.INTER_AREA)
+    result = verify(client, encode(copy))
+    assert result["record_id"] == body["record_id"], result
+    assert result["checks"]["watermark"]["tries"] >= 2  # the x2 read toward the new record's size is tried now
