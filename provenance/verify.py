@@ -307,9 +307,11 @@ class Evidence:
                     kind="watermark",
                     strength="probabilistic",
                     record_id=bound.record.id,
-                    detail=f"After aligning the upload to the certified original, the keyed mark agrees in "
+                    detail=f"After aligning the upload to the certified original, the keyed mark's "
+                    f"{self.confirmation.component} component agrees in "
                     f"{self.confirmation.agreeing_bits} of {self.confirmation.bits_compared} bits "
-                    f"({self.confirmation.blocks_used} blocks read).",
+                    f"({self.confirmation.blocks_used} "
+                    f"{'cells' if self.confirmation.component == 'luminance' else 'blocks'} read).",
                     false_positive_probability=self.confirmation.p_value,
                 )
             )
