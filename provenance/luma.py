@@ -196,8 +196,12 @@ def embed_luma(rgb: np.ndarray, bits: np.ndarray, layout: LumaLayout) -> tuple[n
         stripe = out[first * cell : last * cell, : cols * cell]
         host[first:last] = _cell_means(_luminance(stripe), cell, weights)
         delta = (amplitude[first:last, None, :, None] * weights[None, :, None, :]).reshape(stripe.shape[:2])
-        marked = stripe.astype(np.float32) + delta[..., None]
-        stripe[...] = np.clip(np.rint(marked), 0, 255).astype(np.uint8)
+        # rint(pixel + delta) is pixel + rint(delta) for integer pixels: add the rounded change with uint8 saturation
+        # (OpenCV's add/subtract), the same bytes as clipping the float sum, several times faster.
+        step = np.rint(delta).astype(np.int16)
+        up = cv2.merge([np.clip(step, 0, 255).astype(np.uint8)] * 3)
+        down = cv2.merge([np.clip(-step, 0, 255).astype(np.uint8)] * 3)
+        stripe[...] = cv2.subtract(cv2.add(stripe, up), down)
     return out, LumaReference(cell, host, strength)
 
 
