@@ -86,13 +86,62 @@ _rs = RSCodec(PARITY_BYTES)
 MAX_BLIND_CORRECTIONS = 2
 
 
-def largest_singular_values(blocks: np.ndarray) -> np.ndarray:
-    """Largest singular value of each block, as sqrt of the top eigenvalue of B^T B.
+def largest_singular_values(blocks: np.ndarray, *, planar: bool = False) -> np.ndarray:
+    """Largest singular value of each block: sqrt of the top eigenvalue of its Gram matrix ``B^T B``.
 
-    Same value as ``np.linalg.svd(...)[1][:, 0]`` to ~1e-13, and about 1.6x faster for 4x4 blocks.
+    ``blocks``: (n, rows, cols); with ``planar``, (rows, cols, n) (entry ``[k, i]`` of every block as one
+    plane, what ``vote_fractions`` builds directly). The same value as ``np.linalg.svd(...)[1][:, 0]`` to
+    about 1e-15 relative (``tests/test_singular_values.py`` checks random, real, rank-deficient and zero
+    blocks), and about 5x faster than a batched ``eigvalsh``, which spends microseconds of LAPACK overhead
+    per 4x4 block: a blind read of a 1024x1024 upload and its rescalings holds ~150k blocks.
+
+    How: power iteration on all blocks at once, with the Gram entries as planes over the blocks (every
+    step is a vector operation over n). Start from the all-ones vector: a U-band block is dominated by its
+    mean, so two or three steps converge. A block is accepted only with a certificate: for the Rayleigh
+    quotient ``rho <= l1`` of the iterate and its residual ``eps``, Kato-Temple gives
+    ``l1 <= rho + eps^2 / (rho - b)`` for any ``b >= l2`` with ``rho > b``, and ``b = trace - rho`` is one
+    (``l2 <= trace - l1 <= trace - rho``). Accepted when that bound is within 1e-15 of ``rho``; blocks
+    still uncertified after a few rounds (close top eigenvalues, a start orthogonal to the top
+    eigenvector, non-finite input) go to ``eigvalsh``.
     """
-    gram = np.matmul(blocks.transpose(0, 2, 1), blocks)
-    return np.sqrt(np.maximum(np.linalg.eigvalsh(gram)[:, -1], 0.0))
+    if planar:
+        rows, cols, count = blocks.shape
+        planes = blocks
+    else:
+        count, rows, cols = blocks.shape
+        planes = np.ascontiguousarray(blocks.reshape(count, rows * cols).T).reshape(rows, cols, count)
+    gram = np.einsum("kin,kjn->ijn", planes, planes)  # (cols, cols, n)
+    trace = np.einsum("iin->n", gram)
+    top = np.zeros(count)
+    todo = np.flatnonzero(trace != 0)  # all-zero blocks: 0 (NaN and inf blocks go on, and end in eigvalsh)
+    if todo.size < count:
+        gram = gram[:, :, todo]
+    limit = trace[todo]
+    vector = np.ones((cols, todo.size))
+    for _ in range(4):
+        if todo.size == 0:
+            break
+        for _ in range(2):
+            vector = np.einsum("ijn,jn->in", gram, vector)
+        image = np.einsum("ijn,jn->in", gram, vector)
+        norm2 = np.einsum("in,in->n", vector, vector)
+        with np.errstate(all="ignore"):  # a vector that underflowed or overflowed fails the test below
+            rho = np.einsum("in,in->n", vector, image) / norm2
+            residual = image - rho * vector
+            eps2 = np.einsum("in,in->n", residual, residual) / norm2
+            gap = 2.0 * rho - limit  # rho - b with b = trace - rho >= l2
+            certain = (norm2 > 1e-250) & (gap > 0) & (eps2 <= 1e-15 * gap * rho)
+        top[todo[certain]] = rho[certain]
+        if certain.all():
+            todo = todo[:0]
+            break
+        left = ~certain
+        todo, gram, limit, image = todo[left], gram[:, :, left], limit[left], image[:, left]
+        with np.errstate(all="ignore"):
+            vector = image / np.sqrt(np.einsum("in,in->n", image, image))  # rescaled: the next round starts at 1
+    if todo.size:
+        top[todo] = np.linalg.eigvalsh(np.ascontiguousarray(gram.transpose(2, 0, 1)))[:, -1]
+    return np.sqrt(np.maximum(top, 0.0))
 
 
 @dataclass(frozen=True, eq=False)
@@ -264,14 +313,19 @@ class FastDwtDctSvd:
         for first, last in _stripes(block_rows, block_cols):
             stripe = np.ascontiguousarray(rgb[first * side : last * side, : block_cols * side])
             u = cv2.cvtColor(stripe, cv2.COLOR_RGB2YUV)[:, :, 1]
-            ca1 = u[0::2, 0::2].astype(np.float64)
-            ca1 += u[1::2, 0::2]
-            ca1 += u[0::2, 1::2]
-            ca1 += u[1::2, 1::2]
-            ca1 /= 2
-            blocks, _, _ = self._blocks(ca1)
-            index, dither = self._layout.of_blocks(first * block_cols, blocks.shape[0])
-            votes = (((largest_singular_values(blocks) - dither * step) % step) > step * 0.5).astype(np.float64)
+            # Pixel (dy, dx) of every side x side tile as one contiguous plane (a uint8 copy), so that each entry
+            # of each block's Haar approximation is a sum of four whole planes: the blocks come out as planes
+            # (entry [k, i] of every block, in reading order), which is what largest_singular_values works on.
+            rows = last - first
+            tiles = np.ascontiguousarray(u.reshape(rows, side, block_cols, side).transpose(1, 3, 0, 2))
+            planes = tiles[0::2, 0::2].astype(np.float64)
+            planes += tiles[1::2, 0::2]
+            planes += tiles[0::2, 1::2]
+            planes += tiles[1::2, 1::2]
+            planes /= 2
+            index, dither = self._layout.of_blocks(first * block_cols, rows * block_cols)
+            s0 = largest_singular_values(planes.reshape(self._block, self._block, -1), planar=True)
+            votes = (((s0 - dither * step) % step) > step * 0.5).astype(np.float64)
             sums += np.bincount(index, weights=votes, minlength=self._wmLen)
             counts += np.bincount(index, minlength=self._wmLen)
         return sums / np.maximum(counts, 1)
