@@ -348,3 +348,144 @@ def test_describe_changes_names_each_change(marked: dict[str, tuple[np.ndarray, 
     assert describe_changes(found, "png", "png", (600, 400), (600, 400)) in (
         [f"saturation +{n}%"] for n in (29, 30, 31)
     )
+
+
+def _square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Centre-cropped to a square and resized to ``size`` (as the robustness benchmark prepares its photos)."""
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    y0, x0 = (height - side) // 2, (width - side) // 2
+    cut = np.ascontiguousarray(rgb[y0 : y0 + side, x0 : x0 + side])
+    return cv2.resize(cut, (size, size), interpolation=cv2.INTER_AREA if side >= size else cv2.INTER_CUBIC)
+
+
+def _grid_error(found: Alignment, truth: np.ndarray, shape: tuple[int, ...], use_homography: bool = True) -> float:
+    """Largest distance (original pixels) between where ``found`` and ``truth`` (3x3) send a 9x9 grid of the upload."""
+    height, width = shape[:2]
+    ys, xs = np.mgrid[0.1 * height : 0.9 * height : 9j, 0.1 * width : 0.9 * width : 9j]
+    points = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=1)
+    fitted = np.vstack([found.matrix, [0, 0, 1]])
+    if use_homography and found.homography is not None:
+        fitted = found.homography
+    ours, theirs = points @ fitted.T, points @ truth.T
+    return float(np.abs(ours[:, :2] / ours[:, 2:] - theirs[:, :2] / theirs[:, 2:]).max())
+
+
+def _keystone(rgb: np.ndarray, amount: float) -> tuple[np.ndarray, np.ndarray]:
+    """The top edge shortened by ``amount`` of the width (perspective warp, black wedges); upload -> original."""
+    height, width = rgb.shape[:2]
+    frame = np.float32([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]])
+    moved = frame.copy()
+    moved[0, 0] += amount / 2 * width
+    moved[1, 0] -= amount / 2 * width
+    warp = cv2.getPerspectiveTransform(frame, moved)
+    return cv2.warpPerspective(rgb, warp, (width, height), flags=cv2.INTER_CUBIC), np.linalg.inv(warp)
+
+
+def test_1024_crops_of_a_jpeg_align_to_a_pixel() -> None:
+    rng = np.random.default_rng(11)
+    for name in ("astronaut.png", "coffee.png", "rocket.jpg"):
+        original = _square(photo(name), 1024)
+        for _ in range(2):
+            cropped, (x0, y0, x1, y1) = _crop(original, 0.75, rng)
+            upload = decode(encode(cropped, "JPEG", quality=50))
+            found = align(upload, original)
+            assert found is not None, (name, x0, y0)
+            truth = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+            assert _grid_error(found, truth, upload.shape) < 1.0, (name, x0, y0)
+            assert found.homography is None  # a crop is a similarity: no perspective fit is preferred
+            assert max(abs(a - b) for a, b in zip(found.crop_box, (x0, y0, x1, y1), strict=True)) <= 2
+
+
+def test_a_keystoned_copy_aligns_with_a_homography_and_keeps_the_record(
+    marked: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> None:
+    for name, size in (("chelsea.png", 1024), ("motorcycle_left.png", 512)):
+        original = _square(photo(name), size)
+        upload, truth = _keystone(original, 0.05)
+        found = align(upload, original)
+        assert found is not None and found.homography is not None, name
+        assert _grid_error(found, truth, upload.shape) < 1.0, name
+        # ``matrix`` stays the closest affine map: within the keystone's own size (2.5% of the width) everywhere.
+        assert _grid_error(found, truth, upload.shape, use_homography=False) < 0.025 * size, name
+        assert not found.flipped and abs(found.rotation_deg) < 0.5 and abs(found.scale - 1) < 0.05, name
+    original, _ = marked["astronaut.png"]
+    upload, _ = _keystone(original, 0.05)
+    found = align(decode(encode(upload, "JPEG", quality=85)), original)
+    assert found is not None and found.homography is not None
+    mark = confirm_mark(found.aligned, found.mask, original, EXPECTED, key=KEY, photometric=found.photometric)
+    assert mark.confirmed, mark
+
+
+def _edited(rgb: np.ndarray, edit: str) -> tuple[np.ndarray, np.ndarray]:
+    """A copy and the 3x3 map from its pixels to the original's."""
+    height, width = rgb.shape[:2]
+    if edit == "rotate 10, cropped inside":
+        turn = cv2.getRotationMatrix2D((width / 2, height / 2), 10.0, 1.0)
+        turned = cv2.warpAffine(rgb, turn, (width, height), flags=cv2.INTER_CUBIC)
+        side = int(min(width, height) / (math.cos(math.radians(10)) + math.sin(math.radians(10)))) - 2
+        x0, y0 = (width - side) // 2, (height - side) // 2
+        shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+        return turned[y0 : y0 + side, x0 : x0 + side].copy(), np.linalg.inv(np.vstack([turn, [0, 0, 1]])) @ shift
+    if edit == "rotate 10, black corners":
+        turn = cv2.getRotationMatrix2D((width / 2, height / 2), 10.0, 1.0)
+        turned = cv2.warpAffine(rgb, turn, (width, height), flags=cv2.INTER_CUBIC)
+        return turned, np.linalg.inv(np.vstack([turn, [0, 0, 1]]))
+    if edit == "median 5":
+        return cv2.medianBlur(rgb, 5), np.eye(3)
+    if edit == "sharpen":
+        return np.asarray(Image.fromarray(rgb).filter(ImageFilter.UnsharpMask(2, 150, 3))), np.eye(3)
+    if edit == "gamma 1.4":
+        return np.clip(np.rint(255.0 * (rgb / 255.0) ** 1.4), 0, 255).astype(np.uint8), np.eye(3)
+    if edit == "hue 20":
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = ((hsv[..., 0].astype(int) + 10) % 180).astype(np.uint8)
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), np.eye(3)
+    if edit == "black and white":
+        return cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB), np.eye(3)
+    if edit == "strong denoise":
+        return cv2.fastNlMeansDenoisingColored(rgb, None, 15, 15, 7, 21), np.eye(3)
+    assert edit == "half, JPEG 20, enlarged"
+    small = decode(encode(_pil_op(rgb, "resize", 0.5), "JPEG", quality=20))
+    return np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)), np.eye(3)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "rotate 10, cropped inside",
+        "rotate 10, black corners",
+        "median 5",
+        "sharpen",
+        "gamma 1.4",
+        "hue 20",
+        "black and white",
+        "strong denoise",
+        "half, JPEG 20, enlarged",
+    ],
+)
+def test_filters_and_larger_rotations_align(edit: str) -> None:
+    original = _square(photo("chelsea.png"), 512)
+    upload, truth = _edited(original, edit)
+    found = align(upload, original)
+    assert found is not None
+    assert _grid_error(found, truth, upload.shape) < 1.5
+
+
+def test_smooth_pictures_align_and_unrelated_smooth_pictures_do_not() -> None:
+    # A retina scan and a microscope slide have under a hundred ORB corners at the default FAST threshold.
+    rng = np.random.default_rng(12)
+    for name in ("retina.jpg", "cell.png"):
+        original = _square(photo(name), 512)
+        cropped, (x0, y0, _, _) = _crop(original, 0.75, rng)
+        upload = decode(encode(cropped, "JPEG", quality=50))
+        found = align(upload, original)
+        assert found is not None, name
+        truth = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+        assert _grid_error(found, truth, upload.shape) < 1.5, name
+    smooth = ["retina.jpg", "cell.png", "clock_motion.png", "moon.png", "color.png", "coins.png"]
+    for upload_name in smooth:
+        upload = photo(upload_name)
+        for original_name in [*smooth, "astronaut.png", "chelsea.png"]:
+            if original_name != upload_name:
+                assert align(upload, photo(original_name)) is None, (upload_name, original_name)
