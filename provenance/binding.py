@@ -133,11 +133,61 @@ class ContentComparison:
         }
 
 
-def _cells(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Means over CELL x CELL cells (float32), the ragged edge dropped."""
-    cut = np.ascontiguousarray(image[: rows * CELL, : cols * CELL], dtype=np.float32)
+def _cells(image: np.ndarray, rows: int, cols: int, side: int = CELL) -> np.ndarray:
+    """Means over ``side`` x ``side`` cells (float32), the ragged edge dropped."""
+    cut = np.ascontiguousarray(image[: rows * side, : cols * side], dtype=np.float32)
     # An area resize by a whole factor is the exact mean of each cell, and much faster than reshape-and-mean.
     return cv2.resize(cut, (cols, rows), interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True, eq=False)
+class _Shared:
+    """What every comparison of one aligned upload with one original shares: computed once per ``compare``.
+
+    The band-pass detail of both, its per-block statistics (``MATCH_BLOCK`` blocks: normalised correlation,
+    and which blocks have detail on either side, on both), and the cell colours of both.
+    """
+
+    detail: tuple[np.ndarray, np.ndarray]
+    ncc: np.ndarray
+    textured: np.ndarray
+    both: np.ndarray
+    cells: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def of(cls, aligned: np.ndarray, original_rgb: np.ndarray) -> _Shared:
+        detail = (band_pass(aligned), band_pass(original_rgb))
+        side = MATCH_BLOCK
+        out_h, out_w = original_rgb.shape[:2]
+        rows, cols = out_h // side, out_w // side
+        if rows and cols:
+            # Centred sums from block means of the detail and its products (area resizes, float32 as the detail),
+            # centred in float64. The detail is zero-mean within a few levels, so the centring cancels little.
+            a, o = detail
+
+            def means(plane: np.ndarray) -> np.ndarray:
+                return _cells(plane, rows, cols, side).astype(np.float64)
+
+            mean_a, mean_o = means(a), means(o)
+            n = float(side * side)
+            energy_a = np.sqrt(np.maximum(n * (means(a * a) - mean_a * mean_a), 0.0))
+            energy_o = np.sqrt(np.maximum(n * (means(o * o) - mean_o * mean_o), 0.0))
+            ncc = n * (means(a * o) - mean_a * mean_o) / np.maximum(energy_a * energy_o, 1e-6)
+        else:
+            energy_a = energy_o = ncc = np.zeros((rows, cols))
+        floor = side * FLAT_STD  # detail std of at least FLAT_STD
+        rows, cols = out_h // CELL, out_w // CELL
+        if rows and cols:
+            cells = (_yuv_cells(aligned, rows, cols), _yuv_cells(original_rgb, rows, cols))
+        else:
+            cells = (np.zeros((rows, cols, 3)), np.zeros((rows, cols, 3)))
+        return cls(
+            detail=detail,
+            ncc=ncc,
+            textured=(energy_o >= floor) | (energy_a >= floor),
+            both=(energy_o >= floor) & (energy_a >= floor),
+            cells=cells,
+        )
 
 
 def _yuv_cells(rgb: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -148,14 +198,31 @@ def _yuv_cells(rgb: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 
 def _robust_fit(design: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least squares, refitted once without the worst residuals (edited cells must not bend the fit)."""
-    keep = np.ones(len(target), bool)
-    coef = np.zeros((design.shape[1], *target.shape[1:]))
+    """Least squares, refitted without the worst residuals (edited cells must not bend the fit).
+
+    Solved through the normal equations of the column-scaled design (a 9x9 system, where ``lstsq`` on the
+    whole design spent a few ms per fit): the design's columns are bounded polynomials of the cell colours,
+    so the scaled system is well conditioned, and a column that is nearly a combination of others (an
+    original in black and white has no colour terms) is dropped by the pseudo-inverse, as ``lstsq`` drops it.
+    Only the fitted values on the design's rows are used, and those are the same whichever of equivalent
+    coefficient vectors a rank-deficient fit returns.
+    """
+    count, terms = design.shape
+    flat = target.reshape(count, -1)
+    norms = np.sqrt(np.einsum("ij,ij->j", design, design))
+    scale = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+    scaled = design * scale
+    keep = np.ones(count, bool)
+    coef = np.zeros((terms, *target.shape[1:]))
     for _ in range(3):
-        if keep.sum() < design.shape[1] * 4:
+        if keep.sum() < terms * 4:
             break
-        coef, *_ = np.linalg.lstsq(design[keep], target[keep], rcond=None)
-        residual = np.abs(target - design @ coef).reshape(len(target), -1).max(axis=1)
+        rows = scaled if keep.all() else scaled[keep]
+        normal = rows.T @ rows
+        right = rows.T @ flat[keep]
+        solved = np.linalg.lstsq(normal, right, rcond=1e-12)[0] * scale[:, None]
+        coef = solved.reshape(terms, *target.shape[1:])
+        residual = np.abs(flat - design @ solved).max(axis=1)
         keep = residual <= max(3.0 * float(np.median(residual)), 1.0)
     return coef
 
@@ -256,34 +323,19 @@ def _footprint(
     return box, share, outside_box
 
 
-def _matching_blocks(
-    alignment: Alignment, detail: tuple[np.ndarray, np.ndarray], mask: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per block of ``MATCH_BLOCK`` pixels inside the covered area: does the aligned upload show the original there?
+def _matching_blocks(shared: _Shared, area: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per block of ``MATCH_BLOCK`` pixels inside ``area``: does the aligned upload show the original there?
 
     Local normalised correlation of the band-pass detail (indifferent to light and colour changes, blind
     to smooth gradients); a block without detail never matches. Returns (covered blocks, matching blocks,
     blocks with detail on either side).
     """
-    side = MATCH_BLOCK
-    out_h, out_w = detail[1].shape[:2]
-    rows, cols = out_h // side, out_w // side
-    grey_a = detail[0][: rows * side, : cols * side]
-    grey_o = detail[1][: rows * side, : cols * side]
-    area = alignment.mask if mask is None else mask
-    covered = area[: rows * side, : cols * side].reshape(rows, side, cols, side).all(axis=(1, 3))
-
-    def blocks(plane: np.ndarray) -> np.ndarray:
-        return plane.reshape(rows, side, cols, side).swapaxes(1, 2).reshape(rows, cols, side * side)
-
-    a, o = blocks(grey_a), blocks(grey_o)
-    a = a - a.mean(axis=2, keepdims=True)
-    o_centred = o - o.mean(axis=2, keepdims=True)
-    energy_a, energy_o = np.sqrt((a * a).sum(axis=2)), np.sqrt((o_centred * o_centred).sum(axis=2))
-    ncc = (a * o_centred).sum(axis=2) / np.maximum(energy_a * energy_o, 1e-6)
-    textured = (energy_o >= side * FLAT_STD) | (energy_a >= side * FLAT_STD)  # detail std of at least FLAT_STD
-    both = (energy_o >= side * FLAT_STD) & (energy_a >= side * FLAT_STD)
-    return np.asarray(covered), np.asarray(covered & both & (ncc >= MIN_BLOCK_CORRELATION)), np.asarray(textured)
+    rows, cols = shared.ncc.shape
+    if rows == 0 or cols == 0:
+        empty = np.zeros((rows, cols), bool)
+        return empty, empty, empty
+    covered = _cells(area.astype(np.float32), rows, cols, MATCH_BLOCK) == 1.0  # wholly inside the area
+    return covered, covered & shared.both & (shared.ncc >= MIN_BLOCK_CORRELATION), shared.textured
 
 
 def compare(alignment: Alignment, upload_rgb: np.ndarray, original_rgb: np.ndarray) -> ContentComparison:
@@ -295,9 +347,9 @@ def compare(alignment: Alignment, upload_rgb: np.ndarray, original_rgb: np.ndarr
     original pasted into another picture covers the whole original once aligned, but shows it only
     where it was pasted.
     """
-    detail = (band_pass(alignment.aligned), band_pass(original_rgb))  # computed once for every comparison below
-    whole = _compare_within(alignment, alignment.mask, upload_rgb, original_rgb, detail)
-    shown = _shown_box(alignment, detail)
+    shared = _Shared.of(alignment.aligned, original_rgb)  # computed once for every comparison below
+    whole = _compare_within(alignment, alignment.mask, upload_rgb, original_rgb, shared)
+    shown = _shown_box(alignment, shared)
     if shown is None:
         return whole
     if whole.matches:
@@ -305,7 +357,7 @@ def compare(alignment: Alignment, upload_rgb: np.ndarray, original_rgb: np.ndarr
         if float(alignment.mask[y0:y1, x0:x1].sum()) >= SHOWN_SHARE * float(alignment.mask.sum()):
             return whole  # the upload shows (nearly) all it covers: no pasted region to look for
         result = _compare_within(
-            alignment, alignment.mask, upload_rgb, original_rgb, detail, region_box=_grown(shown, alignment)
+            alignment, alignment.mask, upload_rgb, original_rgb, shared, region_box=_grown(shown, alignment)
         )
     else:
         # Compared where whole blocks agree (the pasted region's ragged edge carries the host); its footprint in
@@ -314,7 +366,7 @@ def compare(alignment: Alignment, upload_rgb: np.ndarray, original_rgb: np.ndarr
         region = np.zeros_like(alignment.mask)
         region[y0:y1, x0:x1] = True
         result = _compare_within(
-            alignment, alignment.mask & region, upload_rgb, original_rgb, detail, region_box=_grown(shown, alignment)
+            alignment, alignment.mask & region, upload_rgb, original_rgb, shared, region_box=_grown(shown, alignment)
         )
         if not result.matches:
             return whole
@@ -322,9 +374,9 @@ def compare(alignment: Alignment, upload_rgb: np.ndarray, original_rgb: np.ndarr
     return replace(result, shown=shown if result.contained_region is not None else None)
 
 
-def _shown_box(alignment: Alignment, detail: tuple[np.ndarray, np.ndarray]) -> tuple[int, int, int, int] | None:
+def _shown_box(alignment: Alignment, shared: _Shared) -> tuple[int, int, int, int] | None:
     """The original-frame box of the largest connected area where the upload shows the original; None: no such area."""
-    covered, matching, _ = _matching_blocks(alignment, detail)
+    covered, matching, _ = _matching_blocks(shared, alignment.mask)
     if not matching.any():
         return None
     closed = cv2.morphologyEx(matching.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) & covered
@@ -353,7 +405,7 @@ def _compare_within(
     mask: np.ndarray,
     upload_rgb: np.ndarray,
     original_rgb: np.ndarray,
-    detail: tuple[np.ndarray, np.ndarray],
+    shared: _Shared,
     region_box: tuple[int, int, int, int] | None = None,
 ) -> ContentComparison:
     """The cell comparison over ``mask``; ``region_box``: the original-frame box a composite shows."""
@@ -366,13 +418,12 @@ def _compare_within(
     count = int(covered.sum())
     if count < MIN_REGION_CELLS:
         return ContentComparison(0.0, 0.0, 0, 0.0)
-    ours = _yuv_cells(alignment.aligned, rows, cols)
-    original_cells = _yuv_cells(original_rgb, rows, cols)
+    ours, original_cells = shared.cells
     theirs = _predicted(original_cells, ours, covered)
     delta = np.abs(ours - theirs)
     difference = np.maximum(delta[..., 0], CHROMA_WEIGHT * delta[..., 1:].max(axis=2))
-    correlation = _structure(detail, mask)
-    blocks_covered, blocks_matching, blocks_textured = _matching_blocks(alignment, detail, mask)
+    correlation = _structure(shared.detail, mask)
+    blocks_covered, blocks_matching, blocks_textured = _matching_blocks(shared, mask)
     textured_blocks = int((blocks_covered & blocks_textured).sum())
     # Share of the detailed blocks whose detail correlates: one dominant shared edge (the rim of a circular
     # picture, a horizon) lifts the global correlation of unrelated pictures, never this.
