@@ -712,19 +712,19 @@ def difference_png(alignment: Alignment, original_rgb: np.ndarray) -> bytes:
     differences); what the upload does not cover is hatched. The original is compared in the upload's
     light (``Photometric``), so a brightness or contrast change alone leaves the picture grey.
     """
+    # One float32 plane per step (no HxWx3 float temporaries, no int64 coordinate grids) and fast PNG compression:
+    # this runs on every modified verdict, and a 1024x1024 image took ~110 ms the straightforward way.
     grey = cv2.cvtColor(original_rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    base = np.repeat((grey * 0.45 + 40.0)[:, :, None], 3, axis=2)
     height, width = grey.shape
-    yy, xx = np.mgrid[0:height, 0:width]
-    hatch = np.where(((xx + yy) // 6) % 2 == 0, 150.0, 90.0).astype(np.float32)
-    uncovered = ~alignment.mask
-    base[uncovered] = hatch[uncovered][:, None]
-    changed = alignment.changed
+    diagonal = np.add.outer(np.arange(height, dtype=np.int32), np.arange(width, dtype=np.int32)) // 6
+    hatch = np.where(diagonal % 2 == 0, np.float32(150.0), np.float32(90.0))
+    base = np.where(alignment.mask, grey * np.float32(0.45) + np.float32(40.0), hatch)
     strength = np.clip((alignment.difference - DIFFERENCE_THRESHOLD / 2) / (2 * DIFFERENCE_THRESHOLD), 0.0, 1.0)
-    alpha = np.where(changed, 0.6 + 0.4 * strength, 0.0).astype(np.float32)[:, :, None]
-    red = np.array([255.0, 32.0, 32.0], dtype=np.float32)
-    picture = base * (1.0 - alpha) + red * alpha
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(np.clip(picture, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    alpha = np.where(alignment.changed, 0.6 + 0.4 * strength, 0.0).astype(np.float32)
+    kept = base * (1.0 - alpha)
+    red, other = kept + np.float32(255.0) * alpha, kept + np.float32(32.0) * alpha
+    bgr = cv2.merge([np.clip(c, 0, 255).astype(np.uint8) for c in (other, other, red)])
+    ok, buffer = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:  # pragma: no cover - OpenCV fails only on impossible shapes
         raise ValueError("the difference image could not be encoded")
     return buffer.tobytes()

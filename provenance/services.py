@@ -307,6 +307,7 @@ class Services:
         """Release everything ``open`` opened, in this order; a step that raises does not skip the rest."""
         with contextlib.ExitStack() as closing:  # callbacks run last-registered first
             closing.callback(self.engine.dispose)
+            closing.callback(self.verifier.close)
             closing.callback(self.chain.close)
             closing.callback(self.writing.close)
             if self.worker is not None:

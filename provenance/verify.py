@@ -31,6 +31,7 @@ The verdict is a small policy (``decide``) over that evidence:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import secrets
@@ -38,6 +39,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -71,6 +73,9 @@ AUTHENTIC, PENDING, MODIFIED, UNKNOWN, INVALID = "authentic", "pending", "modifi
 UNAVAILABLE = "unavailable"  # exact certified bytes, but the chain cannot be read to say authentic or pending
 Verdict = Literal["authentic", "pending", "modified", "unknown", "invalid", "unavailable"]
 DIFF_CACHE_SIZE = 256  # difference images kept for GET /v1/verify/{id}/diff.png
+# Difference images are rendered after the answer, on one background thread (a 1024x1024 PNG costs ~50 ms, which no
+# verdict needs). When this many are waiting, the next one is rendered inline: memory stays bounded under load.
+MAX_PENDING_DIFFS = 4
 # At most this chance per image that an unmarked image, or one marked for another record, is confirmed as a
 # fingerprint candidate's record.
 FALSE_MATCH_BUDGET = 1e-6
@@ -454,8 +459,9 @@ class Verifier:
         self._sync_lock = threading.Lock()
         # Difference images of recent verifications, by verification id: bounded, in memory, never pinned
         # (a public endpoint must not let anyone fill the blockstore).
-        self._diffs: OrderedDict[str, bytes] = OrderedDict()
+        self._diffs: OrderedDict[str, Future[bytes]] = OrderedDict()
         self._diffs_lock = threading.Lock()
+        self._diff_renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="difference-png")
         # Decoded certified originals by CID (immutable content): a copy that goes viral is verified again and
         # again against the same original, and decoding a 1024x1024 PNG costs ~30 ms. Bounded by pixels.
         self._originals: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -505,12 +511,17 @@ class Verifier:
         A rescaled read only helps a copy resized from a whole original, and only when scaling it back
         restores that original's size (to a pixel or two of rounding); every other rescaling reads noise,
         costs up to four times the image's own read, and adds a chance of a false decode. The set of marked
-        sizes is read at most once a second, and only when a rescaling is not in it.
+        sizes is read at most once a second, and only when a rescaling is not in it; sizes this instance
+        marked itself count at once.
         """
+
+        assert self.watermarker is not None
+        fresh = self.watermarker.marked_sizes  # sizes this instance marked since it started
 
         def sizes_near(factor: float) -> bool:
             w, h = round(width * factor), round(height * factor)
-            return any((w + dx, h + dy) in self._marked_sizes for dx in (-2, -1, 0, 1, 2) for dy in (-2, -1, 0, 1, 2))
+            near = [(w + dx, h + dy) for dx in (-2, -1, 0, 1, 2) for dy in (-2, -1, 0, 1, 2)]
+            return any(size in self._marked_sizes or size in fresh for size in near)
 
         kept = []
         for factor in factors:
@@ -760,17 +771,35 @@ class Verifier:
         return report
 
     def difference_image(self, verification_id: str) -> bytes | None:
-        """The PNG of a recent verification's differences, if this instance still holds it."""
+        """The PNG of a recent verification's differences, if this instance still holds it (waits for its rendering)."""
         with self._diffs_lock:
-            return self._diffs.get(verification_id)
+            pending = self._diffs.get(verification_id)
+        if pending is None:
+            return None
+        try:
+            return pending.result(timeout=60)
+        except Exception:  # cancelled (evicted), or the rendering failed: as if it had expired
+            logger.warning("difference image %s could not be rendered", verification_id, exc_info=True)
+            return None
 
-    def _keep_difference(self, png: bytes) -> str:
+    def _keep_difference(self, render: Callable[[], bytes]) -> str:
         verification_id = secrets.token_hex(16)
         with self._diffs_lock:
-            self._diffs[verification_id] = png
+            waiting = sum(not future.done() for future in self._diffs.values())
+        if waiting >= MAX_PENDING_DIFFS:
+            pending: Future[bytes] = Future()
+            pending.set_result(render())
+        else:
+            pending = self._diff_renderer.submit(render)
+        with self._diffs_lock:
+            self._diffs[verification_id] = pending
             while len(self._diffs) > DIFF_CACHE_SIZE:
-                self._diffs.popitem(last=False)
+                self._diffs.popitem(last=False)[1].cancel()
         return verification_id
+
+    def close(self) -> None:
+        """Stop the difference renderer (pending renderings are dropped)."""
+        self._diff_renderer.shutdown(wait=False, cancel_futures=True)
 
     def _check_chain(self, ev: Evidence) -> dict[str, Any]:
         # Read live from the contract; the database only says where to look (which batch root).
@@ -841,8 +870,10 @@ class Verifier:
             ev.ipfs["error"] = error
         return ev.ipfs
 
-    def _describe(self, ev: Evidence, rgb: np.ndarray, record: Record) -> tuple[dict[str, Any], bytes | None]:
-        """For a modified copy: the kind of modification, what changed and where (and the difference image)."""
+    def _describe(
+        self, ev: Evidence, rgb: np.ndarray, record: Record
+    ) -> tuple[dict[str, Any], Callable[[], bytes] | None]:
+        """For a modified copy: the kind of modification, what changed and where (and how to draw the differences)."""
         binding = ev.binding if ev.binding is not None and ev.binding.record.id == record.id else None
         if binding is None:
             binding = self._bind(record, "manifest", rgb)  # None when the original cannot be read
@@ -880,7 +911,7 @@ class Verifier:
             )
         out["edited_regions"] = [Region(box=r.box, share=r.share) for r in comparison.edited_regions]
         out["changes"] = changes
-        return out, difference_png(alignment, binding.original_rgb)
+        return out, functools.partial(difference_png, alignment, binding.original_rgb)
 
     def _origin(self, record: Record) -> Origin:
         """The record the content comes from first (a declared derivative's source) and its account."""
@@ -961,9 +992,9 @@ class Verifier:
         verification_id = None
         summary = SUMMARIES[verdict]
         if verdict == MODIFIED and record is not None:
-            detail, png = timed("difference", self._describe, ev, rgb, record)
-            if png is not None:
-                verification_id = self._keep_difference(png)
+            detail, render = timed("difference", self._describe, ev, rgb, record)
+            if render is not None:
+                verification_id = self._keep_difference(render)
             if detail["modification"]:
                 summary = MODIFIED_SUMMARIES[detail["modification"]]
         copied = None

@@ -553,6 +553,9 @@ class Watermarker:
         self.key = key
         self.factors = factors
         self.luma = luma  # False: new marks carry the chroma component only (the luminance one needs its reference)
+        # (width, height) of every picture this watermarker marked: verify's blind read tries a rescaling only toward
+        # the size of a marked record, and this instance's own are known without waiting for the database.
+        self.marked_sizes: set[tuple[int, int]] = set()
         # Records certified before keyed layouts carry the library's layout: when any exist, a blind read that finds
         # nothing is tried once more with it (their false-positive chance is counted in ``tries``).
         self.legacy = legacy
@@ -570,7 +573,9 @@ class Watermarker:
 
     def mark(self, rgb: np.ndarray, watermark_id: int, *, luma: bool | None = None) -> MarkedPicture:
         """Mark with both components (or the chroma one alone: ``luma=False``, or the watermarker's default)."""
-        return mark(rgb, watermark_id, self.key, luma=self.luma if luma is None else luma)
+        marked = mark(rgb, watermark_id, self.key, luma=self.luma if luma is None else luma)
+        self.marked_sizes.add((rgb.shape[1], rgb.shape[0]))
+        return marked
 
     def detect(self, rgb: np.ndarray, *, factors: tuple[float, ...] | None = None) -> Detection:
         """Read the mark blind; ``factors``: the rescalings to try (default: the watermarker's)."""
