@@ -24,7 +24,7 @@ $(NPM_STAMP): package.json package-lock.json
 	touch $@
 
 # Servers the tests start on 127.0.0.1: PostgreSQL (database tests) and Redis (Celery workers);
-# openssl answers the local RFC 3161 time-stamp authority (provenance/tsa.py); Debian's chromium is the
+# openssl answers the local RFC 3161 time-stamp authority (provenance/manifests/tsa.py); Debian's chromium is the
 # browser the web interface tests drive with Playwright (tests/test_web_ui.py).
 test-servers:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null || ! command -v openssl >/dev/null || ! test -x /usr/bin/chromium; then \
@@ -56,27 +56,27 @@ test-c2pa-rs: install test-servers
 	$(BIN)/pytest tests/test_c2pa_fixtures.py
 
 bench: install
-	$(BIN)/python -m provenance.bench
+	$(BIN)/python -m benchmarks.bench
 
 bench-chain: install
-	$(BIN)/python -m provenance.chain.bench
+	$(BIN)/python -m benchmarks.chain
 
 bench-gen: install
 	$(BIN)/python -m generator.bench
 
 bench-fingerprint: install
-	$(BIN)/python -m provenance.fingerprint_bench --recall
+	$(BIN)/python -m benchmarks.fingerprint --recall
 
 bench-robustness: install
-	$(BIN)/python -m provenance.robustness_bench
+	$(BIN)/python -m benchmarks.robustness
 
 # The service under load: certify/verify per second at 1, 4 and 16 clients, registration lag, RSS.
 bench-load: install openssl
-	$(BIN)/python -m provenance.load_bench
+	$(BIN)/python -m benchmarks.load
 
 # Memory: four concurrent 39.9 MP uploads against a real server (peak RSS), and pathological uploads refused.
 bench-memory: install openssl
-	$(BIN)/python -m provenance.memory_bench
+	$(BIN)/python -m benchmarks.memory
 
 contracts: $(NPM_STAMP)
 	node contracts/compile.js

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # Input limits (stage 1).
     max_upload_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 40_000_000
-    # Memory (provenance/budget.py): pixels decoded and worked on at once by certify and verify, shared by
+    # Memory (provenance/media/budget.py): pixels decoded and worked on at once by certify and verify, shared by
     # concurrent requests (about 17 bytes per pixel at the peak: 80 MP is about 1.4 GB over the idle server).
     # An image larger than the budget runs alone.
     pixel_budget: int = Field(default=80_000_000, ge=1, description="Pixels in flight at once across requests.")
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         default=0.125, ge=0, lt=1, description="Share of the pixel budget kept for small images (at most that "
         "many pixels each), so a normal upload does not wait behind large ones.",
     )
-    # Structure checked before decoding (provenance/media.py): refused with 4xx, never parsed.
+    # Structure checked before decoding (provenance/media/__init__.py): refused with 4xx, never parsed.
     max_metadata_bytes: int = Field(
         default=8 * 1024 * 1024, ge=0, description="Text, EXIF, XMP and ICC bytes an upload may carry (C2PA apart)."
     )

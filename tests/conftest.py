@@ -19,7 +19,7 @@ from PIL import Image
 
 from provenance.api.app import create_app
 from provenance.config import Settings
-from provenance.services import Services
+from provenance.runtime.services import Services
 
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png"]

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from provenance import watermark
-from provenance.align import Alignment, align, describe_changes, difference_png
-from provenance.confirm import (
+from provenance.marks import watermark
+from provenance.marks.align import Alignment, align, describe_changes, difference_png
+from provenance.marks.confirm import (
     CODE_FACTOR,
     WEIGHT_LEVELS,
     confirm_mark,

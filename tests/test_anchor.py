@@ -18,7 +18,7 @@ from provenance.chain.transactions import TxSender
 from provenance.config import Settings
 from provenance.db.models import RecordStatus
 from provenance.errors import ChainError, ChainUnavailableError
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import _free_port, encode, photo, wait_for
 
 
@@ -261,7 +261,7 @@ def test_chain_outage_backs_off_and_logs_one_line_per_change(  # type: ignore[no
     behind_proxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     services, proxy = behind_proxy
-    caplog.set_level(logging.DEBUG, logger="provenance.anchor")
+    caplog.set_level(logging.DEBUG, logger="provenance.anchoring.anchor")
     proxy.down = True
     record = services.certifier.certify(small_png(500)).record
     before = proxy.requests
@@ -271,7 +271,7 @@ def test_chain_outage_backs_off_and_logs_one_line_per_change(  # type: ignore[no
     assert services.repository.get(record.id).status == RecordStatus.PENDING
     proxy.down = False
     wait_for(lambda: services.repository.get(record.id).status == RecordStatus.REGISTERED, timeout=40)
-    lines = [r for r in caplog.records if r.name == "provenance.anchor" and r.levelno >= logging.INFO]
+    lines = [r for r in caplog.records if r.name == "provenance.anchoring.anchor" and r.levelno >= logging.INFO]
     paused = [r for r in lines if "anchoring paused" in r.getMessage()]
     resumed = [r for r in lines if "anchoring resumed" in r.getMessage()]
     assert len(paused) == 1 and "does not answer" in paused[0].getMessage()

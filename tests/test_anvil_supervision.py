@@ -14,7 +14,7 @@ import pytest
 from provenance.chain.anvil import AnvilNode, rpc_alive
 from provenance.config import Settings
 from provenance.db.models import RecordStatus
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import encode, photo, wait_for
 
 ANVIL_LOG = "provenance.chain.anvil"

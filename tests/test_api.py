@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from provenance.db.models import RecordStatus
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import SKIMAGE_DATA, decode, encode, photo, wait_for
 from tests.test_media import png_header_only
 
@@ -216,7 +216,7 @@ def test_database_failure_unpins_what_was_pinned(
 
 
 def test_keys_rotate_and_old_records_still_verify(client: TestClient, services: Services, certified_png: dict) -> None:
-    from provenance.trust import rotate_signing_key
+    from provenance.trust.document import rotate_signing_key
 
     old_key = certified_png["key_id"]
     rotate_signing_key(services)  # published on the registry first, then active

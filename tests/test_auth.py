@@ -28,7 +28,7 @@ from provenance.auth.keys import hash_key
 from provenance.config import Settings
 from provenance.db.session import make_engine, migrate, session_factory
 from provenance.errors import QuotaExceededError
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import encode, wait_for
 
 CLI = [sys.executable, "-m", "provenance.cli"]

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from provenance.anchoring.merkle import MerkleTree, verify_proof
 from provenance.config import Settings
 from provenance.db.models import RecordStatus
-from provenance.merkle import MerkleTree, verify_proof
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import encode, photo, wait_for
 
 

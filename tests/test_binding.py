@@ -1,6 +1,6 @@
 """Content binding: the comparison that decides whether an upload shows a record's certified picture.
 
-Calibration cases of ``provenance.binding``: global changes (re-encoding, resizing, tone and colour
+Calibration cases of ``provenance.marks.binding``: global changes (re-encoding, resizing, tone and colour
 changes, denoising) never produce an edited region; a flat fill, a pasted logo and an erased object
 always do; unrelated photographs never match; a region pasted into another picture is a composite.
 """
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from provenance.align import align, direct_alignment
-from provenance.binding import compare, pixels_identical
+from provenance.marks.align import align, direct_alignment
+from provenance.marks.binding import compare, pixels_identical
 from tests.conftest import SKIMAGE_DATA, photo
 
 NAMES = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg", "ihc.png"]

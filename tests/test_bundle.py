@@ -11,13 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from provenance.api.app import create_app
-from provenance.bundle import verify_with_bundle
 from provenance.config import Settings
 from provenance.errors import InputError
 from provenance.ipfs.unixfs import compute_cid
-from provenance.services import Services
+from provenance.runtime.services import Services
 from provenance.signing import KeyStore
-from provenance.trust import TrustRoot
+from provenance.trust.document import TrustRoot
+from provenance.verify.bundle import verify_with_bundle
 from tests.conftest import decode, encode, photo, wait_for
 from tests.test_batches import small_images
 

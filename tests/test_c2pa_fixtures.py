@@ -32,9 +32,9 @@ import c2pa
 import pytest
 from fastapi.testclient import TestClient
 
-from provenance.manifest import TRUST_ONLY_FAILURES, _settings
+from provenance.manifests.manifest import TRUST_ONLY_FAILURES, _settings
 from provenance.media import FORMATS, sniff_format
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

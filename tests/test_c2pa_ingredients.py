@@ -13,13 +13,13 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from provenance import pki
-from provenance.certify import CertifyOptions
+from provenance.certify.certifier import CertifyOptions
 from provenance.config import Settings
 from provenance.errors import TimeStampError
-from provenance.manifest import ManifestContent, ManifestReader, ManifestSigner
-from provenance.services import Services
-from provenance.tsa import LocalTimeStampAuthority, open_time_stamp_authority
+from provenance.manifests import pki
+from provenance.manifests.manifest import ManifestContent, ManifestReader, ManifestSigner
+from provenance.manifests.tsa import LocalTimeStampAuthority, open_time_stamp_authority
+from provenance.runtime.services import Services
 from tests.conftest import encode, photo
 
 FOREIGN_ORG = "Foreign Camera Co"

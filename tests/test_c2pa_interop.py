@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from provenance import pki
-from provenance.manifest import ManifestContent, ManifestReader, ManifestSigner
-from provenance.tsa import LocalTimeStampAuthority
+from provenance.manifests import pki
+from provenance.manifests.manifest import ManifestContent, ManifestReader, ManifestSigner
+from provenance.manifests.tsa import LocalTimeStampAuthority
 from tests.conftest import encode, photo
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from provenance import memory_bench
+from benchmarks import memory as memory_bench
 from provenance.api.app import create_app
 from provenance.auth import Caller, Limits, RedisRateLimiter
-from provenance.budget import PixelBudget
 from provenance.config import Settings
 from provenance.db.models import RecordStatus
 from provenance.db.session import make_engine, migrate
 from provenance.errors import RateLimitedError, ServerBusyError
-from provenance.services import Services
+from provenance.media.budget import PixelBudget
+from provenance.runtime.services import Services
 from tests.conftest import wait_for
 from tests.test_auth import certify, new_key, small_png
 

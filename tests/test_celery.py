@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from provenance.api.app import create_app
 from provenance.config import Settings
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import wait_for
 
 SMALL = {"steps": 3, "width": 256, "height": 256}

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from provenance import cli
-from provenance.bundle import FORMAT
-from provenance.cli_text import clean, json_text, plain
-from provenance.manifest import ManifestContent, ManifestSigner
-from provenance.services import Services
+from provenance.cli import app as cli
+from provenance.cli.text import clean, json_text, plain
+from provenance.manifests.manifest import ManifestContent, ManifestSigner
+from provenance.runtime.services import Services
 from provenance.signing import sha256_hex
-from provenance.verify import MODIFICATIONS
+from provenance.verify.bundle import FORMAT
+from provenance.verify.verifier import MODIFICATIONS
 from tests.conftest import encode, photo
 
 CRASH = "[/]"
@@ -222,7 +222,7 @@ def test_verify_bundle_prints_the_bundle_as_text(services: Services, tmp_path: P
 
 
 def test_certify_and_verify_print_names_and_manifest_titles_as_text(tmp_path: Path) -> None:
-    from provenance import pki
+    from provenance.manifests import pki
 
     (tmp_path / f"{NAME}.png").write_bytes(encode(photo("astronaut.png")[:128, :128]))
     (tmp_path / f"{NAME}.txt.png").write_text("not an image")

@@ -12,7 +12,7 @@ from web3.exceptions import ContractLogicError
 
 from provenance.chain.artifacts import ARTIFACTS_DIR, artifact_names
 from provenance.chain.registry import Web3Registry, deploy_registry
-from provenance.services import Services
+from provenance.runtime.services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from provenance.certify import CertifyOptions
-from provenance.services import Services
+from provenance.certify.certifier import CertifyOptions
+from provenance.runtime.services import Services
 from tests.conftest import SKIMAGE_DATA, decode, encode, photo, wait_for
 
 STEP, BLOCK = 48, 4  # the public parameters of the scheme
@@ -291,7 +291,7 @@ def test_marks_made_before_keyed_layouts_still_read(client: TestClient, services
     """Records certified with the library's layout (before keyed layouts) keep being found, and only as such."""
     import copy
 
-    from provenance.watermark import LEGACY_LAYOUT, Watermarker
+    from provenance.marks.watermark import LEGACY_LAYOUT, Watermarker
 
     current = services.verifier.watermarker
     assert current is not None

@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 from provenance.config import Settings
 from provenance.db.models import Base
 from provenance.db.session import alembic_config, make_engine, migrate
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import encode, photo, wait_for
 
 

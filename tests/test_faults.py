@@ -24,7 +24,7 @@ from provenance.api.app import create_app
 from provenance.chain.anvil import rpc_alive
 from provenance.config import Settings
 from provenance.db.models import JobStatus, RecordStatus
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import encode, photo, wait_for
 
 ROOT = os.geteuid() == 0

@@ -13,10 +13,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
+from benchmarks.fingerprint import EDITS, crop, rotate_black, rotate_inner
 from provenance.db.models import Record
 from provenance.db.repository import RecordRepository, new_record_id
 from provenance.db.session import alembic_config, make_engine, migrate, session_factory
-from provenance.fingerprint import (
+from provenance.marks.fingerprint import (
     ALG,
     KIND_FINE,
     KIND_ISCC,
@@ -33,7 +34,6 @@ from provenance.fingerprint import (
     iscc_thumbnail,
     keypoint_patches,
 )
-from provenance.fingerprint_bench import EDITS, crop, rotate_black, rotate_inner
 from tests.conftest import PHOTOS, photo
 
 # Indexed with the test photos, so every lookup has wrong records to pick.

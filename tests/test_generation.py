@@ -16,9 +16,9 @@ from generator.pipeline import GenerationRequest, Generator, LoraSpec
 from generator.tiny import build_tiny_pipeline
 from provenance.config import Settings
 from provenance.db.models import JobStatus
+from provenance.jobs.reproduce import reproduce
 from provenance.jobs.service import PromptFilter
-from provenance.reproduce import reproduce
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import wait_for
 
 SMALL = {"steps": 3, "width": 256, "height": 256}

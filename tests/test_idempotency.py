@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from provenance.db.models import GenerationJob, IdempotencyKey
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import encode, photo
 
 JOB = {"prompt": "a lighthouse at dawn", "seed": 7, "steps": 2, "width": 64, "height": 64}

@@ -25,7 +25,7 @@ import pytest
 
 from provenance.config import Settings
 from provenance.errors import ConfigurationError
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import encode, photo, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,10 +21,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from provenance import media, memory_bench, watermark
-from provenance.budget import PixelBudget
+from benchmarks import memory as memory_bench
+from provenance import media
 from provenance.errors import MetadataTooLargeError, ServerBusyError
-from provenance.services import Services
+from provenance.marks import watermark
+from provenance.media.budget import PixelBudget
+from provenance.runtime.services import Services
 from tests.conftest import encode, photo
 
 PATHOLOGICAL = memory_bench.pathological_files()

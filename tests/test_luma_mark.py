@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
 from skimage.metrics import structural_similarity
 
-from provenance import luma, watermark
-from provenance.confirm import DEFAULT_THRESHOLD, exact_test
+from provenance.marks import luma, watermark
+from provenance.marks.confirm import DEFAULT_THRESHOLD, exact_test
 from tests.conftest import decode, encode, photo, wait_for
 
 KEY = watermark.MarkKey(b"luma component test key, 32 byte")

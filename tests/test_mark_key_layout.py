@@ -13,9 +13,9 @@ import pytest
 from imwatermark.dwtDctSvd import EmbedDwtDctSvd
 from PIL import Image
 
-from provenance import watermark
-from provenance.align import Photometric
-from provenance.confirm import DEFAULT_THRESHOLD, confirm_mark
+from provenance.marks import watermark
+from provenance.marks.align import Photometric
+from provenance.marks.confirm import DEFAULT_THRESHOLD, confirm_mark
 from tests.conftest import SKIMAGE_DATA, decode, encode
 
 KEY = watermark.MarkKey(bytes(range(32)))
@@ -83,7 +83,7 @@ def test_raw_bits_replayed_with_the_library_read_nothing_and_confirm_nothing() -
     them with the stock encoder into other photos. Read in the original's grid with no change of light
     (the attacker's best case), not one copy names the record or confirms it. (A faint echo remains, p
     about 1e-3 to 0.06 here: each block's own vote is part of the stock bit replayed onto it; see
-    ``provenance.confirm``.)"""
+    ``provenance.marks.confirm``.)"""
     original = _square("astronaut.png")
     marked = watermark.embed(original, RECORD_ID, KEY)
     expected = watermark.encode_payload(RECORD_ID, KEY)

@@ -15,8 +15,8 @@ from web3.exceptions import ContractCustomError, ContractLogicError
 
 from provenance.config import Settings
 from provenance.errors import InvalidAddressError
-from provenance.nft import checked_address
-from provenance.services import Services
+from provenance.nft.service import checked_address
+from provenance.runtime.services import Services
 from tests.conftest import encode, photo, wait_for
 from tests.test_batches import small_images
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, settings
 
 from provenance.api.app import create_app
 from provenance.config import Settings
-from provenance.services import Services
+from provenance.runtime.services import Services
 
 MAX_EXAMPLES = 12
 UPLOADS = {"/v1/certify", "/v1/verify"}

@@ -22,7 +22,6 @@ from fastapi.testclient import TestClient
 from web3 import Web3
 
 from provenance.api.app import create_app
-from provenance.bundle import build_bundle, verify_with_bundle
 from provenance.chain.anvil import AnvilNode, find_anvil, free_port, rpc_alive
 from provenance.chain.artifacts import load_artifact
 from provenance.chain.devchain import DEV_CHAIN_WARNING, is_development_chain
@@ -32,11 +31,12 @@ from provenance.config import Settings
 from provenance.db.models import Record
 from provenance.errors import ChainError, InputError
 from provenance.ipfs.unixfs import compute_cid
-from provenance.manifest import ManifestContent, ManifestSigner
-from provenance.pki import load_or_create
-from provenance.services import Services
+from provenance.manifests.manifest import ManifestContent, ManifestSigner
+from provenance.manifests.pki import load_or_create
+from provenance.runtime.services import Services
 from provenance.signing import KeyStore, sha256_hex
-from provenance.trust import TrustDocument, TrustRoot, certificate_fingerprint, split_certificates
+from provenance.trust.document import TrustDocument, TrustRoot, certificate_fingerprint, split_certificates
+from provenance.verify.bundle import build_bundle, verify_with_bundle
 from tests.conftest import encode, photo, wait_for
 from tests.test_trust import certify_registered
 

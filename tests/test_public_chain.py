@@ -19,7 +19,7 @@ from eth_account import Account
 from provenance.chain.anvil import AnvilNode
 from provenance.config import Settings
 from provenance.errors import ConfigurationError
-from provenance.services import Services
+from provenance.runtime.services import Services
 from tests.conftest import encode, photo, wait_for
 
 

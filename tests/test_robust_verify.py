@@ -91,7 +91,7 @@ def test_unrelated_images_name_no_record(client: TestClient) -> None:
 
 
 def test_fingerprint_soft_binding_and_backfill(client: TestClient, services, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from provenance.fingerprint import ALG, Fingerprinter, backfill
+    from provenance.marks.fingerprint import ALG, Fingerprinter, backfill
 
     body, certified = certify(client, photo("motorcycle_right.png"), "moto-r.png")
     data = client.get(f"/v1/records/{body['record_id']}/image").content
@@ -102,7 +102,7 @@ def test_fingerprint_soft_binding_and_backfill(client: TestClient, services, tmp
 
     # A record certified without fingerprints (an older data dir) is found again once backfilled.
     from provenance.config import Settings
-    from provenance.services import Services
+    from provenance.runtime.services import Services
 
     settings = Settings(data_dir=tmp_path / "old", fingerprint_enabled=False)
     old = Services.open(settings, start_worker=False)

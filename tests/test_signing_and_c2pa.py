@@ -10,9 +10,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provenance import pki
 from provenance.errors import InvalidSourceTypeError
-from provenance.manifest import (
+from provenance.manifests import pki
+from provenance.manifests.manifest import (
     GENERATED_SOURCE_TYPE,
     ManifestContent,
     ManifestReader,

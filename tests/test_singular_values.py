@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from provenance.watermark import FastDwtDctSvd, MarkKey, embed, largest_singular_values
+from provenance.marks.watermark import FastDwtDctSvd, MarkKey, embed, largest_singular_values
 from tests.conftest import PHOTOS, photo
 
 

@@ -11,7 +11,6 @@ import pytest
 from eth_account import Account
 from fastapi.testclient import TestClient
 
-from provenance.bundle import build_bundle, verify_with_bundle
 from provenance.chain.admin import RegistryAdmin
 from provenance.chain.artifacts import load_artifact
 from provenance.chain.registry import REGISTRY
@@ -19,12 +18,13 @@ from provenance.chain.transactions import TxSender
 from provenance.config import Settings
 from provenance.db.models import Record
 from provenance.ipfs.unixfs import compute_cid
-from provenance.manifest import ManifestContent, ManifestSigner
-from provenance.pki import load_or_create
-from provenance.services import Services
+from provenance.manifests.manifest import ManifestContent, ManifestSigner
+from provenance.manifests.pki import load_or_create
+from provenance.marks.watermark import MarkKey, embed
+from provenance.runtime.services import Services
 from provenance.signing import KeyStore, sha256_hex
-from provenance.trust import TrustDocument, TrustRoot, certificate_fingerprint, split_certificates
-from provenance.watermark import MarkKey, embed
+from provenance.trust.document import TrustDocument, TrustRoot, certificate_fingerprint, split_certificates
+from provenance.verify.bundle import build_bundle, verify_with_bundle
 from tests.conftest import decode, encode, photo, wait_for
 
 CLI = [sys.executable, "-m", "provenance.cli"]
@@ -174,7 +174,7 @@ def rotating(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 
 def test_revoked_key_is_not_authentic_and_rotation_is_on_chain(rotating: Services) -> None:
     from provenance.api.app import create_app
-    from provenance.trust import rotate_signing_key
+    from provenance.trust.document import rotate_signing_key
 
     services = rotating
     rpc, registry = services.chain.registry.rpc_url, services.chain.registry

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from imwatermark import WatermarkDecoder, WatermarkEncoder
 
-from provenance import watermark
+from provenance.marks import watermark
 from tests.conftest import PHOTOS, decode, encode, photo
 
 WATERMARK_ID = 0xC0FFEE42

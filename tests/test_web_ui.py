@@ -28,8 +28,8 @@ from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 from provenance.api.app import create_app
-from provenance.services import Services
-from provenance.verify import VerificationResult
+from provenance.runtime.services import Services
+from provenance.verify.verifier import VerificationResult
 from tests.conftest import SKIMAGE_DATA, _free_port, decode, encode, photo
 
 CHROMIUM = "/usr/bin/chromium"

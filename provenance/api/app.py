@@ -25,7 +25,7 @@ from provenance.api.trust import router as trust_router
 from provenance.api.web import install_web
 from provenance.config import Settings
 from provenance.errors import ProvenanceError, dependency_error
-from provenance.services import Services
+from provenance.runtime.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from provenance.auth import Caller
 from provenance.errors import AuthenticationError, InputError, PayloadTooLargeError, PermissionDeniedError
-from provenance.services import Services
+from provenance.runtime.services import Services
 
 # auto_error=False: reads stay public, so a missing header is not an error here; routes that need
 # a key say so. The scheme still appears in the OpenAPI document (the Authorize button in /docs).

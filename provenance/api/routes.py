@@ -13,7 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from provenance import __version__, idempotency, media
+from provenance import __version__, media
+from provenance.api import idempotency
 from provenance.api.deps import CurrentAccount, ServicesDep, read_upload, require_scope, verify_access
 from provenance.api.schemas import (
     AccountOut,
@@ -36,11 +37,11 @@ from provenance.api.schemas import (
     VoucherIn,
 )
 from provenance.auth import CERTIFY_PER_DAY, IMAGES_PER_DAY, MINTS_PER_DAY, Caller
-from provenance.bundle import build_bundle, bundle_bytes
-from provenance.certify import CertifyOptions
+from provenance.certify.certifier import CertifyOptions
 from provenance.db.models import GenerationJob
 from provenance.errors import InputError, NotFoundError, PermissionDeniedError
 from provenance.ipfs.unixfs import cid_from_str
+from provenance.verify.bundle import build_bundle, bundle_bytes
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 415, 422, 429, 502)

@@ -10,8 +10,8 @@ from pydantic_core import PydanticCustomError
 
 from provenance.db.models import Record
 from provenance.errors import InvalidAddressError
-from provenance.nft import checked_address
-from provenance.verify import VerificationResult
+from provenance.nft.service import checked_address
+from provenance.verify.verifier import VerificationResult
 
 
 def _as_utc(value: dt.datetime) -> dt.datetime:

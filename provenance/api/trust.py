@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from provenance.api.deps import ServicesDep, require_scope
 from provenance.api.schemas import ErrorOut
-from provenance.trust import (
+from provenance.trust.document import (
     WELL_KNOWN_PATH,
     TrustDocument,
     build_trust_document,

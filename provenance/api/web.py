@@ -86,7 +86,7 @@ class WebConfigOut(BaseModel):
 def web_config(services: ServicesDep) -> WebConfigOut:
     """Settings the web interface draws its forms from (public: nothing secret)."""
     from generator.models import TINY_MODEL_ID  # light: no diffusers import
-    from provenance.manifest import SOURCE_TYPES
+    from provenance.manifests.manifest import SOURCE_TYPES
 
     settings = services.settings
     models = list(dict.fromkeys([settings.default_model, TINY_MODEL_ID, *sorted(settings.models)]))

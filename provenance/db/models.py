@@ -76,7 +76,7 @@ class Record(Base):
 
 
 class RecordFingerprint(Base):
-    """A record's perceptual fingerprints (``provenance/fingerprint.py``), one row per record.
+    """A record's perceptual fingerprints (``provenance/marks/fingerprint.py``), one row per record.
 
     ``codes`` packs every indexed code (``ImageFingerprints.packed``): one row per record rather than
     per code, because an index loads them all at start and a million records hold 17 million codes.
@@ -95,7 +95,7 @@ class RecordFingerprint(Base):
 
 
 class MarkReference(Base):
-    """What the service keeps to read a record's luminance mark (``provenance.luma.LumaReference``).
+    """What the service keeps to read a record's luminance mark (``provenance.marks.luma.LumaReference``).
 
     Secret like the mark key: the unmarked picture's cell values. With them and the certified file the
     mark could be subtracted, so they are never returned by the API nor published. A table of its own,

@@ -27,7 +27,7 @@ from provenance.errors import AlreadyCertifiedError
 
 
 class PackedFingerprints(Protocol):
-    """What the database keeps of an image's fingerprints (``provenance.fingerprint.ImageFingerprints``)."""
+    """What the database keeps of an image's fingerprints (``provenance.marks.fingerprint.ImageFingerprints``)."""
 
     @property
     def iscc(self) -> str: ...

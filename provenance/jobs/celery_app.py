@@ -77,7 +77,7 @@ _state: dict[str, object] = {}
 
 def _runner() -> JobRunner:
     if "runner" not in _state:
-        from provenance.services import Services
+        from provenance.runtime.services import Services
 
         services = Services.open(Settings(), start_worker=False)
         _state["services"] = services

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from PIL import Image
 
-from provenance.certify import CertifyOptions
+from provenance.certify.certifier import CertifyOptions
 from provenance.db.models import JobStatus
 from provenance.errors import ProvenanceError, dependency_error
 from provenance.jobs.store import JobRepository
-from provenance.manifest import GENERATED_SOURCE_TYPE
+from provenance.manifests.manifest import GENERATED_SOURCE_TYPE
 
 if TYPE_CHECKING:
     from generator.pipeline import GeneratedImage, GenerationRequest, Generator
-    from provenance.services import Services
+    from provenance.runtime.services import Services
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

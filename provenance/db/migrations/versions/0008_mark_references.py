@@ -1,7 +1,7 @@
 """The luminance mark's stored references.
 
 Records certified from here on carry a second mark component in luminance, read against a per-record
-reference the service keeps (``provenance.luma``): the unmarked picture's cell values and the mark's
+reference the service keeps (``provenance.marks.luma``): the unmarked picture's cell values and the mark's
 strength per cell. Secret, so in a table of its own that only the mark confirmation reads. Records
 made earlier have no row: their mark is read from chroma alone, as before. ``ix_records_size``: verify's blind
 read tries a rescaling only when it gives back the size of some marked record.

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from eth_account import Account
 
-from provenance.anchor import leaves_document
+from provenance.anchoring.anchor import leaves_document
+from provenance.anchoring.merkle import MerkleTree
 from provenance.chain.anvil import AnvilNode
 from provenance.chain.artifacts import load_artifact
 from provenance.chain.registry import REGISTRY, Web3Registry, connect
 from provenance.chain.transactions import TxSender
 from provenance.ipfs.unixfs import compute_cid
-from provenance.merkle import MerkleTree
 
 TARGET_AT_1024 = 1_000
 

@@ -28,16 +28,16 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, Field
 
 from provenance import __version__, media
+from provenance.anchoring.merkle import verify_proof
 from provenance.chain.devchain import development_chain_reason, is_development_chain
 from provenance.chain.reader import CrossCheckedReader, RpcDisagreement
 from provenance.db.models import AnchorBatch, Record
 from provenance.errors import InputError, ProvenanceError
 from provenance.ipfs.unixfs import compute_cid
-from provenance.manifest import ManifestReader
-from provenance.merkle import verify_proof
-from provenance.pki import C2paCredentials
+from provenance.manifests.manifest import ManifestReader
+from provenance.manifests.pki import C2paCredentials
 from provenance.signing import sha256_hex, verify_signature
-from provenance.trust import TrustDocument, TrustRoot, certificate_fingerprint, split_certificates
+from provenance.trust.document import TrustDocument, TrustRoot, certificate_fingerprint, split_certificates
 
 FORMAT = "provenance-bundle/1"
 

@@ -12,29 +12,29 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from provenance import media
-from provenance.anchor import Anchorer, AnchorWorker
+from provenance.anchoring.anchor import Anchorer, AnchorWorker
 from provenance.auth import AccountRepository, Limits, bootstrap_admin, open_limiter
-from provenance.budget import PixelBudget
-from provenance.certify import Certifier
+from provenance.certify.certifier import Certifier
 from provenance.chain.setup import ChainConnection, open_chain
 from provenance.chain.writer import ChainWriting, open_chain_writing
 from provenance.config import Settings
 from provenance.db.repository import NftRepository, RecordRepository
 from provenance.db.session import make_engine, migrate, session_factory
 from provenance.errors import ConfigurationError
-from provenance.fingerprint import Fingerprinter, FingerprintIndex
 from provenance.ipfs import ContentStore
 from provenance.ipfs.blockstore import LocalBlockstore
 from provenance.ipfs.kubo import KuboClient
 from provenance.jobs.service import JobService
-from provenance.manifest import ManifestReader, ManifestSigner
-from provenance.nft import NftService
-from provenance.pki import C2paCredentials, load_or_create
+from provenance.manifests.manifest import ManifestReader, ManifestSigner
+from provenance.manifests.pki import C2paCredentials, load_or_create
+from provenance.manifests.tsa import open_time_stamp_authority
+from provenance.marks.fingerprint import Fingerprinter, FingerprintIndex
+from provenance.marks.watermark import Watermarker
+from provenance.media.budget import PixelBudget
+from provenance.nft.service import NftService
 from provenance.signing import KeyStore
-from provenance.trust import publish_trust
-from provenance.tsa import open_time_stamp_authority
-from provenance.verify import Verifier
-from provenance.watermark import Watermarker
+from provenance.trust.document import publish_trust
+from provenance.verify.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class Services:
     accounts: AccountRepository = field(init=False)
     admin_account_id: str = field(init=False)  # the account behind <data_dir>/admin.key; the CLI acts as it
     limits: Limits = field(init=False)
-    pixel_budget: PixelBudget = field(init=False, repr=False)  # pixels decoded at once (provenance/budget.py)
+    pixel_budget: PixelBudget = field(init=False, repr=False)  # pixels decoded at once (provenance/media/budget.py)
     tsa_url: str | None = field(init=False, default=None)  # RFC 3161 authority the C2PA signer uses
     close_tsa: Callable[[], None] = field(init=False, repr=False, default=lambda: None)
     writing: ChainWriting = field(init=False, repr=False)  # the writer lease (CLI: services.writing.lease)

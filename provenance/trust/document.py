@@ -35,7 +35,7 @@ from provenance.errors import ConfigurationError, InputError, NotFoundError
 
 if TYPE_CHECKING:
     from provenance.chain.setup import ChainConnection
-    from provenance.services import Services
+    from provenance.runtime.services import Services
 
 TRUST_FORMAT = "provenance-trust/1"
 WELL_KNOWN_PATH = "/.well-known/provenance-trust.json"

@@ -17,8 +17,8 @@ from typer.exceptions import TyperException
 
 from provenance import __version__
 from provenance.chain.devchain import DEV_CHAIN_WARNING
-from provenance.cli_apikeys import apikey_app
-from provenance.cli_text import clean, json_text, plain
+from provenance.cli.apikeys import apikey_app
+from provenance.cli.text import clean, json_text, plain
 from provenance.config import Settings
 from provenance.errors import ConfigurationError, InputError, ProvenanceError
 
@@ -62,7 +62,7 @@ def _print_json(data: Any) -> None:
 
 def _open(settings: Settings, *, start_worker: bool = False, signing: bool = True):  # type: ignore[no-untyped-def]
     """The services a command needs; ``signing=False`` for commands that never sign a manifest."""
-    from provenance.services import Services
+    from provenance.runtime.services import Services
 
     return Services.open(settings, start_worker=start_worker, signing=signing)
 
@@ -92,7 +92,7 @@ def serve(
 
 def _wait_registered(services: Any, record_ids: list[str], timeout_s: float, *, wait: bool = True) -> dict[str, str]:
     """Register the records: as the chain writer if no service is running, else leave it to the service."""
-    from provenance.anchor import register_or_hand_over
+    from provenance.anchoring.anchor import register_or_hand_over
 
     return register_or_hand_over(
         services.anchorer,
@@ -127,7 +127,7 @@ def certify(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per file.")] = False,
 ) -> None:
     """Certify images and write the certified copies (``NAME.certified.EXT``)."""
-    from provenance.certify import CertifyOptions
+    from provenance.certify.certifier import CertifyOptions
 
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
@@ -293,7 +293,7 @@ def reproduce(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Generate a recorded image again and compare the pixels with the certified file."""
-    from provenance.reproduce import reproduce as run_reproduce
+    from provenance.jobs.reproduce import reproduce as run_reproduce
 
     services = _open(_settings(data_dir))
     try:
@@ -328,7 +328,7 @@ def mint(
     data_dir: DataDir = None,
 ) -> None:
     """Mint a certified record as an NFT (custodial: the service pays the gas)."""
-    from provenance.nft import checked_address
+    from provenance.nft.service import checked_address
 
     try:
         to = checked_address(to, "--to")  # the API's rule: EIP-55 checksum when mixed case, never 0x0
@@ -429,7 +429,7 @@ def _print_report(result: dict[str, Any]) -> None:
 
 def _print_modification(result: dict[str, Any]) -> None:
     """Modification kind, changes, regions, origin and a copied mark: the part of ``--json`` about edits."""
-    from provenance.verify import MODIFICATIONS
+    from provenance.verify.verifier import MODIFICATIONS
 
     kind = result.get("modification")
     if kind:
@@ -594,8 +594,8 @@ def _verify_bundle(
     trust_path: Path | None,
     confirmations: int = 0,
 ) -> None:
-    from provenance.bundle import verify_with_bundle
-    from provenance.trust import TrustDocument, TrustRoot
+    from provenance.trust.document import TrustDocument, TrustRoot
+    from provenance.verify.bundle import verify_with_bundle
 
     if not rpc:
         _fail("--bundle needs --rpc URL (a JSON-RPC endpoint of the bundle's chain; several for a cross-check)")
@@ -650,7 +650,7 @@ def keys(ctx: typer.Context, data_dir: DataDir = None) -> None:
         return
     from provenance.db.repository import RecordRepository
     from provenance.db.session import make_engine, migrate, session_factory
-    from provenance.pki import load_or_create
+    from provenance.manifests.pki import load_or_create
     from provenance.signing import KeyStore
 
     settings = _settings(data_dir)
@@ -688,7 +688,7 @@ def keys_rotate(
 
     Old records keep verifying with their own key unless it is revoked.
     """
-    from provenance.trust import rotate_signing_key
+    from provenance.trust.document import rotate_signing_key
 
     services = _open(_settings(data_dir), signing=False)
     try:
@@ -717,7 +717,7 @@ def keys_revoke(
     data_dir: DataDir = None,
 ) -> None:
     """Revoke a signing key on the registry: nothing it signs is authentic from the next block on."""
-    from provenance.trust import revoke_signing_key
+    from provenance.trust.document import revoke_signing_key
 
     services = _open(_settings(data_dir), signing=False)
     try:
@@ -737,7 +737,7 @@ def keys_revoke(
 @fingerprints_app.command("backfill")
 def fingerprints_backfill(data_dir: DataDir = None) -> None:
     """Fingerprint records certified before fingerprints existed, so verify can find their copies."""
-    from provenance.fingerprint import Fingerprinter, backfill
+    from provenance.marks.fingerprint import Fingerprinter, backfill
 
     services = _open(_settings(data_dir), signing=False)
     try:
@@ -761,7 +761,7 @@ def trust_export(
     It lists every writer, signing key and C2PA anchor on the registry (from its events); entries
     this service did not publish are flagged, and each warning is also printed on standard error.
     """
-    from provenance.trust import build_trust_document
+    from provenance.trust.document import build_trust_document
 
     services = _open(_settings(data_dir), signing=False)
     try:

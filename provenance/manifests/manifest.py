@@ -34,8 +34,8 @@ import c2pa
 
 from provenance import PRODUCT_NAME, __version__
 from provenance.errors import InvalidSourceTypeError, TimeStampError
+from provenance.manifests.pki import C2paCredentials
 from provenance.media import FORMATS, sniff_format
-from provenance.pki import C2paCredentials
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from provenance import media
 from provenance.errors import InputError, NotFoundError
-from provenance.services import Services
+from provenance.runtime.services import Services
 
 
 @dataclass

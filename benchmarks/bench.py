@@ -36,7 +36,7 @@ from PIL import Image
 
 from provenance import media
 from provenance.config import Settings
-from provenance.services import Services
+from provenance.runtime.services import Services
 
 CERTIFY_STAGES = [
     "decode",

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from provenance import pki
 from provenance.config import Settings
 from provenance.errors import ConfigurationError
 from provenance.fsutil import write_atomic
+from provenance.manifests import pki
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from provenance.auth.accounts import AccountRepository
 from provenance.auth.keys import SCOPES, parse_rate, parse_scopes
-from provenance.cli_text import clean, plain
+from provenance.cli.text import clean, plain
 from provenance.config import Settings
 from provenance.errors import ProvenanceError
 

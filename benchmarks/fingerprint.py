@@ -77,7 +77,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from provenance.fingerprint import (
+from provenance.marks.fingerprint import (
     KIND_ISCC,
     KIND_KEYPOINT,
     KIND_MIRROR,

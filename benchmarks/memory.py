@@ -15,7 +15,7 @@ clients keep sending such 39.9 MP images to ``/v1/verify``, as a ratio to its la
 without the per-address verify budget (``PROVENANCE_VERIFY_PIXELS_PER_MIN=0``) and each load client sends
 a 'verify' key of its own: the load stands for as many addresses, each sending as fast as it can.
 
-    python -m provenance.memory_bench [--side 6320] [--concurrency 4] [--pixel-budget N] [--wait-s S]
+    python -m benchmarks.memory [--side 6320] [--concurrency 4] [--pixel-budget N] [--wait-s S]
                                       [--latency-only]
 """
 

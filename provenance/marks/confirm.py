@@ -1,6 +1,6 @@
 """Confirm a candidate record by reading its mark on the aligned upload, with a calibrated p-value.
 
-After ``provenance.align`` has put the upload back on the original's pixel grid, every 4x4 block of
+After ``provenance.marks.align`` has put the upload back on the original's pixel grid, every 4x4 block of
 the U channel's Haar approximation band that the upload covers carries the payload bit it was marked
 with, on its own lattice offset: both are given by the key's ``watermark.MarkLayout`` for block ``k``
 in the ORIGINAL's reading order (the aligned copy has the original's size, so positions are
@@ -62,9 +62,9 @@ import cv2
 import numpy as np
 from reedsolo import ReedSolomonError, RSCodec
 
-from provenance import watermark
-from provenance.align import Photometric, fit_photometric
-from provenance.luma import LumaReference, luma_evidence
+from provenance.marks import watermark
+from provenance.marks.align import Photometric, fit_photometric
+from provenance.marks.luma import LumaReference, luma_evidence
 
 DEFAULT_THRESHOLD = 1e-6  # per candidate: the chance that an unrelated or other-record image is confirmed
 WEIGHT_LEVELS = 64  # quantisation of per-bit evidence: exact integer DP, ~1 ms for 80 bits
@@ -112,7 +112,7 @@ class MarkConfirmation:
     binomial_p_value: float = 1.0
     names_another_codeword: bool = False
     # Which reading decided: "chroma" (the blind-readable U component) or "luminance" (read against the record's
-    # stored reference, ``provenance.luma``). ``blocks_used`` counts that reading's blocks or cells.
+    # stored reference, ``provenance.marks.luma``). ``blocks_used`` counts that reading's blocks or cells.
     component: str = "chroma"
 
 
@@ -192,7 +192,7 @@ def confirm_mark(
     so the test keeps its level). ``photometric`` reuses ``Alignment.photometric``. ``sharpen`` undoes
     part of the blur of resampling (see ``SHARPEN``).
 
-    ``luma_reference``: the record's stored reference of the luminance component (``provenance.luma``),
+    ``luma_reference``: the record's stored reference of the luminance component (``provenance.marks.luma``),
     when it has one; its reading joins the chroma readings under the same union bound. It is what
     survives black and white, hue shifts, gamma, JPEG 30, sharpening and denoising.
     """

@@ -28,13 +28,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from provenance import media, watermark
+from provenance import media
 from provenance.db.models import Record, RecordStatus
 from provenance.db.repository import RecordRepository, new_record_id
 from provenance.errors import AlreadyCertifiedError, DerivativeError, ProvenanceError
-from provenance.fingerprint import Fingerprinter, FingerprintIndex, ImageFingerprints
 from provenance.ipfs import ContentStore
-from provenance.manifest import ManifestContent, ManifestSigner, source_type_uri
+from provenance.manifests.manifest import ManifestContent, ManifestSigner, source_type_uri
+from provenance.marks import watermark
+from provenance.marks.fingerprint import Fingerprinter, FingerprintIndex, ImageFingerprints
 from provenance.signing import KeyStore, sha256_hex
 
 

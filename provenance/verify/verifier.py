@@ -12,7 +12,7 @@ upload is checked against something an attacker cannot make:
   file around it changed);
 - the keyed mark (only the service's secret key reads it) AND the content bound to the original:
   the upload, aligned to the record's certified original, shows that picture where they overlap
-  (``provenance.binding``). A mark found on other content is a copied mark: reported as
+  (``provenance.marks.binding``). A mark found on other content is a copied mark: reported as
   ``copied_mark``, never as the record.
 
 A manifest that fails validation, or is signed by anyone else, never names a record on its own; if
@@ -46,23 +46,24 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from provenance import media, watermark
-from provenance.align import Alignment, align, describe_changes, difference_png, direct_alignment, features
-from provenance.binding import ContentComparison, compare, pixels_identical
-from provenance.certify import Identification
+from provenance import media
+from provenance.certify.certifier import Identification
 from provenance.chain import Registry
 from provenance.chain.devchain import development_chain_reason, is_development_chain
-from provenance.confirm import MarkConfirmation, confirm_mark
 from provenance.db.models import Record
 from provenance.db.repository import RecordRepository
 from provenance.errors import ProvenanceError
-from provenance.fingerprint import Fingerprinter, FingerprintIndex
 from provenance.ipfs import ContentStore
 from provenance.ipfs.unixfs import compute_cid
-from provenance.luma import LumaReference
-from provenance.manifest import ManifestReader, ManifestReport
+from provenance.manifests.manifest import ManifestReader, ManifestReport
+from provenance.marks import watermark
+from provenance.marks.align import Alignment, align, describe_changes, difference_png, direct_alignment, features
+from provenance.marks.binding import ContentComparison, compare, pixels_identical
+from provenance.marks.confirm import MarkConfirmation, confirm_mark
+from provenance.marks.fingerprint import Fingerprinter, FingerprintIndex
+from provenance.marks.luma import LumaReference
+from provenance.marks.watermark import Detection, Watermarker
 from provenance.signing import sha256_hex, verify_signature
-from provenance.watermark import Detection, Watermarker
 
 logger = logging.getLogger(__name__)
 

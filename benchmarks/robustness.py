@@ -73,9 +73,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from provenance import watermark
 from provenance.config import Settings
-from provenance.services import Services
+from provenance.marks import watermark
+from provenance.runtime.services import Services
 
 # diffusers' StableDiffusionXLWatermarker (pipelines/stable_diffusion_xl/watermark.py)
 SDXL_MESSAGE = 0b101100111110110010010000011110111011000110011110

@@ -6,7 +6,7 @@ transform that maps the upload onto a candidate (ORB features, ratio test, a RAN
 scale, rotation, translation, and the same on the mirrored upload; a full affine fit for a stretched
 copy; a homography for a keystoned or off-axis copy, only as an upgrade of a fit that already passed),
 warps the upload into the original's frame and fits the brightness/contrast change. In that frame
-the watermark's block grid is the original's again, which is what lets ``provenance.confirm`` read
+the watermark's block grid is the original's again, which is what lets ``provenance.marks.confirm`` read
 the mark after a crop at any offset, a flip, a rotation or a keystone; and the two images can be
 compared pixel by pixel to show what was edited (``difference_png``) and to describe the changes
 (``describe_changes``). Smooth pictures (a retina scan, a microscope slide, a heavily denoised copy:

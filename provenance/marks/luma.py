@@ -1,13 +1,13 @@
 """Stage 2, watermark, second component: the payload again, in luminance, read against a stored reference.
 
-The first component (``provenance.watermark``) lives in the U chroma channel and is read blind. It is
+The first component (``provenance.marks.watermark``) lives in the U chroma channel and is read blind. It is
 lost to whatever removes or remaps colour (black and white, hue shifts, strong saturation changes)
 and to what scrambles the phase of 4x4 Haar blocks (JPEG 30, a shrink-JPEG-enlarge cycle, strong
 denoising, sharpening, gamma). This component carries the same 80 payload bits in luminance, at a
 scale those edits keep, and is read *informed*: the service keeps, per record, the host's value of
 every cell the mark modulates (``LumaReference``), so the reading subtracts the picture itself and
 only the mark and the edit's noise remain. It is read only where the verifier already aligned an
-upload to a candidate original (``provenance.confirm``); blind reading stays the chroma component's.
+upload to a candidate original (``provenance.marks.confirm``); blind reading stays the chroma component's.
 
 Embedding. The image is cut into square cells of ``cell_size`` pixels (8 at 512x512; it grows with
 the image so a picture holds about 4,096 cells at any size). Cell ``k`` carries payload bit
@@ -28,7 +28,7 @@ curves, black and white); ``r_k = x_k - f(h_k)``, minus the mean of its neighbou
 colour-dependent edit such as a hue shift does to luminance varies smoothly; the mark's signs do not),
 over a local noise level; clipped to 3 standard deviations (robust correlation) and weighted by the
 expected mark amplitude (``f'(h_k) * a_k``). Summed per payload bit with ``p_k`` this is the soft
-evidence ``provenance.confirm`` tests exactly like the chroma reading's.
+evidence ``provenance.marks.confirm`` tests exactly like the chroma reading's.
 
 Why the null stays exact. Everything the reading computes is a function of the upload, the stored
 reference (the unmarked picture's cell values and strengths) and the key's layout. None of these

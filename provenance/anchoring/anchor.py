@@ -36,13 +36,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from provenance.anchoring.merkle import MerkleTree
 from provenance.chain import Registry
 from provenance.chain.transactions import ContractRefusedError
 from provenance.db.models import AnchorBatch, Record, RecordStatus, utcnow
 from provenance.db.repository import RecordRepository
 from provenance.errors import ChainError, ChainUnavailableError, ProvenanceError
 from provenance.ipfs import ContentStore
-from provenance.merkle import MerkleTree
 
 if TYPE_CHECKING:
     from provenance.chain.writer import WriterLease

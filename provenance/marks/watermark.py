@@ -1,7 +1,7 @@
 """Stage 2, watermark: an invisible, error-corrected record id in the pixels.
 
 Two components carry the same payload: this module's, in the U chroma channel, read blind; and
-``provenance.luma``'s, in luminance, read against a reference the service stores per record (it
+``provenance.marks.luma``'s, in luminance, read against a reference the service stores per record (it
 survives black and white, hue shifts, gamma, JPEG 30). ``mark`` embeds both, luminance first.
 
 The mark uses the arithmetic of ``invisible-watermark``'s DWT-DCT-SVD scheme: the image goes to YUV,
@@ -32,7 +32,7 @@ that an unmarked image yields one is computed per reading (``false_positive_prob
 
 Not covered here: a copy attack. Reading the raw bits without the key is no longer possible (the
 stock decoder reads chance), and replaying what it reads with the stock encoder gives nothing a blind
-read accepts and only a faint echo after alignment (see ``provenance.confirm``). But an attacker can
+read accepts and only a faint echo after alignment (see ``provenance.marks.confirm``). But an attacker can
 still copy a marked image's block phases (``s0`` modulo 48, whatever the key put there) or an
 estimated mark residual into other content, and the copy carries the mark. The mark says "this
 picture came from record X's pixels", not "these are record X's bytes": binding the mark to the
@@ -55,7 +55,7 @@ from reedsolo import ReedSolomonError, RSCodec
 
 from provenance.errors import ConfigurationError
 from provenance.fsutil import write_private
-from provenance.luma import LumaLayout, LumaReference, embed_luma
+from provenance.marks.luma import LumaLayout, LumaReference, embed_luma
 
 ID_BYTES = 4
 PARITY_BYTES = 6
@@ -362,7 +362,7 @@ class MarkKey:
 
     @property
     def luma_layout(self) -> LumaLayout:
-        """The keyed cell layout of the luminance component (``provenance.luma``), derived on first use."""
+        """The keyed cell layout of the luminance component (``provenance.marks.luma``), derived on first use."""
         if self._luma_layout is None:
             self._luma_layout = LumaLayout.from_secret(self._secret)
         return self._luma_layout
@@ -461,7 +461,7 @@ def mark(rgb: np.ndarray, watermark_id: int, key: MarkKey, *, luma: bool = True)
     """Mark ``rgb`` (HxWx3 uint8) with ``watermark_id`` sealed with ``key``: luminance first, then chroma.
 
     The luminance component goes first so that its reference is the unmarked picture's (see
-    ``provenance.luma``); it moves R, G and B alike, so the chroma component embedded after it reads the
+    ``provenance.marks.luma``); it moves R, G and B alike, so the chroma component embedded after it reads the
     same U plane either way. ``luma=False`` embeds the chroma component alone (the mark before issue 16).
     """
     reference: LumaReference | None = None

@@ -3,7 +3,7 @@
 A mark, a manifest or a fingerprint can be copied from one file into another by anyone who can read
 it (a mark's block phases or its residual can be lifted with free tools). What no copy can fake is
 the picture itself: the service holds every certified original, so once the upload is aligned to a
-candidate original (``provenance.align``), the two can be compared where they overlap. Evidence
+candidate original (``provenance.marks.align``), the two can be compared where they overlap. Evidence
 names a record only when that comparison says the upload shows the record's picture; otherwise the
 mark was found on other content (a copied mark) and the record is reported as claimed, never named.
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from provenance.align import Alignment
+from provenance.marks.align import Alignment
 
 CELL = 8  # pixels a side of the cells compared (the mark's block size: its own noise averages out)
 MIN_CORRELATION = 0.5  # band-pass detail: copies measured 0.89-1.00, unrelated photographs -0.03-0.03

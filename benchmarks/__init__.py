@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench*`` runs them (``python -m benchmarks.<name>``); never imported by the service."""

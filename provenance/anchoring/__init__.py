@@ -1,0 +1,1 @@
+"""Stage 6, anchor: registering certified hashes on chain (one transaction per image or Merkle batches)."""

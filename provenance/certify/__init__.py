@@ -1,0 +1,1 @@
+"""The certify pipeline: input, mark, fingerprint, manifest, hash and sign, pin, record, anchor."""

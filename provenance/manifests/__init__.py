@@ -1,0 +1,1 @@
+"""Stage 3, manifests: the C2PA manifest, the service's CA (PKI) and its time-stamp authority."""

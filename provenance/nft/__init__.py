@@ -1,0 +1,1 @@
+"""Minting certified works as NFTs (ERC-721 with EIP-712 vouchers)."""

@@ -1,0 +1,1 @@
+"""The composition root: opens every component the settings ask for, in order, and closes them."""

@@ -1,0 +1,1 @@
+"""Verification: the online verifier (the stages backwards) and the offline bundle verifier."""
