@@ -76,10 +76,10 @@ def plain_diffusers(pipe, request: GenerationRequest, batches: int, device: str)
 def run(
     arch: str, size: int, steps: int, batch_sizes: list[int], batches: int, compile_unet: bool, baseline: bool
 ) -> None:
-    from provenance.certify import CertifyOptions
+    from provenance.certify.certifier import CertifyOptions
     from provenance.config import Settings
     from provenance.jobs.runner import png_bytes
-    from provenance.services import Services
+    from provenance.runtime.services import Services
 
     device = default_device()
     with tempfile.TemporaryDirectory(prefix="provenance-bench-gen-") as tmp:
