@@ -104,9 +104,11 @@ class Certifier:
         fingerprint_index: FingerprintIndex | None = None,
         on_recorded: Callable[[Record], None] | None = None,
         identifier: Identifier | None = None,
+        structure_limits: media.StructureLimits | None = None,
     ) -> None:
         self.repository = repository
         self.keys = keys
+        self.structure_limits = structure_limits or media.STRUCTURE_LIMITS  # what an upload may carry besides pixels
         self.manifest_signer = manifest_signer
         self.store = store
         self.max_upload_bytes = max_upload_bytes
@@ -152,7 +154,9 @@ class Certifier:
         timer = _Timer()
 
         with timer.stage("decode"):
-            image = media.decode(data, max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
+            image = media.decode(
+                data, max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels, limits=self.structure_limits
+            )
 
         parent = data  # where the parent manifest, if any, comes from
         if self.identifier is not None and options.generation is None:  # a fresh render belongs to nobody yet

@@ -81,7 +81,8 @@ class StructureLimits:
     max_jpeg_scans: int = 100  # progressive JPEGs have about 10; each scan is another pass over all pixels
 
 
-# Process-wide, like Pillow's own limits; ``Services.open`` sets them from the settings.
+# The defaults, used when a caller passes no limits. Never changed at run time: the components that decode
+# (certifier, verifier) hold their own ``StructureLimits`` built from the settings and pass them in.
 STRUCTURE_LIMITS = StructureLimits()
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -210,8 +211,13 @@ def check_structure(data: bytes, fmt: str, limits: StructureLimits | None = None
         _webp_structure(data, limits)
 
 
-def check_limits(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, int, int]:
-    """Validate size, format, structure and pixel count without decoding pixels. Returns (format, width, height)."""
+def check_limits(
+    data: bytes, *, max_bytes: int, max_pixels: int, limits: StructureLimits | None = None
+) -> tuple[str, int, int]:
+    """Validate size, format, structure and pixel count without decoding pixels. Returns (format, width, height).
+
+    ``limits``: what the container may carry besides pixels (default ``STRUCTURE_LIMITS``).
+    """
     if len(data) > max_bytes:
         raise PayloadTooLargeError(f"The file is {len(data)} bytes; the limit is {max_bytes} bytes.")
     if not data:
@@ -219,7 +225,7 @@ def check_limits(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, 
     fmt = sniff_format(data)
     if fmt is None:
         raise UnsupportedMediaError("Not a PNG, JPEG or WebP image. Upload one of those formats.")
-    check_structure(data, fmt)
+    check_structure(data, fmt, limits)
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
@@ -234,9 +240,12 @@ def check_limits(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, 
     return fmt, width, height
 
 
-def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
-    """Check limits, then decode to RGB (+ alpha). Raises an InputError subclass on bad input."""
-    fmt, _, _ = check_limits(data, max_bytes=max_bytes, max_pixels=max_pixels)
+def decode(data: bytes, *, max_bytes: int, max_pixels: int, limits: StructureLimits | None = None) -> DecodedImage:
+    """Check limits (``limits``: see ``check_limits``), then decode to RGB (+ alpha).
+
+    Raises an InputError subclass on bad input.
+    """
+    fmt, _, _ = check_limits(data, max_bytes=max_bytes, max_pixels=max_pixels, limits=limits)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -308,13 +317,15 @@ def _to_8_bit(img: Image.Image) -> Image.Image:
     return img
 
 
-def decode_rgb(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, np.ndarray]:
+def decode_rgb(
+    data: bytes, *, max_bytes: int, max_pixels: int, limits: StructureLimits | None = None
+) -> tuple[str, np.ndarray]:
     """Check limits, then decode to 8-bit RGB only, for reading (verify).
 
     OpenCV's decoder is about 15% faster than Pillow's on PNG, and reading needs no alpha channel.
-    EXIF orientation is ignored, as in ``decode``, so both see the same pixel grid.
+    EXIF orientation is ignored, as in ``decode``, so both see the same pixel grid. ``limits``: see ``check_limits``.
     """
-    fmt, _, _ = check_limits(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    fmt, _, _ = check_limits(data, max_bytes=max_bytes, max_pixels=max_pixels, limits=limits)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         raise CorruptImageError(f"The {fmt.upper()} data cannot be decoded.")

@@ -445,9 +445,11 @@ class Verifier:
         fingerprinter: Fingerprinter | None = None,
         fingerprint_index: FingerprintIndex | None = None,
         max_candidates: int = 8,
+        structure_limits: media.StructureLimits | None = None,
     ) -> None:
         self.repository = repository
         self.manifest_reader = manifest_reader
+        self.structure_limits = structure_limits or media.STRUCTURE_LIMITS  # what an upload may carry besides pixels
         self.store = store
         self.registry = registry
         self.max_upload_bytes = max_upload_bytes
@@ -583,7 +585,9 @@ class Verifier:
                 self._originals.move_to_end(record.cid)
                 return self._originals[record.cid]
         try:
-            _, rgb = media.decode_rgb(self.store.cat(record.cid), max_bytes=1 << 62, max_pixels=1 << 62)
+            _, rgb = media.decode_rgb(
+                self.store.cat(record.cid), max_bytes=1 << 62, max_pixels=1 << 62, limits=self.structure_limits
+            )
         except ProvenanceError:
             return None
         rgb.setflags(write=False)
@@ -971,7 +975,9 @@ class Verifier:
                 timings[name] = (time.perf_counter() - start) * 1000
 
         start = time.perf_counter()
-        fmt, rgb = media.decode_rgb(data, max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
+        fmt, rgb = media.decode_rgb(
+            data, max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels, limits=self.structure_limits
+        )
         timings["decode"] = (time.perf_counter() - start) * 1000
         ev = Evidence(data=data, mime_type=media.FORMATS[fmt], sha256=sha256_hex(data))
         checks: dict[str, dict[str, Any]] = {}
