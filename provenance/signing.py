@@ -22,15 +22,18 @@ from provenance.fsutil import write_atomic, write_private
 
 
 def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` as 64 lowercase hex characters."""
     return hashlib.sha256(data).hexdigest()
 
 
 def key_id_of(public_key: ec.EllipticCurvePublicKey) -> str:
+    """A key's id: the hex SHA-256 of its DER SubjectPublicKeyInfo."""
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
 
 
 def public_pem(public_key: ec.EllipticCurvePublicKey) -> str:
+    """The public key as PEM (SubjectPublicKeyInfo), as ``openssl`` and ``verify_signature`` read it."""
     return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
@@ -55,9 +58,11 @@ class SigningKey:
 
     @property
     def public_key_pem(self) -> str:
+        """The matching public key as PEM."""
         return public_pem(self.private_key.public_key())
 
     def sign(self, data: bytes) -> str:
+        """Sign ``data``: the base64 DER ECDSA-SHA256 signature that ``verify_signature`` checks."""
         return base64.b64encode(self.private_key.sign(data, ec.ECDSA(hashes.SHA256()))).decode()
 
 

@@ -115,6 +115,7 @@ class RegistryAdmin:
         return self._registry(self.registry.functions.addTrustAnchor(hex32(fingerprint_hex)))
 
     def remove_trust_anchor(self, fingerprint_hex: str) -> Receipt:
+        """Stop trusting a C2PA root (SHA-256 of its DER); ``ContractRefusedError`` if it was not trusted."""
         return self._registry(self.registry.functions.removeTrustAnchor(hex32(fingerprint_hex)))
 
     def ensure_trust_anchor(self, fingerprint_hex: str) -> bool:

@@ -62,12 +62,14 @@ def find_anvil(configured: Path | None = None) -> Path:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free now (another process may still take it first)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def rpc_alive(url: str, timeout: float = 1.0) -> bool:
+    """Whether a JSON-RPC node answers ``eth_chainId`` at ``url`` within ``timeout`` seconds."""
     try:
         response = httpx.post(
             url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=timeout

@@ -50,6 +50,8 @@ def deploy_nft(
 
 
 class Web3Nft:
+    """A deployed ProvenanceNFT: reads, custodial mints through a ``TxSender``, and voucher signing."""
+
     def __init__(self, w3: Web3, address: str, sender: TxSender | None, *, timeout_s: float = 120.0) -> None:
         self.w3 = w3
         self.address = Web3.to_checksum_address(address)
@@ -59,6 +61,7 @@ class Web3Nft:
 
     @property
     def abi(self) -> list[dict[str, Any]]:
+        """The contract's ABI from the compiled artifact (served to clients that talk to the contract)."""
         return load_artifact(NFT)["abi"]
 
     def owner(self) -> str:
@@ -66,15 +69,18 @@ class Web3Nft:
         return Web3.to_checksum_address(self.contract.functions.owner().call())
 
     def is_minter(self, address: str) -> bool:
+        """Whether ``address`` may mint and sign mint vouchers."""
         return bool(self.contract.functions.isMinter(Web3.to_checksum_address(address)).call())
 
     def owner_of(self, token_id: int) -> str | None:
+        """The token's owner, or None if it has not been minted (the contract reverts for those)."""
         try:
             return Web3.to_checksum_address(self.contract.functions.ownerOf(token_id).call())
         except ContractLogicError:
             return None
 
     def token_uri(self, token_id: int) -> str:
+        """``ipfs://<metadata CID>`` of a minted token; web3's ``ContractLogicError`` if it was not minted."""
         return str(self.contract.functions.tokenURI(token_id).call())
 
     def mint(
@@ -93,6 +99,7 @@ class Web3Nft:
         return self.sender.call_and_wait(function, timeout_s=self.timeout_s, label="NFT contract")
 
     def domain(self) -> dict[str, Any]:
+        """The EIP-712 domain mint vouchers are signed under (name, version, this chain, this contract)."""
         return {
             "name": "ProvenanceNFT",
             "version": "1",

@@ -162,6 +162,8 @@ def _hex_tx(tx: dict[str, Any]) -> dict[str, Any]:
 
 
 class TxSender:
+    """Signs and sends every transaction from one account: nonces in order, gas with headroom, fees bumped."""
+
     def __init__(self, w3: Web3, account: LocalAccount, *, mutex: SendMutex | None = None) -> None:
         self.w3 = w3
         self.account = account
@@ -178,6 +180,7 @@ class TxSender:
 
     @property
     def address(self) -> str:
+        """The checksummed address transactions are sent from."""
         return self.account.address
 
     @contextlib.contextmanager

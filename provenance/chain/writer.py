@@ -53,7 +53,9 @@ class WriterLease(Protocol):
     """The right to anchor: at most one holder per database at any time."""
 
     @property
-    def held(self) -> bool: ...
+    def held(self) -> bool:
+        """Whether this object believes it holds the lease (no round trip; ``check`` confirms it)."""
+        ...
 
     def try_acquire(self) -> bool:
         """Take the lease if nobody holds it; True if this object holds it now."""
@@ -63,21 +65,29 @@ class WriterLease(Protocol):
         """Still held? (False once the connection that held it is gone.)"""
         ...
 
-    def release(self) -> None: ...
+    def release(self) -> None:
+        """Give the lease up (a no-op if not held) so another process can take it."""
+        ...
 
     def holder(self) -> str | None:
         """Who holds it (host and pid) if known."""
         ...
 
-    def describe(self) -> str: ...
+    def describe(self) -> str:
+        """What kind of lock backs the lease, for messages."""
+        ...
 
 
 class SendMutex(Protocol):
     """A mutual exclusion shared by every process that sends with one key."""
 
-    def hold(self) -> contextlib.AbstractContextManager[None]: ...
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which no other thread or process sending with the key is inside its own ``hold``."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Free what the mutex keeps open (a database session); call once, at shutdown."""
+        ...
 
 
 # --- files (SQLite: one machine) ---------------------------------------------------------------
@@ -91,9 +101,11 @@ class FileLease:
 
     @property
     def held(self) -> bool:
+        """True while this object keeps the locked file open."""
         return self._file is not None
 
     def try_acquire(self) -> bool:
+        """Take the lock without waiting and write our holder label into the file; False if another has it."""
         with self._lock:
             if self._file is not None:
                 return True
@@ -112,9 +124,11 @@ class FileLease:
             return True
 
     def check(self) -> bool:
+        """Same as ``held``: a flock cannot be lost while its file stays open in this process."""
         return self.held
 
     def release(self) -> None:
+        """Blank the holder label, unlock and close the file; a no-op if not held."""
         with self._lock:
             if self._file is None:
                 return
@@ -127,12 +141,14 @@ class FileLease:
             self._file = None
 
     def holder(self) -> str | None:
+        """The label the current holder wrote into the lock file; None if empty or unreadable."""
         try:
             return self.path.read_text().strip() or None
         except OSError:
             return None
 
     def describe(self) -> str:
+        """``file lock <path>``, for messages."""
         return f"file lock {self.path}"
 
 
@@ -145,6 +161,7 @@ class FileMutex:
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
+        """Hold the thread lock, then block on an exclusive flock of the file until the block ends."""
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as handle:
@@ -155,6 +172,7 @@ class FileMutex:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def close(self) -> None:
+        """Nothing to free: each ``hold`` opens and closes its own file."""
         pass
 
 
@@ -202,9 +220,11 @@ class PgLease:
 
     @property
     def held(self) -> bool:
+        """True since the last successful acquire, until ``release`` or a failed ``check``; no round trip."""
         return self._held
 
     def try_acquire(self) -> bool:
+        """Try the advisory lock without waiting; False too when the database cannot be reached."""
         with self._lock:
             if self._held:
                 return True
@@ -217,6 +237,7 @@ class PgLease:
             return self._held
 
     def check(self) -> bool:
+        """Ping the lease's session; if it is gone the server has freed the lock, so this is False."""
         with self._lock:
             if not self._held:
                 return False
@@ -228,6 +249,7 @@ class PgLease:
             return self._held
 
     def release(self) -> None:
+        """Unlock (errors ignored) and close the dedicated connection and its engine."""
         with self._lock:
             if self._held:
                 with contextlib.suppress(Exception):
@@ -236,6 +258,10 @@ class PgLease:
             self._session.dispose()
 
     def holder(self) -> str | None:
+        """The holder's host and pid, read from the application name of the session holding the lock.
+
+        None if nobody holds it or the database cannot be reached.
+        """
         try:
             name = self._session.scalar(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
@@ -249,6 +275,7 @@ class PgLease:
         return str(name).removeprefix("provenance writer ") if name else None
 
     def describe(self) -> str:
+        """``PostgreSQL advisory lock``, for messages."""
         return "PostgreSQL advisory lock"
 
 
@@ -263,6 +290,10 @@ class PgMutex:
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
+        """Hold the advisory lock for the block, waiting at most ``timeout_s``.
+
+        Raises ``ChainError`` if the lock cannot be taken (timeout or database unreachable).
+        """
         with self._lock:
             try:
                 self._session.execute(f"SET lock_timeout = {self.timeout_ms}")
@@ -279,6 +310,7 @@ class PgMutex:
                     self._session.drop()  # closing the session frees the lock too
 
     def close(self) -> None:
+        """Close the dedicated connection and its engine."""
         self._session.dispose()
 
 
@@ -316,6 +348,7 @@ class ChainWriting:
         self.mutexes = mutexes
 
     def close(self) -> None:
+        """Release the writer lease and close every send mutex."""
         self.lease.release()
         for mutex in self.mutexes:
             mutex.close()
