@@ -6,8 +6,9 @@ EVM JSON-RPC endpoint; ``AnvilNode`` runs the embedded dev chain.
 
 The registry is also the trust root a verifier pins (chain id + address): its owner publishes the
 writers (with block ranges), the ECDSA signing keys (valid from publication to revocation) and the
-C2PA trust anchors' fingerprints. ``RegistryReader`` reads all of it with only an RPC URL;
-``RegistryAdmin`` is the owner's side.
+C2PA trust anchors' fingerprints. ``ChainReader`` is the read side every verifier uses:
+``RegistryReader`` reads all of it with only an RPC URL, ``CrossCheckedReader`` through several
+that must agree; ``RegistryAdmin`` is the owner's side.
 """
 
 from __future__ import annotations
@@ -61,55 +62,114 @@ class TxOutcome:
     block_number: int
 
 
-class Registry(Protocol):
+class ChainReader(Protocol):
+    """What a verifier reads from the registry: one interface, however the reads are made.
+
+    ``Web3Registry`` (the service's live client), ``RegistryReader`` (one RPC, at ``latest`` or a
+    fixed block) and ``CrossCheckedReader`` (several RPCs that must agree, at one pinned block) all
+    satisfy it, so the registration check (``provenance.verify.registration``) is written once.
+    """
+
+    @property
+    def address(self) -> str:
+        """The registry contract's (checksummed) address."""
+        ...
+
+    def lookup(self, sha256_hex: str) -> Entry:
+        """What the contract holds for a hash registered on its own."""
+        ...
+
+    def batch(self, root_hex: str) -> BatchEntry:
+        """What the contract holds for a batch root."""
+        ...
+
+    def is_registered(self, sha256_hex: str, root_hex: str | None = None, proof: list[str] | None = None) -> bool:
+        """The contract's own verdict: registered alone (no root), or a proven leaf of an anchored root."""
+        ...
+
+    def writer_at(self, address: str, block: int) -> bool:
+        """True if ``address`` was an allowed writer in block ``block``."""
+        ...
+
+    def key_status(self, key_id_hex: str) -> KeyStatus:
+        """Whether a signing key was published, from which block, and when it was revoked."""
+        ...
+
+    def key_valid_at(self, key_id_hex: str, block: int) -> bool:
+        """True if the key was published and not yet revoked in block ``block``."""
+        ...
+
+    def is_trust_anchor(self, fingerprint_hex: str) -> bool:
+        """True if the SHA-256 of a C2PA root certificate (DER) is a trust anchor now."""
+        ...
+
+    def trust_anchors(self) -> list[str]:
+        """The trust anchors' SHA-256 fingerprints (lowercase hex, no ``0x``)."""
+        ...
+
+    def owner(self) -> str:
+        """The admin address that publishes writers, keys and trust anchors."""
+        ...
+
+
+class Registry(ChainReader, Protocol):
+    """The registry as the service uses it: the reads of ``ChainReader``, plus writes and transactions."""
+
     # Read-only for the callers: properties, so an implementation may narrow the types (checksummed addresses).
     @property
-    def chain_id(self) -> int: ...
+    def chain_id(self) -> int:
+        """The chain id of the RPC the registry is read and written through."""
+        ...
 
     @property
-    def address(self) -> str: ...
+    def rpc_url(self) -> str:
+        """The JSON-RPC endpoint (what a standalone verifier would be given)."""
+        ...
 
-    @property
-    def rpc_url(self) -> str: ...
+    def submit(self, sha256_hex: str, cid: str, nonce: int | None = None) -> str:
+        """Send ``register(hash, cid)``; returns the transaction hash without waiting for it."""
+        ...
 
-    def submit(self, sha256_hex: str, cid: str, nonce: int | None = None) -> str: ...
+    def submit_many(self, items: list[tuple[str, str]]) -> list[str | ChainError]:
+        """Send ``register`` for each (sha256, cid); per item the transaction hash or the error."""
+        ...
 
-    def submit_many(self, items: list[tuple[str, str]]) -> list[str | ChainError]: ...
+    def replace(self, tx_hash: str) -> str | None:
+        """Send a stuck transaction again with a higher fee; None if there is nothing to replace."""
+        ...
 
-    def replace(self, tx_hash: str) -> str | None: ...
+    def outcomes(self, tx_hashes: list[str]) -> list[TxOutcome | None]:
+        """The outcome of each transaction (None: not mined, or unknown)."""
+        ...
 
-    def outcomes(self, tx_hashes: list[str]) -> list[TxOutcome | None]: ...
+    def known(self, tx_hashes: list[str]) -> list[bool]:
+        """Whether the node knows each transaction (mined or waiting in its pool)."""
+        ...
 
-    def known(self, tx_hashes: list[str]) -> list[bool]: ...
+    def is_deployed(self) -> bool:
+        """True if there is contract code at the registry address."""
+        ...
 
-    def is_deployed(self) -> bool: ...
+    def outcome(self, tx_hash: str) -> TxOutcome | None:
+        """The outcome of one transaction (None: not mined, or unknown)."""
+        ...
 
-    def outcome(self, tx_hash: str) -> TxOutcome | None: ...
+    def is_known(self, tx_hash: str) -> bool:
+        """Whether the node knows the transaction."""
+        ...
 
-    def is_known(self, tx_hash: str) -> bool: ...
+    def resync_nonce(self) -> None:
+        """Read the account's nonce from the chain again (after a failure)."""
+        ...
 
-    def resync_nonce(self) -> None: ...
+    def next_nonce(self) -> int:
+        """The nonce the next transaction will use."""
+        ...
 
-    def lookup(self, sha256_hex: str) -> Entry: ...
+    def submit_batch(self, root_hex: str, leaves_cid: str, count: int) -> str:
+        """Send ``anchorBatch(root, leavesCid, count)``; returns the transaction hash."""
+        ...
 
-    def next_nonce(self) -> int: ...
-
-    def submit_batch(self, root_hex: str, leaves_cid: str, count: int) -> str: ...
-
-    def batch(self, root_hex: str) -> BatchEntry: ...
-
-    def is_registered(self, sha256_hex: str, root_hex: str | None = None, proof: list[str] | None = None) -> bool: ...
-
-    def block_number(self) -> int: ...
-
-    def writer_at(self, address: str, block: int) -> bool: ...
-
-    def key_status(self, key_id_hex: str) -> KeyStatus: ...
-
-    def key_valid_at(self, key_id_hex: str, block: int) -> bool: ...
-
-    def is_trust_anchor(self, fingerprint_hex: str) -> bool: ...
-
-    def trust_anchors(self) -> list[str]: ...
-
-    def owner(self) -> str: ...
+    def block_number(self) -> int:
+        """The chain's latest block number."""
+        ...

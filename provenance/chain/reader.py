@@ -4,7 +4,8 @@ This is what a verifier outside the service uses (the bundle verifier is given o
 and the registry address it pinned), and what ``Web3Registry`` uses on its hot read paths: web3's
 call pipeline costs about 4 ms a call, a plain ``eth_call`` under 1 ms.
 
-``RegistryReader`` reads through one RPC, at ``latest`` or at a fixed block (``at``).
+``RegistryReader`` reads through one RPC, at ``latest`` or at a fixed block (``at``); the plain
+JSON-RPC under it is in ``rpc.py``. Both readers satisfy ``provenance.chain.ChainReader``.
 ``CrossCheckedReader`` trusts no single RPC: it pins one block (``latest - confirmations``), checks
 every endpoint has the same block hash there, makes every read on every endpoint at that block and
 raises ``RpcDisagreement`` when any answer differs (or an endpoint fails). ``RegistryReader.trust_history``
@@ -18,62 +19,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
 from provenance.chain import BatchEntry, Entry, KeyStatus
+from provenance.chain.rpc import JsonRpc, block_tag, function_selector, hex32
 from provenance.errors import ChainError, ChainUnavailableError, InputError
 
-
-def function_selector(signature: str) -> bytes:
-    """The 4-byte selector of a function signature such as ``lookup(bytes32)``."""
-    return keccak(text=signature)[:4]
-
-
-def hex32(value: str) -> bytes:
-    """32 bytes from hex with or without ``0x`` (a SHA-256, key id, fingerprint or Merkle node)."""
-    try:
-        raw = bytes.fromhex(value.removeprefix("0x"))
-    except ValueError:
-        raise InputError(f"Not a hex string: {value!r}.") from None
-    if len(raw) != 32:
-        raise InputError(f"Expected 32 bytes of hex, got {len(raw)}: {value!r}.")
-    return raw
-
-
-class JsonRpc:
-    """Plain JSON-RPC over HTTP; every failure (dead node, RPC error) is a ``ChainError``."""
-
-    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
-        self.url = url
-        self._http = httpx.Client(timeout=timeout_s)
-
-    def request(self, method: str, params: list[Any]) -> Any:
-        """One JSON-RPC call; returns its ``result``."""
-        payload = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-        try:
-            reply = self._http.post(self.url, json=payload).json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise ChainUnavailableError(f"The chain RPC at {self.url} did not answer: {exc}") from None
-        if not isinstance(reply, dict) or ("error" not in reply and "result" not in reply):
-            raise ChainError(f"The chain RPC at {self.url} sent a malformed reply.")
-        if "error" in reply:
-            error = reply["error"]
-            message = error.get("message", error) if isinstance(error, dict) else error
-            raise ChainError(f"{method} failed: {message}")
-        return reply["result"]
-
-    def call(self, to: str, data: bytes, block: int | str = "latest") -> bytes:
-        """``eth_call`` at ``block`` (a number or a tag, default ``latest``); returns the raw return data."""
-        result = self.request("eth_call", [{"to": to, "data": "0x" + data.hex()}, block_tag(block)])
-        return bytes.fromhex(str(result).removeprefix("0x"))
-
-
-def block_tag(block: int | str) -> str:
-    """A JSON-RPC block parameter: a number as hex quantity, a tag (``latest``, ``finalized``) as is."""
-    return hex(block) if isinstance(block, int) else block
+# Re-exported: callers import the RPC helpers from here.
+__all__ = [
+    "CrossCheckedReader",
+    "JsonRpc",
+    "RegistryReader",
+    "RpcDisagreement",
+    "TrustHistory",
+    "block_tag",
+    "function_selector",
+    "hex32",
+]
 
 
 _LOOKUP = function_selector("lookup(bytes32)")
@@ -194,6 +158,7 @@ class RegistryReader:
         return bytes.fromhex(str(result).removeprefix("0x"))
 
     def has_code(self) -> bool:
+        """True if there is contract code at the registry address."""
         return len(self.code()) > 0
 
     def code_hash(self) -> str:
@@ -402,6 +367,7 @@ class CrossCheckedReader:
 
     @property
     def rpc_urls(self) -> list[str]:
+        """The endpoints read, in order (duplicates dropped)."""
         return [r.rpc_url for r in self.readers]
 
     def _each(self, what: str, fn: Callable[[RegistryReader], T]) -> dict[str, T]:
@@ -464,45 +430,59 @@ class CrossCheckedReader:
 
     # --- RegistryReader's views -------------------------------------------------------------------
     def chain_id(self) -> int:
+        """The chain id every endpoint serves."""
         self.pin()
         assert self._chain_id is not None
         return self._chain_id
 
     def has_code(self) -> bool:
+        """True if there is contract code at the registry address at the pinned block."""
         return self._read("the registry's code", lambda r: r.code_hash()) != keccak(b"").hex()
 
     def code_hash(self) -> str:
+        """keccak256 of the registry's runtime code at the pinned block."""
         return self._read("the registry's code", lambda r: r.code_hash())
 
     def lookup(self, sha256_hex: str) -> Entry:
+        """What the contract holds for a hash registered on its own, at the pinned block."""
         return self._read(f"lookup({sha256_hex[:16]}…)", lambda r: r.lookup(sha256_hex))
 
     def batch(self, root_hex: str) -> BatchEntry:
+        """What the contract holds for a batch root, at the pinned block."""
         return self._read(f"batch({root_hex[:18]}…)", lambda r: r.batch(root_hex))
 
     def is_registered(self, sha256_hex: str, root_hex: str | None = None, proof: list[str] | None = None) -> bool:
+        """The contract's own verdict on a hash (or a proven leaf), at the pinned block."""
         return self._read(f"isRegistered({sha256_hex[:16]}…)", lambda r: r.is_registered(sha256_hex, root_hex, proof))
 
     def owner(self) -> str:
+        """The registry's owner at the pinned block."""
         return self._read("owner()", lambda r: r.owner())
 
     def is_writer(self, address: str) -> bool:
+        """True if ``address`` is an allowed writer at the pinned block."""
         return self._read(f"isWriter({address})", lambda r: r.is_writer(address))
 
     def writer_at(self, address: str, block: int) -> bool:
+        """True if ``address`` was an allowed writer in block ``block``."""
         return self._read(f"writerAt({address}, {block})", lambda r: r.writer_at(address, block))
 
     def writers(self) -> list[str]:
+        """The addresses allowed to write at the pinned block."""
         return self._read("writers()", lambda r: r.writers())
 
     def key_status(self, key_id_hex: str) -> KeyStatus:
+        """Publication and revocation blocks of a signing key, as of the pinned block."""
         return self._read(f"signingKey({key_id_hex[:16]}…)", lambda r: r.key_status(key_id_hex))
 
     def key_valid_at(self, key_id_hex: str, block: int) -> bool:
+        """True if the key was published and not yet revoked in block ``block``."""
         return self._read(f"keyValidAt({key_id_hex[:16]}…, {block})", lambda r: r.key_valid_at(key_id_hex, block))
 
     def is_trust_anchor(self, fingerprint_hex: str) -> bool:
+        """True if a C2PA root's fingerprint is a trust anchor at the pinned block."""
         return self._read(f"isTrustAnchor({fingerprint_hex[:16]}…)", lambda r: r.is_trust_anchor(fingerprint_hex))
 
     def trust_anchors(self) -> list[str]:
+        """The trust anchors' fingerprints at the pinned block."""
         return self._read("trustAnchors()", lambda r: r.trust_anchors())

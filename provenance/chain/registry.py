@@ -12,14 +12,15 @@ from web3.exceptions import TransactionNotFound
 
 from provenance.chain import BatchEntry, Entry, KeyStatus, TxOutcome
 from provenance.chain.artifacts import load_artifact
-from provenance.chain.reader import JsonRpc, RegistryReader, function_selector
+from provenance.chain.reader import RegistryReader
+from provenance.chain.rpc import JsonRpc, function_selector
 from provenance.chain.transactions import TxSender, rpc_errors
 from provenance.errors import ChainError, ChainUnavailableError, ConfigurationError
 
 REGISTRY = "ProvenanceRegistry"
 ZERO_ADDRESS = "0x" + "00" * 20
 
-# Re-exported: the bundle verifier imports them from here.
+# Re-exported: older callers import the RPC helpers from here.
 __all__ = [
     "REGISTRY",
     "ZERO_ADDRESS",
@@ -60,7 +61,11 @@ def deploy_registry(
 
 
 class Web3Registry:
-    """The registry contract at ``address``, writing through ``sender``."""
+    """The registry contract at ``address``, writing through ``sender``.
+
+    Satisfies ``provenance.chain.Registry`` (and so ``ChainReader``): its reads go through a
+    ``RegistryReader``, the same code a standalone verifier runs.
+    """
 
     def __init__(
         self, w3: Web3, address: str, account: LocalAccount | None, *, rpc_url: str, sender: TxSender | None = None
@@ -78,6 +83,7 @@ class Web3Registry:
 
     @property
     def abi(self) -> list[dict[str, Any]]:
+        """The registry contract's ABI (from the committed artifact)."""
         return load_artifact(REGISTRY)["abi"]
 
     def rebind(self, address: str) -> None:
@@ -92,12 +98,15 @@ class Web3Registry:
         return self.sender
 
     def is_deployed(self) -> bool:
+        """True if there is contract code at the registry address."""
         return self.reader.has_code()
 
     def block_number(self) -> int:
+        """The chain's latest block number."""
         return self.reader.block_number()
 
     def next_nonce(self) -> int:
+        """The account's next nonce, counting transactions still pending."""
         assert self.account is not None
         with rpc_errors("reading the nonce"):
             return int(self.w3.eth.get_transaction_count(self.account.address, "pending"))
@@ -165,6 +174,7 @@ class Web3Registry:
         return [tx is not None for tx in self._batch("eth_getTransactionByHash", [[h] for h in tx_hashes])]
 
     def outcome(self, tx_hash: str) -> TxOutcome | None:
+        """The receipt of one transaction (None: not mined, or unknown)."""
         with rpc_errors("reading a receipt"):
             try:
                 receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
@@ -173,10 +183,12 @@ class Web3Registry:
         return TxOutcome(success=receipt["status"] == 1, block_number=int(receipt["blockNumber"]))
 
     def resync_nonce(self) -> None:
+        """Read the nonce from the chain again (after a failed send)."""
         if self.sender is not None:
             self.sender.resync()
 
     def is_known(self, tx_hash: str) -> bool:
+        """Whether the node knows the transaction (mined or pending)."""
         with rpc_errors("reading a transaction"):
             try:
                 self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
