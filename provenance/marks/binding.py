@@ -74,6 +74,7 @@ class Box:
 
     @property
     def box(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1), end exclusive."""
         return (self.x0, self.y0, self.x1, self.y1)
 
 
@@ -119,6 +120,7 @@ class ContentComparison:
         return "edited" if self.edited_regions else "transformed"
 
     def as_dict(self) -> dict[str, object]:
+        """The comparison as the verifier's evidence fields."""
         return {
             "content_matches": self.matches,
             "correlation": round(self.correlation, 4),

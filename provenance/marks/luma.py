@@ -124,13 +124,16 @@ class LumaReference:
 
     @property
     def rows(self) -> int:
+        """Rows of cells."""
         return int(self.host.shape[0])
 
     @property
     def cols(self) -> int:
+        """Columns of cells."""
         return int(self.host.shape[1])
 
     def to_bytes(self) -> bytes:
+        """The stored form: a header (magic, cell size, rows, columns), then the two planes zlib-compressed."""
         header = _REFERENCE_MAGIC + struct.pack(">HII", self.cell, self.rows, self.cols)
         body = self.host.astype("<f4").tobytes() + self.strength.astype("<f4").tobytes()
         return header + zlib.compress(body, 6)
@@ -214,6 +217,7 @@ class LumaEvidence:
 
     @property
     def cells(self) -> int:
+        """Cells that were read, over all payload bits."""
         return int(self.counts.sum())
 
 
