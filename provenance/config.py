@@ -9,13 +9,31 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Literal, get_args
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from provenance.errors import ConfigurationError
+
+AnchorMode = Literal["auto", "single", "batch"]
+JobBackend = Literal["local", "celery"]
 
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, f"PROVENANCE_{name}")
+
+
+def _one_of(variable: str, choices: tuple[str, ...], value: Any) -> Any:
+    """``value`` if it is one of ``choices``; else the operator's error naming the variable (CLI: exit 2, one line).
+
+    A ``ConfigurationError`` rather than a ``ValueError``: pydantic lets it through unchanged, so a bad mode
+    reads the same wherever ``Settings`` is built, instead of a multi-line validation report.
+    """
+    if value not in choices:
+        names = ", ".join(repr(choice) for choice in choices[:-1])
+        raise ConfigurationError(f"{variable} must be {names} or {choices[-1]!r}, not {value!r}.")
+    return value
 
 
 class Settings(BaseSettings):
@@ -109,7 +127,7 @@ class Settings(BaseSettings):
     )
     anvil_port: int = Field(default=0, description="0 picks a free port.")
     tx_timeout_s: float = 120.0
-    anchor_mode: str = Field(
+    anchor_mode: AnchorMode = Field(
         default="auto",
         description="auto: one transaction per image, a Merkle batch when the backlog grows; "
         "single: always one per image; batch: always Merkle roots.",
@@ -166,7 +184,7 @@ class Settings(BaseSettings):
     prompt_blocklist: list[str] = Field(default_factory=list, description="Terms refused in prompts (422).")
     max_image_side: int = 2048
     max_steps: int = 150
-    job_backend: str = Field(default="local", description="local (in-process worker) or celery.")
+    job_backend: JobBackend = Field(default="local", description="local (in-process worker) or celery.")
     job_queue_size: int = 16
     job_max_attempts: int = 2
     redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
@@ -187,6 +205,17 @@ class Settings(BaseSettings):
         default=None,
         description="Secret mark key (hex, 0600) all instances share; default <data_dir>/keys/watermark.key.",
     )
+
+    # Modes are checked as the settings are read, before anything starts; a bad one names its variable.
+    @field_validator("anchor_mode", mode="before")
+    @classmethod
+    def _anchor_mode(cls, value: Any) -> Any:
+        return _one_of("PROVENANCE_ANCHOR_MODE", get_args(AnchorMode), value)
+
+    @field_validator("job_backend", mode="before")
+    @classmethod
+    def _job_backend(cls, value: Any) -> Any:
+        return _one_of("PROVENANCE_JOB_BACKEND", get_args(JobBackend), value)
 
     @cached_property
     def resolved_data_dir(self) -> Path:

@@ -216,10 +216,11 @@ def test_database_failure_unpins_what_was_pinned(
 
 
 def test_keys_rotate_and_old_records_still_verify(client: TestClient, services: Services, certified_png: dict) -> None:
-    from provenance.trust.document import rotate_signing_key
+    from provenance.trust.admin import rotate_signing_key
 
     old_key = certified_png["key_id"]
-    rotate_signing_key(services)  # published on the registry first, then active
+    # Published on the registry first, then active.
+    rotate_signing_key(services.chain.admin, services.keys, services.repository)
     body = certify(client, encode(photo("motorcycle_left.png")), "moto.png")
     assert body["key_id"] != old_key
     listed = {k["key_id"]: k for k in client.get("/v1/keys").json()["signing_keys"]}

@@ -206,12 +206,12 @@ def test_cancel_running_and_finished_jobs(client: TestClient) -> None:
 def test_reproduce_matches_bit_for_bit(services: Services, client: TestClient) -> None:
     job = run_job(client, {"prompt": "a quiet harbour", "seed": 21, "num_images": 2, "scheduler": "euler_a", **SMALL})
     second = job["records"][1]["record_id"]
-    report = reproduce(services, second)
+    report = reproduce(services.reproduction, second)
     assert report.pixels_match and report.psnr_db is None and report.weights_match and report.versions_match
     # A different seed on the record: the pixels no longer match, and the PSNR says by how much.
     record = services.repository.get(second)
     services.repository.set_status(second, record.status, generation={**record.generation, "seed": 99})
-    changed = reproduce(services, second)
+    changed = reproduce(services.reproduction, second)
     assert not changed.pixels_match and changed.psnr_db is not None and changed.psnr_db < 30
 
 

@@ -1,7 +1,8 @@
 """A failed start closes what it opened: no anvil, thread or port left behind.
 
 Every case starts from a fresh data dir and makes the start fail at a chosen step: after anvil, the
-local time-stamp authority and the anchor worker are up (an unknown job backend, checked last), or
+local time-stamp authority and the anchor worker are up (the Celery job backend without REDIS_URL, checked
+last), or
 before anything is started (a bad watermark key, an unreadable C2PA key, a database that does not
 answer), or after everything is up (`provenance serve` on a port that is taken). The anvil process is found
 twice over: its PID, read from ``anvil.json`` while the start runs, must be gone afterwards, and no process may
@@ -94,9 +95,9 @@ def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
 
 def test_a_start_failing_after_anvil_stops_anvil_the_worker_and_the_tsa(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    settings = Settings(data_dir=data, job_backend="nonsense")
+    settings = Settings(data_dir=data, job_backend="celery")  # no REDIS_URL: refused as the jobs open, last
     threads_before = set(threading.enumerate())
-    with anvil_pids(data) as pids, pytest.raises(ConfigurationError, match="PROVENANCE_JOB_BACKEND"):
+    with anvil_pids(data) as pids, pytest.raises(ConfigurationError, match="REDIS_URL"):
         Services.open(settings)
     # anvil did start (the failure came after it) ...
     assert pids, "anvil.json never named a process"
@@ -157,14 +158,14 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PROVENANCE_")}
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PROVENANCE_") and key != "REDIS_URL"}
     env.update(extra)
     return env
 
 
 def test_serve_that_fails_to_start_leaves_no_anvil(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = _clean_env(PROVENANCE_JOB_BACKEND="nonsense", PROVENANCE_PORT="1")  # never reached: the start fails first
+    env = _clean_env(PROVENANCE_JOB_BACKEND="celery", PROVENANCE_PORT="1")  # never reached: the start fails first
     with anvil_pids(data) as pids:
         result = subprocess.run(
             [str(CLI), "serve", "--data-dir", str(data)],
@@ -175,7 +176,7 @@ def test_serve_that_fails_to_start_leaves_no_anvil(tmp_path: Path) -> None:
             timeout=120,
         )
     assert result.returncode != 0
-    assert "PROVENANCE_JOB_BACKEND" in result.stdout + result.stderr
+    assert "REDIS_URL" in result.stdout + result.stderr
     assert pids, "anvil.json never named a process"
     _assert_nothing_left(data, pids)
 
@@ -210,16 +211,43 @@ def test_a_cli_command_that_fails_to_start_exits_2_and_leaves_no_anvil(tmp_path:
         result = subprocess.run(
             [str(CLI), "verify", str(image), "--data-dir", str(data)],
             cwd=tmp_path,
-            env=_clean_env(PROVENANCE_JOB_BACKEND="nonsense"),
+            env=_clean_env(PROVENANCE_JOB_BACKEND="celery"),
             capture_output=True,
             text=True,
             timeout=120,
         )
     assert result.returncode == 2, result.stderr
-    assert "PROVENANCE_JOB_BACKEND" in result.stderr
+    assert "REDIS_URL" in result.stderr
     assert "Traceback" not in result.stderr
     assert pids, "anvil.json never named a process"
     _assert_nothing_left(data, pids)
+
+
+@pytest.mark.parametrize(
+    ("variable", "name"), [("PROVENANCE_JOB_BACKEND", "job_backend"), ("PROVENANCE_ANCHOR_MODE", "anchor_mode")]
+)
+def test_a_bad_mode_is_named_as_the_settings_are_read_and_nothing_starts(
+    tmp_path: Path, variable: str, name: str
+) -> None:
+    """Modes are ``Literal`` settings: a bad one is refused before the data dir or the chain is touched."""
+    data = tmp_path / "data"
+    with pytest.raises(ConfigurationError, match=f"^{variable} must be .* not 'nonsense'\\.$"):
+        Settings(data_dir=data, **{name: "nonsense"})
+    image = tmp_path / "image.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    result = subprocess.run(
+        [str(CLI), "verify", str(image), "--data-dir", str(data)],
+        cwd=tmp_path,
+        env=_clean_env(**{variable: "nonsense"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {variable} must be "), result.stderr
+    assert lines[0].endswith("not 'nonsense'.") and "Traceback" not in result.stderr
+    assert not data.exists()
 
 
 def test_an_anvil_setting_that_points_nowhere_is_named_and_nothing_is_left(tmp_path: Path) -> None:

@@ -174,7 +174,7 @@ def rotating(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 
 def test_revoked_key_is_not_authentic_and_rotation_is_on_chain(rotating: Services) -> None:
     from provenance.api.app import create_app
-    from provenance.trust.document import rotate_signing_key
+    from provenance.trust.admin import rotate_signing_key
 
     services = rotating
     rpc, registry = services.chain.registry.rpc_url, services.chain.registry
@@ -185,11 +185,11 @@ def test_revoked_key_is_not_authentic_and_rotation_is_on_chain(rotating: Service
     before = services.certifier.certify(encode(photo("astronaut.png")))  # registered before the revocation
     services.anchorer.run_once()
     late = services.certifier.certify(encode(photo("coffee.png")))  # signed with the old key, registered after
-    rotated = rotate_signing_key(services, revoke_previous=True)
-    assert rotated["key_id"] != first and services.keys.active().key_id == rotated["key_id"]
+    rotated = rotate_signing_key(services.chain.admin, services.keys, services.repository, revoke_previous=True)
+    assert rotated.key_id != first and services.keys.active().key_id == rotated.key_id
     status = registry.key_status(first)
     assert status.published and status.revoked_at is not None
-    assert registry.key_status(rotated["key_id"]).published
+    assert registry.key_status(rotated.key_id).published
     services.anchorer.run_once()
     wait_for(lambda: services.repository.get(late.record.id).status == "registered")
 
@@ -198,7 +198,7 @@ def test_revoked_key_is_not_authentic_and_rotation_is_on_chain(rotating: Service
         bundle_before = local.get(f"/v1/records/{before.record.id}/bundle").json()
         bundle_late = local.get(f"/v1/records/{late.record.id}/bundle").json()
     keys = {k.key_id: k for k in doc.signing_keys}
-    assert keys[rotated["key_id"]].active and keys[rotated["key_id"]].published
+    assert keys[rotated.key_id].active and keys[rotated.key_id].published
     assert keys[first].revoked_at_block == status.revoked_at
     assert all(a.published for a in doc.c2pa_trust_anchors) and doc.owner and doc.writers
 
@@ -209,7 +209,7 @@ def test_revoked_key_is_not_authentic_and_rotation_is_on_chain(rotating: Service
     assert services.verifier.verify(late.data).verdict == "invalid"
     # A newly signed record uses the new key, published before it was ever used.
     fresh = services.certifier.certify(encode(photo("chelsea.png")))
-    assert fresh.record.key_id == rotated["key_id"]
+    assert fresh.record.key_id == rotated.key_id
 
 
 def test_cli_pins_and_exit_codes(client: TestClient, services: Services, tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """The Celery backend: GPU workers on many machines, Redis as broker, the same job code.
 
-Start a worker with ``provenance worker`` (or ``celery -A provenance.jobs.celery_app worker``)
-using the same settings as the API (database, data dir or Kubo, chain). Tasks are acknowledged
+Start a worker with ``provenance worker`` (or ``celery -A provenance.runtime.worker worker``)
+using the same settings as the API (database, data dir or Kubo, chain). This module knows the job
+code, not the wiring: the worker's ``JobRunner`` comes from the opener the runtime installs
+(``serve_runner``), so jobs/ never imports the composition root. Tasks are acknowledged
 late and rejected when their worker dies, so Redis hands them to another worker after the
 visibility timeout; the job's ``attempts`` counter then decides between a retry and ``failed``.
 """
@@ -9,6 +11,7 @@ visibility timeout; the job's ``attempts`` counter then decides between a retry 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import redis
@@ -72,24 +75,40 @@ class CeleryJobQueue:
 # The worker reads the same environment as the API (REDIS_URL, DATABASE_URL, PROVENANCE_DATA_DIR...).
 _settings = Settings()
 app = make_celery(_settings) if _settings.redis_url else Celery("provenance")
-_state: dict[str, object] = {}
+
+# Opens the worker's runner on its first task: the runner, and how to close what was opened for it.
+RunnerOpener = Callable[[], "tuple[JobRunner, Callable[[], None]]"]
+
+
+class _Worker:
+    """This worker process's runner, opened on the first task and closed when the worker shuts down."""
+
+    opener: RunnerOpener | None = None
+    runner: JobRunner | None = None
+    close: Callable[[], None] | None = None
+
+
+def serve_runner(opener: RunnerOpener) -> None:
+    """Set how this worker process opens its ``JobRunner`` (the runtime's wiring; called before tasks run)."""
+    _Worker.opener = opener
 
 
 def _runner() -> JobRunner:
-    if "runner" not in _state:
-        from provenance.runtime.services import Services
-
-        services = Services.open(Settings(), start_worker=False)
-        _state["services"] = services
-        _state["runner"] = services.jobs.runner
-    return _state["runner"]  # type: ignore[return-value]
+    if _Worker.runner is None:
+        if _Worker.opener is None:
+            raise ConfigurationError(
+                "This Celery app has no job runner: start workers with `provenance worker` "
+                "or `celery -A provenance.runtime.worker worker`."
+            )
+        _Worker.runner, _Worker.close = _Worker.opener()
+    return _Worker.runner
 
 
 @signals.worker_shutdown.connect
 def _close(**_: object) -> None:
-    services = _state.pop("services", None)
-    if services is not None:
-        services.close()  # type: ignore[attr-defined]
+    close, _Worker.runner, _Worker.close = _Worker.close, None, None
+    if close is not None:
+        close()
 
 
 @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
@@ -97,8 +116,13 @@ def generate(job_id: str) -> None:
     _runner().run(job_id)
 
 
-def run_worker(loglevel: str = "INFO") -> None:
-    """Start a worker in this process (``provenance worker``). Settings come from the environment."""
+def run_worker(loglevel: str = "INFO", opener: RunnerOpener | None = None) -> None:
+    """Start a worker in this process (``provenance worker``). Settings come from the environment.
+
+    ``opener``: how the worker opens its runner (see ``serve_runner``); None keeps the one installed.
+    """
+    if opener is not None:
+        serve_runner(opener)
     settings = Settings()
     if not settings.redis_url:
         raise ConfigurationError("A worker needs REDIS_URL (e.g. redis://127.0.0.1:6379/0).")

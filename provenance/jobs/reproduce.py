@@ -10,19 +10,44 @@ and library versions (the record has them); otherwise the PSNR says how close it
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from provenance import media
 from provenance.errors import InputError, NotFoundError
-from provenance.runtime.services import Services
+
+if TYPE_CHECKING:
+    from provenance.db.repository import RecordRepository
+    from provenance.ipfs import ContentStore
+    from provenance.jobs.runner import JobRunner
+    from provenance.marks.watermark import Watermarker
+
+
+@dataclass(frozen=True)
+class ReproduceParts:
+    """What reproducing a record needs, and nothing else.
+
+    ``runner``: its generator (loaded on first use) renders the recorded request again. ``watermarker``:
+    the mark reader, set even when new certifications are unmarked. The limits are the ones certified files
+    were decoded with.
+    """
+
+    repository: RecordRepository
+    store: ContentStore
+    runner: JobRunner
+    watermarker: Watermarker | None
+    max_upload_bytes: int
+    max_pixels: int
+    structure_limits: media.StructureLimits = field(default_factory=lambda: media.STRUCTURE_LIMITS)
 
 
 @dataclass
 class ReproduceReport:
+    """How close a reproduction came: pixels, weights and library versions against the record's."""
+
     record_id: str
     pixels_match: bool
     psnr_db: float | None
@@ -33,13 +58,18 @@ class ReproduceReport:
     notes: list[str]
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-able data (the CLI's ``--json``)."""
         return self.__dict__.copy()
 
 
-def reproduce(services: Services, record_id: str, *, prompt: str | None = None) -> ReproduceReport:
+def reproduce(parts: ReproduceParts, record_id: str, *, prompt: str | None = None) -> ReproduceReport:
+    """Generate the record's image again from its recorded request and compare it with the certified file.
+
+    ``prompt`` is needed only when the record keeps just the prompt's SHA-256 (prompt privacy).
+    """
     from generator.pipeline import GenerationRequest, LoraSpec, library_versions
 
-    record = services.repository.get(record_id)
+    record = parts.repository.get(record_id)
     if record is None:
         raise NotFoundError(f"No record {record_id!r}.")
     gen = record.generation
@@ -71,23 +101,24 @@ def reproduce(services: Services, record_id: str, *, prompt: str | None = None) 
         loras=tuple(LoraSpec(lora["path"], lora["weight"]) for lora in gen.get("loras", [])),
         scheduler=gen.get("scheduler_option"),
     )
-    generator = services.jobs.runner.generator
+    generator = parts.runner.generator
     loaded = generator.load(request.model)
     weights_match = loaded.weights == gen["model"].get("weights_sha256")
     if not weights_match:
         notes.append("the model's weight files differ from the recorded SHA-256s")
     image = generator.generate(request)[index]
-    marker = services.verifier.watermarker  # set even when new certifications are unmarked
+    marker = parts.watermarker
     if record.watermark_id is not None and marker is not None:
         # Marked as it was at certification: with the luminance component only if the record keeps its reference.
-        luma = services.repository.mark_reference(record.id) is not None
+        luma = parts.repository.mark_reference(record.id) is not None
         rgb = marker.mark(image.rgb, record.watermark_id, luma=luma).rgb
     else:
         rgb = image.rgb
     certified = media.decode(
-        services.store.cat(record.cid),
-        max_bytes=services.settings.max_upload_bytes,
-        max_pixels=services.settings.max_pixels,
+        parts.store.cat(record.cid),
+        max_bytes=parts.max_upload_bytes,
+        max_pixels=parts.max_pixels,
+        limits=parts.structure_limits,
     ).rgb
     match = rgb.shape == certified.shape and bool(np.array_equal(rgb, certified))
     psnr = None if match or rgb.shape != certified.shape else float(cv2.PSNR(rgb, certified))

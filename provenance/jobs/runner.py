@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from PIL import Image
 
-from provenance.certify.certifier import CertifyOptions
+from provenance.certify.certifier import CertifiedImage, CertifyOptions
 from provenance.db.models import JobStatus
 from provenance.errors import ProvenanceError, dependency_error
 from provenance.jobs.store import JobRepository
@@ -19,10 +19,11 @@ from provenance.manifests.manifest import GENERATED_SOURCE_TYPE
 
 if TYPE_CHECKING:
     from generator.pipeline import GeneratedImage, GenerationRequest, Generator
-    from provenance.runtime.services import Services
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# What certifies one generated image: ``Certifier.certify`` in the service.
+Certify = Callable[[bytes, CertifyOptions], CertifiedImage]
 
 # Waits between tries when a dependency fails (database or blockstore unwritable, chain node down):
 # about a minute in all before the job fails for good.
@@ -31,7 +32,7 @@ RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 def is_transient(exc: BaseException) -> bool:
     """A fault of a dependency that may pass (503 on the API: storage, chain, a busy server), not a bug or bad input."""
-    return dependency_error(exc) is not None or (isinstance(exc, ProvenanceError) and exc.status_code == 503)
+    return dependency_error(exc) is not None or (isinstance(exc, ProvenanceError) and exc.transient)
 
 
 def with_retries(
@@ -76,11 +77,17 @@ def png_bytes(image: GeneratedImage) -> bytes:
 
 
 class JobRunner:
-    """Runs jobs against one ``Generator`` and the certification services."""
+    """Runs jobs against one ``Generator``: their state in ``jobs``, every image certified with ``certify``."""
 
-    def __init__(self, services: Services, generator_factory: Callable[[], Generator], max_attempts: int) -> None:
-        self.services = services
-        self.jobs = JobRepository(services.sessions)
+    def __init__(
+        self,
+        certify: Certify,
+        jobs: JobRepository,
+        generator_factory: Callable[[], Generator],
+        max_attempts: int,
+    ) -> None:
+        self.certify = certify
+        self.jobs = jobs
         self._generator_factory = generator_factory
         self._generator: Generator | None = None
         self.max_attempts = max_attempts
@@ -166,7 +173,7 @@ class JobRunner:
                 # A storage or chain fault that passes within a minute costs a delay, not the job.
                 certified = with_retries(
                     f"certifying image {image.index} of job {job_id}",
-                    functools.partial(self.services.certifier.certify, data, options),
+                    functools.partial(self.certify, data, options),
                     delays,
                     give_up=cancelled,
                 )

@@ -1,1 +1,2 @@
-"""The trust document: which registry, keys and C2PA roots a verifier trusts, and the admin actions that publish it."""
+"""The trust root: what a verifier pins and the document that lists it (``document``), and the owner's
+actions that publish it (``admin``)."""

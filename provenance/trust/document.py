@@ -23,7 +23,7 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -31,11 +31,12 @@ from pydantic import BaseModel, Field, ValidationError
 from web3 import Web3
 
 from provenance.chain.devchain import development_chain_reason, is_development_chain
-from provenance.errors import ConfigurationError, InputError, NotFoundError
+from provenance.errors import InputError
 
 if TYPE_CHECKING:
     from provenance.chain.setup import ChainConnection
-    from provenance.runtime.services import Services
+    from provenance.db.repository import RecordRepository
+    from provenance.signing import KeyStore
 
 TRUST_FORMAT = "provenance-trust/1"
 WELL_KNOWN_PATH = "/.well-known/provenance-trust.json"
@@ -173,26 +174,29 @@ class TrustDocument(BaseModel):
             raise InputError(f"Cannot read the trust document {path}: {exc.strerror}") from None
 
 
-def build_trust_document(services: Services) -> TrustDocument:
+def build_trust_document(
+    chain: ChainConnection, keys: KeyStore, repository: RecordRepository, anchors_pem: bytes
+) -> TrustDocument:
     """The trust document: everything the registry lists (from its events), checked at one block.
 
     Keys, anchors and writers come from the registry's events since its deployment and the state at
-    the latest block, merged with what the service knows locally (key PEMs, anchor certificates,
-    its writer key). Anything on chain the service did not publish is flagged and warned about.
+    the latest block, merged with what the service knows locally (key PEMs from ``repository``, the
+    active key from ``keys``, the certificates in ``anchors_pem``, its writer key). Anything on chain
+    the service did not publish is flagged and warned about.
     """
-    registry = services.chain.registry
+    registry = chain.registry
     block = registry.reader.block_number()
     reader = registry.reader.at(block)  # one block for every read: a consistent picture
     history = reader.trust_history()
-    active = services.keys.active().key_id
+    active = keys.active().key_id
     warnings: list[str] = []
 
-    local_keys = {row.key_id.lower(): row for row, _count, _last in services.repository.signing_keys()}
-    keys: list[PublishedKey] = []
+    local_keys = {row.key_id.lower(): row for row, _count, _last in repository.signing_keys()}
+    published_keys: list[PublishedKey] = []
     for key_id in [*local_keys, *(k for k in history.keys if k not in local_keys)]:
         status = reader.key_status(key_id)
         row = local_keys.get(key_id)
-        keys.append(
+        published_keys.append(
             PublishedKey(
                 key_id=key_id,
                 public_key_pem=row.public_key_pem if row is not None else None,
@@ -211,7 +215,7 @@ def build_trust_document(services: Services) -> TrustDocument:
                 "but this service does not hold it"
             )
 
-    local_anchors = {certificate_fingerprint(c): c for c in split_certificates(services.credentials.trust_anchors_pem)}
+    local_anchors = {certificate_fingerprint(c): c for c in split_certificates(anchors_pem)}
     anchors: list[PublishedAnchor] = []
     for fp in [*local_anchors, *(f for f in history.anchors if f not in local_anchors)]:
         cert = local_anchors.get(fp)
@@ -254,7 +258,7 @@ def build_trust_document(services: Services) -> TrustDocument:
     development = is_development_chain(registry.chain_id)
     if development:
         warnings.append(development_chain_reason(registry.chain_id))
-    nft = services.chain.nft
+    nft = chain.nft
     return TrustDocument(
         chain_id=registry.chain_id,
         registry_address=registry.address,
@@ -262,69 +266,10 @@ def build_trust_document(services: Services) -> TrustDocument:
         owner=reader.owner(),
         writers=current,
         writer_history=writer_history,
-        signing_keys=keys,
+        signing_keys=published_keys,
         c2pa_trust_anchors=anchors,
         block_number=block,
         development_chain=development,
         warnings=warnings,
         generated_at=dt.datetime.now(dt.UTC),
     )
-
-
-def publish_trust(chain: ChainConnection, key_id: str, anchors_pem: bytes) -> dict[str, Any]:
-    """Make sure the registry lists the signing key ``key_id`` and the C2PA anchors (owner key needed).
-
-    Returns what was sent. Without an owner key (an external chain whose owner is a cold key or a
-    multisig) nothing is sent, and the result says what the owner still has to publish.
-    """
-    registry = chain.registry
-    anchors = [certificate_fingerprint(c) for c in split_certificates(anchors_pem)]
-    if chain.admin is None:
-        return {
-            "sent": False,
-            "missing_key": None if registry.key_status(key_id).published else key_id,
-            "missing_anchors": [fp for fp in anchors if not registry.is_trust_anchor(fp)],
-        }
-    sent_key = chain.admin.ensure_key_published(key_id)
-    sent_anchors = [fp for fp in anchors if chain.admin.ensure_trust_anchor(fp)]
-    return {"sent": True, "published_key": key_id if sent_key else None, "published_anchors": sent_anchors}
-
-
-def _require_admin(services: Services, action: str) -> Any:
-    admin = services.chain.admin
-    if admin is None:
-        raise ConfigurationError(
-            f"Cannot {action}: this service has no registry owner key (set CHAIN_OWNER_KEY_FILE, or have the "
-            "owner send the transaction; see the README's trust model section)."
-        )
-    return admin
-
-
-def rotate_signing_key(services: Services, *, revoke_previous: bool = False) -> dict[str, Any]:
-    """Create a signing key, publish it on the registry, and only then make it active.
-
-    In that order a record is never signed with a key a verifier cannot find on chain. With
-    ``revoke_previous`` the old key is revoked from the next block on: records it signed that are
-    already registered stay valid, anything registered later with it does not.
-    """
-    admin = _require_admin(services, "rotate the signing key")
-    previous = services.keys.active()
-    key = services.keys.create()
-    tx_hash, block = admin.publish_key(key.key_id)
-    services.repository.ensure_key(key.key_id, key.public_key_pem)
-    services.keys.activate(key.key_id)
-    result: dict[str, Any] = {"key_id": key.key_id, "published_tx": tx_hash, "valid_from_block": block}
-    if revoke_previous:
-        result["revoked"] = revoke_signing_key(services, previous.key_id)
-    return result
-
-
-def revoke_signing_key(services: Services, key_id: str) -> dict[str, Any]:
-    """Revoke a key on the registry. The active key cannot be revoked: rotate first."""
-    if key_id == services.keys.active().key_id:
-        raise InputError("That is the active signing key: rotate first (`provenance keys rotate --revoke-previous`).")
-    if services.repository.public_key(key_id) is None:
-        raise NotFoundError(f"No signing key {key_id!r} is known to this service.")
-    admin = _require_admin(services, "revoke a signing key")
-    tx_hash, block = admin.revoke_key(key_id)
-    return {"key_id": key_id, "revoked_tx": tx_hash, "revoked_at_block": block}

@@ -1,0 +1,67 @@
+"""Jobs builder: the generation job service (catalog, runner, queue backend) and what reproducing needs."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from provenance.config import Settings
+from provenance.jobs.runner import Certify, JobRunner
+from provenance.jobs.service import JobQueue, JobService
+from provenance.jobs.store import JobRepository
+
+if TYPE_CHECKING:
+    from generator.pipeline import Generator
+
+
+def open_jobs(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    certify: Certify,
+    opened: contextlib.ExitStack,
+    *,
+    start_worker: bool,
+) -> JobService:
+    """The generation job service: catalog, runner (generator loaded lazily) and queue backend.
+
+    The runner gets only ``certify`` and the job table. With ``start_worker`` the local queue starts
+    its thread; the service is closed through ``opened`` if a later step fails.
+    """
+    from generator.models import ModelCatalog, WeightHasher
+
+    models_dir = settings.resolved_data_dir / "models"
+    catalog = ModelCatalog(
+        models_dir,
+        aliases=settings.models,
+        single_file_configs=settings.single_file_configs,
+        allow_hub=settings.allow_hub_downloads,
+    )
+
+    def make_generator() -> Generator:
+        from generator.pipeline import Generator
+
+        return Generator(
+            catalog,
+            device=settings.generator_device,
+            compile_unet=settings.compile_unet,
+            prompt_privacy=settings.prompt_privacy,
+            hasher=WeightHasher(models_dir / "weight-hashes.json"),
+        )
+
+    runner = JobRunner(certify, JobRepository(sessions), make_generator, settings.job_max_attempts)
+    queue: JobQueue
+    if settings.job_backend == "celery":
+        from provenance.jobs.celery_app import CeleryJobQueue
+
+        queue = CeleryJobQueue(settings)
+    else:
+        from provenance.jobs.local import LocalJobQueue
+
+        queue = LocalJobQueue(runner, max_queued=settings.job_queue_size)
+    if start_worker:
+        queue.start()
+    jobs = JobService(settings, JobRepository(sessions), catalog, runner, queue)
+    opened.callback(jobs.close)
+    return jobs
