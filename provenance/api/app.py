@@ -2,47 +2,23 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from sqlalchemy import exc as sa_exc
 from starlette.datastructures import MutableHeaders
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from provenance import PRODUCT_NAME, __version__
 from provenance.api.deps import current_account, rate_limited_caller
-from provenance.api.routes import router
-from provenance.api.trust import router as trust_router
+from provenance.api.errors import install_error_handlers
+from provenance.api.routes import ROUTERS
 from provenance.api.web import install_web
 from provenance.config import Settings
-from provenance.errors import ProvenanceError, dependency_error
 from provenance.runtime.services import Services
-
-log = logging.getLogger(__name__)
-
-
-def _error(
-    status: int, code: str, detail: object, *, headers: dict[str, str] | None = None, **extra: object
-) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status, headers=headers)
-
-
-def _allowed_methods(app: FastAPI, scope: Scope) -> str:
-    """Every method some route serves at this path (GET and DELETE of a job are two routes)."""
-    return ", ".join(
-        method
-        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)
-    )
 
 
 def _needs_key(dependant: Dependant) -> bool:
@@ -64,7 +40,8 @@ def _document_optional_keys(app: FastAPI) -> None:
     default_openapi = app.openapi
     needs_key = {
         (method.lower(), route.path)
-        for route in (*router.routes, *trust_router.routes)  # included without a prefix
+        for api_router in ROUTERS
+        for route in api_router.routes  # included without a prefix
         if isinstance(route, APIRoute) and _needs_key(route.dependant)
         for method in route.methods or ()
     }
@@ -141,45 +118,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         dependencies=[Depends(rate_limited_caller)],
     )
     app.add_middleware(RateLimitHeaders)
-    app.include_router(router)
-    app.include_router(trust_router)
+    for api_router in ROUTERS:
+        app.include_router(api_router)
     install_web(app)  # the web interface at / (static files under /static)
     _document_optional_keys(app)
-
-    @app.exception_handler(ProvenanceError)
-    async def provenance_error(_: Request, exc: ProvenanceError) -> JSONResponse:
-        # 401 carries WWW-Authenticate, 429 Retry-After and machine-readable fields (quota, resets_at).
-        extra = getattr(exc, "extra", None) or {}
-        return _error(exc.status_code, exc.code, exc.detail, headers=getattr(exc, "headers", None), **extra)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"loc": list(e.get("loc", [])), "msg": e.get("msg")} for e in exc.errors()]
-        return _error(422, "validation_error", details)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        headers = dict(exc.headers or {})
-        if exc.status_code == 405:  # RFC 9110: a 405 lists the methods the resource has
-            headers["Allow"] = _allowed_methods(app, request.scope) or headers.get("Allow", "")
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail, headers=headers or None)
-
-    async def dependency_failure(_: Request, exc: Exception) -> JSONResponse:
-        # The database, the data dir or the chain node failing is a 503 naming it, not a 500 (see errors.py).
-        mapped = dependency_error(exc)
-        if mapped is None:
-            log.exception("unexpected error", exc_info=exc)
-            return _error(500, "internal_error", "An unexpected error occurred; the server log has the details.")
-        log.warning("%s: %s: %s", mapped.code, type(exc).__name__, exc)
-        return _error(mapped.status_code, mapped.code, mapped.detail)
-
-    for dependency_exc in (OSError, sa_exc.OperationalError, sa_exc.InternalError, sa_exc.DisconnectionError):
-        app.add_exception_handler(dependency_exc, dependency_failure)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return _error(500, "internal_error", "An unexpected error occurred; the server log has the details.")
-
+    install_error_handlers(app)  # every error answers an ErrorOut (provenance/api/errors.py)
     return app

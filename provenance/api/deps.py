@@ -1,5 +1,7 @@
-"""Dependencies injected into routes: services, uploads, the caller behind an API key, rate limits.
+"""Dependencies injected into routes: the parts they use, uploads, the caller behind an API key, rate limits.
 
+Each route takes only what it uses (``CertifierDep``, ``VerifierDep``, ``RecordsDep``, ``JobsDep``...),
+not the whole wiring (``ServicesDep`` stays for what needs it: authentication, the trust actions).
 Every route runs ``rate_limited_caller`` (``create_app`` adds it), which authenticates the bearer key
 when one is sent and counts the request against that key or, without a key, the client address.
 Routes then narrow it: ``CurrentAccount`` (any valid key), ``require_scope("certify")``.
@@ -10,12 +12,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request, UploadFile
+from fastapi import Depends, Header, Request, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
 
-from provenance.auth import Caller
+from provenance.api import idempotency
+from provenance.api.health import HealthProbe
+from provenance.auth import Caller, Limits
+from provenance.certify.certifier import Certifier
+from provenance.chain.setup import ChainConnection
+from provenance.config import Settings
+from provenance.db.repository import RecordRepository
 from provenance.errors import AuthenticationError, InputError, PayloadTooLargeError, PermissionDeniedError
+from provenance.ipfs import ContentStore
+from provenance.jobs.service import JobService
+from provenance.manifests.pki import C2paCredentials
+from provenance.media.budget import PixelBudget
+from provenance.nft.service import NftService
 from provenance.runtime.services import Services
+from provenance.signing import KeyStore
+from provenance.verify.verifier import Verifier
 
 # auto_error=False: reads stay public, so a missing header is not an error here; routes that need
 # a key say so. The scheme still appears in the OpenAPI document (the Authorize button in /docs).
@@ -27,10 +43,125 @@ bearer = HTTPBearer(
 
 
 def get_services(request: Request) -> Services:
+    """The wiring the app was started with (``create_app``'s lifespan)."""
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> Settings:
+    """The settings the service runs with."""
+    return services.settings
+
+
+def get_certifier(services: ServicesDep) -> Certifier:
+    """The certify pipeline."""
+    return services.certifier
+
+
+def get_verifier(services: ServicesDep) -> Verifier:
+    """The verifier (and its recent difference images)."""
+    return services.verifier
+
+
+def get_records(services: ServicesDep) -> RecordRepository:
+    """The record repository (records, signing keys, anchor batches)."""
+    return services.repository
+
+
+def get_store(services: ServicesDep) -> ContentStore:
+    """The content store (IPFS: embedded blockstore or Kubo)."""
+    return services.store
+
+
+def get_chain(services: ServicesDep) -> ChainConnection:
+    """The chain clients: the registry and, when configured, the NFT contract."""
+    return services.chain
+
+
+def get_jobs(services: ServicesDep) -> JobService:
+    """The generation job service."""
+    return services.jobs
+
+
+def get_nft(services: ServicesDep) -> NftService:
+    """The NFT service (custodial mints, vouchers, minted tokens)."""
+    return services.nft
+
+
+def get_limits(services: ServicesDep) -> Limits:
+    """Rate limits, daily quotas and verify costs."""
+    return services.limits
+
+
+def get_pixel_budget(services: ServicesDep) -> PixelBudget:
+    """The pixels this instance may decode at once."""
+    return services.pixel_budget
+
+
+def get_signing_keys(services: ServicesDep) -> KeyStore:
+    """The ECDSA signing keys (the active one signs new records)."""
+    return services.keys
+
+
+def get_credentials(services: ServicesDep) -> C2paCredentials:
+    """The C2PA signer's certificate chain and trust anchors."""
+    return services.credentials
+
+
+def get_health(services: ServicesDep) -> HealthProbe:
+    """The probes of ``/healthz``: the chain node, the database and the content store."""
+    return HealthProbe(
+        registry=services.chain.registry, repository=services.repository, store=services.store, engine=services.engine
+    )
+
+
+def get_sessions(services: ServicesDep) -> sessionmaker[Session]:
+    """Database sessions (for what the API itself stores: idempotency keys)."""
+    return services.sessions
+
+
+def base_url(settings: Annotated[Settings, Depends(get_settings)]) -> str:
+    """The prefix of the links in an answer: PROVENANCE_PUBLIC_URL, or "" for relative links. Never the request's
+    Host header, which the client chooses (a forged one would otherwise land in stored idempotent answers)."""
+    return settings.effective_public_url
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CertifierDep = Annotated[Certifier, Depends(get_certifier)]
+VerifierDep = Annotated[Verifier, Depends(get_verifier)]
+RecordsDep = Annotated[RecordRepository, Depends(get_records)]
+StoreDep = Annotated[ContentStore, Depends(get_store)]
+ChainDep = Annotated[ChainConnection, Depends(get_chain)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+NftDep = Annotated[NftService, Depends(get_nft)]
+LimitsDep = Annotated[Limits, Depends(get_limits)]
+PixelBudgetDep = Annotated[PixelBudget, Depends(get_pixel_budget)]
+SigningKeysDep = Annotated[KeyStore, Depends(get_signing_keys)]
+CredentialsDep = Annotated[C2paCredentials, Depends(get_credentials)]
+HealthDep = Annotated[HealthProbe, Depends(get_health)]
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
+BaseUrl = Annotated[str, Depends(base_url)]
+
+
+def get_idempotency(
+    sessions: SessionsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=idempotency.HEADER,
+            max_length=255,
+            description="Makes a retry safe: the same key, account and request within 24 h get the first answer "
+            "(no second record or job); the same key with another request is a 422.",
+        ),
+    ] = None,
+) -> idempotency.Idempotent:
+    """The request's ``Idempotency-Key`` header (optional), ready to run the route's work once per key."""
+    return idempotency.Idempotent(sessions, idempotency_key)
+
+
+IdempotencyDep = Annotated[idempotency.Idempotent, Depends(get_idempotency)]
 
 
 def _authenticate(
@@ -99,9 +230,9 @@ def require_scope(scope: str) -> Callable[[Caller], Caller]:
     return check
 
 
-def verify_access(services: ServicesDep, caller: OptionalCaller) -> Caller | None:
+def verify_access(settings: SettingsDep, caller: OptionalCaller) -> Caller | None:
     """Verification is public unless the operator sets PROVENANCE_VERIFY_REQUIRES_KEY."""
-    if services.settings.verify_requires_key:
+    if settings.verify_requires_key:
         return require_scope("verify")(current_account(caller))
     return caller
 

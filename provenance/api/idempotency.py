@@ -21,9 +21,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,23 +34,27 @@ from provenance.errors import InputError, ProvenanceError
 
 log = logging.getLogger(__name__)
 
+Answer = TypeVar("Answer", bound=BaseModel)
+
 HEADER = "Idempotency-Key"
 TTL_S = 24 * 3600
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII without spaces, as the IETF draft's examples
 
 
 class IdempotencyKeyReusedError(ProvenanceError):
-    status_code = 422
+    """The key was used with a different request within its lifetime."""
+
     code = "idempotency_key_reused"
 
 
 class IdempotencyInProgressError(ProvenanceError):
-    status_code = 409
+    """The first request with this key is still running after the wait (``retry_after_s`` says when to retry)."""
+
     code = "idempotency_key_in_progress"
 
     def __init__(self, detail: str, *, retry_after_s: int = 1) -> None:
         super().__init__(detail)
-        self.headers = {"Retry-After": str(retry_after_s)}
+        self.retry_after_s = retry_after_s
 
 
 def request_digest(*parts: object) -> str:
@@ -58,6 +63,7 @@ def request_digest(*parts: object) -> str:
 
 
 def check_key(key: str) -> str:
+    """``key`` if it is a valid ``Idempotency-Key`` (1 to 255 printable ASCII characters, no spaces)."""
     if not _KEY.fullmatch(key):
         raise InputError("Idempotency-Key must be 1 to 255 printable ASCII characters without spaces.")
     return key
@@ -69,12 +75,16 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 @dataclass(frozen=True)
 class Outcome:
+    """An answer under a key: the status and JSON body, and whether it was replayed from an earlier request."""
+
     status_code: int
     body: dict[str, Any]
     replayed: bool
 
 
 class IdempotencyStore:
+    """The claimed keys and their stored answers, as ``IdempotencyKey`` rows in the database."""
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -188,6 +198,42 @@ def respond(
         status_code=outcome.status_code,
         headers={HEADER: key, "Idempotent-Replayed": "true" if outcome.replayed else "false"},
     )
+
+
+class Idempotent:
+    """One request's ``Idempotency-Key`` (or none): the route's work runs once per key, account and request.
+
+    The routes that create something (``POST /v1/certify``, ``POST /v1/generations``) get one from the
+    ``IdempotencyDep`` dependency and hand it their work; without a key the work simply runs.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], key: str | None) -> None:
+        self._sessions = sessions
+        self.key = key
+
+    def run(
+        self,
+        work: Callable[[], Answer],
+        *,
+        account_id: str,
+        endpoint: str,
+        status_code: int,
+        digest: Callable[[], str],
+    ) -> Answer | JSONResponse:
+        """``work()``'s answer; under a key, the first answer with ``status_code`` (replayed for a retry).
+
+        ``digest`` (called only when a key was sent) says what the request was: ``request_digest(...)``.
+        """
+        if self.key is None:
+            return work()
+        return respond(
+            self._sessions,
+            account_id=account_id,
+            endpoint=endpoint,
+            key=self.key,
+            digest=digest(),
+            call=lambda: (status_code, work().model_dump(mode="json")),
+        )
 
 
 def _delete_unfinished(session: Session, account_id: str, endpoint: str, key: str) -> None:

@@ -16,9 +16,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from provenance import PRODUCT_NAME, __version__
-from provenance.api.deps import ServicesDep
+from provenance.api.deps import ChainDep, NftDep, RecordsDep, SettingsDep
+from provenance.api.routes.common import record_or_404
 from provenance.api.schemas import ErrorOut
-from provenance.errors import NotFoundError
 
 STATIC_PACKAGE = "provenance.web"
 STATIC_DIR = "static"
@@ -83,14 +83,13 @@ class WebConfigOut(BaseModel):
 
 
 @router.get("/v1/web/config", response_model=WebConfigOut, tags=["web"])
-def web_config(services: ServicesDep) -> WebConfigOut:
+def web_config(settings: SettingsDep, chain: ChainDep) -> WebConfigOut:
     """Settings the web interface draws its forms from (public: nothing secret)."""
     from generator.models import TINY_MODEL_ID  # light: no diffusers import
     from provenance.manifests.manifest import SOURCE_TYPES
 
-    settings = services.settings
     models = list(dict.fromkeys([settings.default_model, TINY_MODEL_ID, *sorted(settings.models)]))
-    nft = services.chain.nft
+    nft = chain.nft
     return WebConfigOut(
         product=PRODUCT_NAME,
         version=__version__,
@@ -104,8 +103,8 @@ def web_config(services: ServicesDep) -> WebConfigOut:
         max_steps=settings.max_steps,
         source_types=list(SOURCE_TYPES),
         default_source_type=None,
-        chain_id=services.chain.registry.chain_id,
-        registry_address=services.chain.registry.address,
+        chain_id=chain.registry.chain_id,
+        registry_address=chain.registry.address,
         nft_address=nft.address if nft is not None else None,
     )
 
@@ -126,14 +125,12 @@ class RecordNftOut(BaseModel):
 @router.get(
     "/v1/records/{record_id}/nft", response_model=RecordNftOut, tags=["nft"], responses={404: {"model": ErrorOut}}
 )
-def record_nft(record_id: str, services: ServicesDep) -> RecordNftOut:
+def record_nft(record_id: str, records: RecordsDep, nfts: NftDep, chain: ChainDep) -> RecordNftOut:
     """The token minted for a record, if any: as this service recorded its custodial mint, else as the
     contract says (a voucher redeemed from the holder's own wallet)."""
-    record = services.repository.get(record_id)
-    if record is None:
-        raise NotFoundError(f"No record {record_id!r}.")
-    token = services.nft.tokens.token_for(record_id)
-    nft = services.chain.nft
+    record = record_or_404(records, record_id)
+    token = nfts.tokens.token_for(record_id)
+    nft = chain.nft
     if token is None:
         owner = nft.owner_of(int(record.sha256, 16)) if nft is not None else None
         if owner is None:
