@@ -4,6 +4,10 @@ Built from a record, pinned on IPFS, and checked by ``verify_with_bundle`` with 
 service or its database: recompute the hash, check the ECDSA signature, ask the chain (one or more
 RPC endpoints) about the hash or the Merkle root and proof, and validate the C2PA manifest.
 
+The bundle's format (``ProvenanceBundle``, validated as it is parsed, and ``BundleError``) is in
+``bundle_format.py``; the registration check (writer, key, hash or Merkle proof, CID) is the one the
+online verifier runs too (``registration.py``).
+
 A bundle is the sender's words. Nothing in it is trusted on its own say: the verifier pins the
 registry (``TrustRoot``), and every key, anchor and registrant the bundle names must be published
 on that registry by its owner. A bundle that names another registry, a key the registry never
@@ -19,7 +23,6 @@ that rests on a development chain (anvil's 31337) says so in its reasons.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -27,71 +30,45 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, Field
 
-from provenance import __version__, media
-from provenance.anchoring.merkle import verify_proof
+from provenance import media
 from provenance.chain.devchain import development_chain_reason, is_development_chain
 from provenance.chain.reader import CrossCheckedReader, RpcDisagreement
-from provenance.db.models import AnchorBatch, Record
-from provenance.errors import InputError, ProvenanceError
+from provenance.errors import InputError
 from provenance.ipfs.unixfs import compute_cid
 from provenance.manifests.manifest import ManifestReader
 from provenance.manifests.pki import C2paCredentials
 from provenance.signing import sha256_hex, verify_signature
 from provenance.trust.document import TrustDocument, TrustRoot, certificate_fingerprint, split_certificates
+from provenance.verify.bundle_format import (
+    FORMAT,
+    BundleC2pa,
+    BundleChain,
+    BundleError,
+    BundleIssuer,
+    BundleSignature,
+    MerkleClaim,
+    ProvenanceBundle,
+    build_bundle,
+    bundle_bytes,
+)
+from provenance.verify.registration import KeyAtRegistration, check_registration
 
-FORMAT = "provenance-bundle/1"
-
-
-def build_bundle(
-    record: Record,
-    *,
-    public_key_pem: str,
-    credentials: C2paCredentials,
-    chain_id: int,
-    registry_address: str,
-    batch: AnchorBatch | None,
-) -> dict[str, Any]:
-    merkle = None
-    if record.batch_root:
-        merkle = {
-            "root": record.batch_root,
-            "proof": record.merkle_proof or [],
-            "leaves_cid": batch.leaves_cid if batch else None,
-        }
-    return {
-        "format": FORMAT,
-        "issuer": {"product": "provenance", "version": __version__},
-        "record_id": record.id,
-        "sha256": record.sha256,
-        "media_type": record.media_type,
-        "cid": record.cid,
-        "watermark_id": record.watermark_id,
-        "signature": {
-            "algorithm": "ECDSA-P256-SHA256",
-            "encoding": "base64 DER over the file bytes",
-            "value": record.signature,
-            "key_id": record.key_id,
-            "public_key_pem": public_key_pem,
-        },
-        "c2pa": {
-            "signer_chain_pem": credentials.chain_pem.decode(),
-            "trust_anchors_pem": credentials.trust_anchors_pem.decode(),
-        },
-        "chain": {
-            "chain_id": chain_id,
-            "registry_address": registry_address,
-            "mode": "batch" if merkle else "single",
-            "tx_hash": record.tx_hash,
-            "block_number": record.block_number,
-            "merkle": merkle,
-        },
-    }
-
-
-def bundle_bytes(bundle: dict[str, Any]) -> bytes:
-    """Canonical serialisation: the pinned bytes, and so the bundle's CID, are reproducible."""
-    return json.dumps(bundle, sort_keys=True, indent=1).encode()
-
+# Re-exported: the bundle's format lives in bundle_format.py; callers import it from here too.
+__all__ = [
+    "EXIT_CODES",
+    "FORMAT",
+    "BundleC2pa",
+    "BundleChain",
+    "BundleError",
+    "BundleIssuer",
+    "BundleReport",
+    "BundleSignature",
+    "MerkleClaim",
+    "ProvenanceBundle",
+    "build_bundle",
+    "bundle_bytes",
+    "verify_with_bundle",
+]
 
 BundleVerdict = Literal["authentic", "untrusted", "invalid", "mismatch"]
 EXIT_CODES: dict[str, int] = {"authentic": 0, "mismatch": 1, "invalid": 1, "untrusted": 1}
@@ -132,21 +109,24 @@ class _Findings:
         self.untrusted: list[str] = []
         self.invalid: list[str] = []
 
+    def verdict(self) -> BundleVerdict:
+        """What the findings amount to: unreliable or unpinned first, then invalid, then untrusted."""
+        if self.unreliable or self.unpinned:
+            return "untrusted"
+        if self.invalid:
+            return "invalid"
+        return "untrusted" if self.untrusted else "authentic"
 
-def _field(bundle: dict[str, Any], *path: str) -> Any:
-    value: Any = bundle
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            raise InputError(f"The bundle is incomplete: missing {'.'.join(path)}.")
-        value = value[key]
-    return value
+    def reasons(self) -> list[str]:
+        """Every reason, first cause first; the caveats last."""
+        return self.unreliable + self.unpinned + self.invalid + self.untrusted + self.caveats
 
 
 def _check_trust(
-    bundle: dict[str, Any], pin: TrustRoot | None, reader: CrossCheckedReader, found: _Findings
+    bundle: ProvenanceBundle, pin: TrustRoot | None, reader: CrossCheckedReader, found: _Findings
 ) -> dict[str, Any]:
     chain_id = reader.chain_id()
-    named_chain, named_registry = _field(bundle, "chain", "chain_id"), _field(bundle, "chain", "registry_address")
+    named_chain, named_registry = bundle.chain.chain_id, bundle.chain.registry_address
     report: dict[str, Any] = {
         "rpc_chain_id": chain_id,
         "bundle_chain_id": named_chain,
@@ -177,17 +157,16 @@ def _check_trust(
     return report
 
 
-def _check_signature(data: bytes, bundle: dict[str, Any], found: _Findings) -> dict[str, Any]:
-    sig = _field(bundle, "signature")
-    pem = str(_field(bundle, "signature", "public_key_pem"))
+def _check_signature(data: bytes, bundle: ProvenanceBundle, found: _Findings) -> dict[str, Any]:
+    sig = bundle.signature
     try:
-        der = serialization.load_pem_public_key(pem.encode()).public_bytes(
+        der = serialization.load_pem_public_key(sig.public_key_pem.encode()).public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        key_id_ok = hashlib.sha256(der).hexdigest() == sig.get("key_id")
+        key_id_ok = hashlib.sha256(der).hexdigest() == sig.key_id
     except ValueError:
         key_id_ok = False
-    signature_ok = verify_signature(pem, data, str(sig.get("value", "")))
+    signature_ok = verify_signature(sig.public_key_pem, data, sig.value)
     if not signature_ok:
         found.invalid.append("the ECDSA signature does not check against the bundled key")
     if not key_id_ok:
@@ -196,14 +175,14 @@ def _check_signature(data: bytes, bundle: dict[str, Any], found: _Findings) -> d
         "ok": signature_ok and key_id_ok,
         "signature_valid": signature_ok,
         "key_id_matches": key_id_ok,
-        "key_id": sig.get("key_id"),
+        "key_id": sig.key_id,
     }
 
 
-def _not_yet(bundle: dict[str, Any], reader: CrossCheckedReader) -> str | None:
+def _not_yet(bundle: ProvenanceBundle, reader: CrossCheckedReader) -> str | None:
     """Why an entry missing at the pinned block may only be unconfirmed yet, or None."""
-    claimed = bundle["chain"].get("block_number")
-    if not isinstance(claimed, int) or reader.block is None or claimed <= reader.block:
+    claimed = bundle.chain.block_number
+    if claimed is None or reader.block is None or claimed <= reader.block:
         return None
     latest = min(reader.latest.values()) if reader.latest else reader.block
     return (
@@ -212,89 +191,88 @@ def _not_yet(bundle: dict[str, Any], reader: CrossCheckedReader) -> str | None:
     )
 
 
-def _check_chain(bundle: dict[str, Any], sha: str, reader: CrossCheckedReader, found: _Findings) -> dict[str, Any]:
-    chain = _field(bundle, "chain")
+def _check_chain(bundle: ProvenanceBundle, sha: str, reader: CrossCheckedReader, found: _Findings) -> dict[str, Any]:
+    merkle = bundle.chain.merkle if bundle.chain.mode == "batch" else None
+    reg = check_registration(
+        reader,
+        sha,
+        key_id=bundle.signature.key_id,
+        cid=None if merkle is not None else bundle.cid,
+        batch_root=merkle.root if merkle is not None else None,
+        proof=merkle.proof if merkle is not None else None,
+    )
     report: dict[str, Any] = {
         "registry_address": reader.address,
-        "mode": chain.get("mode"),
+        "mode": bundle.chain.mode,
         "read_at_block": reader.block,
     }
-    if chain.get("mode") == "batch":
-        merkle = _field(bundle, "chain", "merkle")
-        root_hex = str(merkle["root"])
-        proof_hex = [str(p) for p in merkle.get("proof", [])]
-        proof_ok = verify_proof(
-            bytes.fromhex(sha),
-            [bytes.fromhex(p.removeprefix("0x")) for p in proof_hex],
-            bytes.fromhex(root_hex.removeprefix("0x")),
-        )  # checked here, then by the contract itself
-        entry = reader.batch(root_hex)
-        on_chain = reader.is_registered(sha, root_hex, proof_hex)
-        registered = entry.anchored and proof_ok and on_chain
+    where = {"registrant": reg.registrant, "block_number": reg.block_number, "timestamp": reg.timestamp}
+    if merkle is not None:
         report.update(
-            root_anchored=entry.anchored,
-            proof_valid=proof_ok,
-            contract_says_registered=on_chain,
-            leaves_cid=entry.leaves_cid,
-            registrant=entry.registrant,
-            block_number=entry.block_number,
-            timestamp=entry.timestamp,
+            root_anchored=reg.root_anchored,
+            proof_valid=reg.proof_valid,
+            contract_says_registered=reg.contract_says_registered,
+            leaves_cid=reg.leaves_cid,
+            **where,
         )
-        if proof_ok and not entry.anchored and (later := _not_yet(bundle, reader)):
+        if reg.proof_valid and not reg.root_anchored and (later := _not_yet(bundle, reader)):
             found.untrusted.append(f"the batch root is {later}")
             report["not_yet_registered"] = True
-        elif not proof_ok or not on_chain:
+        elif not reg.proof_valid or not reg.contract_says_registered:
             found.invalid.append("the Merkle proof does not lead to an anchored root")
     else:
-        single = reader.lookup(sha)
-        registered = single.registered and single.cid == bundle.get("cid")
-        report.update(
-            registered=single.registered,
-            registrant=single.registrant,
-            block_number=single.block_number,
-            timestamp=single.timestamp,
-            cid_matches=single.cid == bundle.get("cid"),
-        )
-        if not single.registered and (later := _not_yet(bundle, reader)):
+        report.update(registered=reg.found, **where, cid_matches=reg.cid_matches)
+        if not reg.found and (later := _not_yet(bundle, reader)):
             found.untrusted.append(f"the hash is {later}")
             report["not_yet_registered"] = True
-        elif not single.registered:
+        elif not reg.found:
             found.invalid.append(f"the hash is not registered on {reader.address} (read at block {reader.block})")
-        elif single.cid != bundle.get("cid"):
+        elif not reg.cid_matches:
             found.invalid.append("the registry holds another CID for this hash")
-    report["registered"] = registered
-    block, registrant = report.get("block_number"), report.get("registrant")
-    if registered and block is not None and registrant:
-        # Registered by an address the owner allowed, with a key the owner published, both at that block.
-        report["registrant_was_writer"] = reader.writer_at(registrant, int(block))
-        key_id = str(_field(bundle, "signature", "key_id"))
-        status = reader.key_status(key_id)
-        report["key_valid_at_registration"] = reader.key_valid_at(key_id, int(block))
-        report["key_status"] = {
-            "published": status.published,
-            "valid_from_block": status.valid_from,
-            "revoked_at_block": status.revoked_at,
-        }
-        if not report["registrant_was_writer"]:
-            found.untrusted.append(f"the registrant {registrant} was not a writer of the registry at block {block}")
-        if not status.published:
-            found.untrusted.append(f"the signing key {key_id[:16]}… was never published on the registry")
-        elif not report["key_valid_at_registration"]:
-            found.untrusted.append(
-                f"the signing key {key_id[:16]}… was not valid at the registration block {block} (valid from block "
-                f"{status.valid_from}, revoked at block {status.revoked_at})"
-            )
-    report["ok"] = (
-        registered and report.get("registrant_was_writer", False) and report.get("key_valid_at_registration", False)
-    )
+    report["registered"] = reg.registered
+    if reg.registered and reg.key is not None:
+        _writer_and_key(reg.registrant, reg.block_number, reg.registrant_was_writer, reg.key, report, found)
+    report["ok"] = reg.holds
     return report
 
 
+def _writer_and_key(
+    registrant: str | None,
+    block: int | None,
+    was_writer: bool | None,
+    key: KeyAtRegistration,
+    report: dict[str, Any],
+    found: _Findings,
+) -> None:
+    """Report (and give the reasons against) the registrant and the key, judged at the registration block."""
+    report["registrant_was_writer"] = bool(was_writer)
+    report["key_valid_at_registration"] = key.valid_at_registration
+    report["key_status"] = {
+        "published": key.published,
+        "valid_from_block": key.valid_from_block,
+        "revoked_at_block": key.revoked_at_block,
+    }
+    if not was_writer:
+        found.untrusted.append(f"the registrant {registrant} was not a writer of the registry at block {block}")
+    if not key.published:
+        found.untrusted.append(f"the signing key {key.key_id[:16]}… was never published on the registry")
+    elif not key.valid_at_registration:
+        found.untrusted.append(
+            f"the signing key {key.key_id[:16]}… was not valid at the registration block {block} (valid from block "
+            f"{key.valid_from_block}, revoked at block {key.revoked_at_block})"
+        )
+
+
 def _check_c2pa(
-    data: bytes, fmt: str, bundle: dict[str, Any], reader: CrossCheckedReader, extra_anchors: str, found: _Findings
+    data: bytes,
+    fmt: str,
+    bundle: ProvenanceBundle,
+    reader: CrossCheckedReader,
+    extra_anchors: str,
+    found: _Findings,
 ) -> dict[str, Any]:
     # Candidate anchors come from the bundle (and the trust document); only those the registry publishes count.
-    candidates = split_certificates(str(_field(bundle, "c2pa", "trust_anchors_pem")) + "\n" + extra_anchors)
+    candidates = split_certificates(bundle.c2pa.trust_anchors_pem + "\n" + extra_anchors)
     published: list[tuple[str, x509.Certificate]] = []
     refused: list[tuple[str, x509.Certificate]] = []
     for cert in candidates:
@@ -303,7 +281,7 @@ def _check_c2pa(
     anchors_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for _, c in published)
     credentials = C2paCredentials(chain_pem=b"", private_key_pem=b"", trust_anchors_pem=anchors_pem)
     manifest = ManifestReader(credentials).read(data, media.FORMATS[fmt])
-    names_record = manifest.record_id == bundle.get("record_id")
+    names_record = manifest.record_id == bundle.record_id
     ok = manifest.present and manifest.valid and manifest.trusted and names_record
     if not manifest.present:
         found.invalid.append("the file has no C2PA manifest")
@@ -321,9 +299,50 @@ def _check_c2pa(
     }
 
 
+def _read_chain(
+    data: bytes,
+    fmt: str,
+    bundle: ProvenanceBundle,
+    reader: CrossCheckedReader,
+    pin: TrustRoot | None,
+    trust: TrustDocument | None,
+    found: _Findings,
+) -> dict[str, dict[str, Any]]:
+    """Every check that reads the chain, at the reader's pinned block; endpoints that disagree stop them."""
+    rpc = {"ok": False, "endpoints": reader.rpc_urls, "confirmations": reader.confirmations}
+    checks: dict[str, dict[str, Any]] = {"rpc": rpc}
+    try:
+        checks["trust"] = _check_trust(bundle, pin, reader, found)
+        checks["signature"] = _check_signature(data, bundle, found)
+        if checks["trust"]["registry_has_code"]:
+            checks["chain"] = _check_chain(bundle, sha256_hex(data), reader, found)
+            extra = "".join(a.certificate_pem or "" for a in trust.c2pa_trust_anchors) if trust is not None else ""
+            checks["c2pa"] = _check_c2pa(data, fmt, bundle, reader, extra, found)
+        reader.confirm()  # the pinned block did not change under the reads
+        checks["rpc"].update(ok=True, agree=True)
+    except RpcDisagreement as exc:
+        found.unreliable.append(exc.detail)
+        checks["rpc"].update(agree=False, error=exc.detail)
+    return checks
+
+
+def _parse(bundle: ProvenanceBundle | dict[str, Any], data: bytes) -> tuple[ProvenanceBundle, str]:
+    """The bundle, validated, and the file's format; the format is checked before the rest of the bundle."""
+    if isinstance(bundle, ProvenanceBundle):
+        parsed = bundle
+    elif not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        raise BundleError.not_a_bundle(bundle)
+    fmt = media.sniff_format(data)
+    if fmt is None:
+        raise InputError("The file is not a PNG, JPEG or WebP image.")
+    if not isinstance(bundle, ProvenanceBundle):
+        parsed = ProvenanceBundle.from_dict(bundle)
+    return parsed, fmt
+
+
 def verify_with_bundle(
     data: bytes,
-    bundle: dict[str, Any],
+    bundle: ProvenanceBundle | dict[str, Any],
     rpc_url: str | Sequence[str],
     pin: TrustRoot | None = None,
     trust: TrustDocument | None = None,
@@ -332,66 +351,37 @@ def verify_with_bundle(
 ) -> BundleReport:
     """Check ``data`` against a bundle using only the bundle, chain RPCs and the pinned registry.
 
-    ``pin`` (or ``trust``, whose pin is used) names the registry every check is made against; without
-    one the report is at best ``untrusted`` and says what to pin. ``rpc_url`` is one endpoint or
-    several: all are read at the block ``latest - confirmations`` and must agree, else the verdict is
-    ``untrusted`` with the disagreement as its first reason. Raises ``InputError`` for a file that is
-    not an image, a bundle that is not one or a negative ``confirmations``, ``ChainError`` when no RPC
-    answers at all.
+    ``bundle`` is a ``ProvenanceBundle`` or its parsed JSON (validated here). ``pin`` (or ``trust``,
+    whose pin is used) names the registry every check is made against; without one the report is at
+    best ``untrusted`` and says what to pin. ``rpc_url`` is one endpoint or several: all are read at
+    the block ``latest - confirmations`` and must agree, else the verdict is ``untrusted`` with the
+    disagreement as its first reason. Raises ``BundleError`` (an ``InputError``) for a bundle that is
+    not a whole one, ``InputError`` for a file that is not an image or a negative ``confirmations``,
+    ``ChainError`` when no RPC answers at all.
     """
-    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
-        found_format = bundle.get("format") if isinstance(bundle, dict) else None
-        raise InputError(f"Not a provenance bundle (format {found_format!r}, expected {FORMAT!r}).")
-    fmt = media.sniff_format(data)
-    if fmt is None:
-        raise InputError("The file is not a PNG, JPEG or WebP image.")
+    parsed, fmt = _parse(bundle, data)
     if trust is not None:
         pin = pin or trust.pin()
     found = _Findings()
-    checks: dict[str, dict[str, Any]] = {}
     sha = sha256_hex(data)
-    expected = str(_field(bundle, "sha256"))
-    checks["hash"] = {"ok": sha == expected, "sha256": sha, "expected": expected}
-    if sha != expected:
+    checks: dict[str, dict[str, Any]] = {"hash": {"ok": sha == parsed.sha256, "sha256": sha, "expected": parsed.sha256}}
+    if sha != parsed.sha256:
         # Not the bundle's file: nothing else about it can be concluded from this bundle.
         return BundleReport(
             verdict="mismatch", reasons=["the file is not the one this bundle describes"], pinned=pin, checks=checks
         )
     # Every chain read goes to the pinned registry; the bundle's own address is used only when nothing is pinned.
-    address = pin.registry_address if pin is not None else str(_field(bundle, "chain", "registry_address"))
+    address = pin.registry_address if pin is not None else parsed.chain.registry_address
     try:
         reader = CrossCheckedReader(rpc_url, address, confirmations=confirmations)
     except ValueError:
-        raise InputError(f"The bundle's registry address {address!r} is not an address.") from None
-    checks["rpc"] = {"ok": False, "endpoints": reader.rpc_urls, "confirmations": confirmations}
-    try:
-        checks["trust"] = _check_trust(bundle, pin, reader, found)
-        checks["signature"] = _check_signature(data, bundle, found)
-        if checks["trust"]["registry_has_code"]:
-            checks["chain"] = _check_chain(bundle, sha, reader, found)
-            extra = "".join(a.certificate_pem or "" for a in trust.c2pa_trust_anchors) if trust is not None else ""
-            checks["c2pa"] = _check_c2pa(data, fmt, bundle, reader, extra, found)
-        reader.confirm()  # the pinned block did not change under the reads
-        checks["rpc"].update(ok=True, agree=True)
-    except RpcDisagreement as exc:
-        found.unreliable.append(exc.detail)
-        checks["rpc"].update(agree=False, error=exc.detail)
-    except ProvenanceError:
-        raise
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InputError(f"The bundle is malformed: {exc}") from None
-    cid_ok = compute_cid(data) == bundle.get("cid")
-    checks["ipfs"] = {"ok": cid_ok, "cid": bundle.get("cid")}
+        raise BundleError(
+            "chain.registry_address", "not an address", f"The bundle's registry address {address!r} is not an address."
+        ) from None
+    checks.update(_read_chain(data, fmt, parsed, reader, pin, trust, found))
+    cid_ok = compute_cid(data) == parsed.cid
+    checks["ipfs"] = {"ok": cid_ok, "cid": parsed.cid}
     if not cid_ok:
         found.invalid.append("the file's CID is not the bundle's CID")
     checks["rpc"].update(block=reader.block, block_hash=reader.block_hash, latest=reader.latest)
-    if found.unreliable or found.unpinned:
-        verdict: BundleVerdict = "untrusted"
-    elif found.invalid:
-        verdict = "invalid"
-    elif found.untrusted:
-        verdict = "untrusted"
-    else:
-        verdict = "authentic"
-    reasons = found.unreliable + found.unpinned + found.invalid + found.untrusted + found.caveats
-    return BundleReport(verdict=verdict, reasons=reasons, pinned=pin, checks=checks)
+    return BundleReport(verdict=found.verdict(), reasons=found.reasons(), pinned=pin, checks=checks)
