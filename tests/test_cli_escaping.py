@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from provenance.cli import app as cli
+from provenance.cli import render as cli
 from provenance.cli.text import clean, json_text, plain
 from provenance.manifests.manifest import ManifestContent, ManifestSigner
 from provenance.runtime.services import Services

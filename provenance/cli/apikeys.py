@@ -8,28 +8,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from provenance.auth.accounts import AccountRepository
 from provenance.auth.keys import SCOPES, parse_rate, parse_scopes
-from provenance.cli.text import clean, plain
+from provenance.cli.common import DataDir
+from provenance.cli.render import console, fail
+from provenance.cli.text import clean
 from provenance.config import Settings
 from provenance.errors import ProvenanceError
 
+# Names come from callers: every value is printed through clean() with markup off (render's consoles: emoji off).
 apikey_app = typer.Typer(help="API keys: Authorization: Bearer KEY for the HTTP API.", no_args_is_help=True)
-# Names come from callers: every value is printed through clean() with markup and emoji codes off.
-console = Console(emoji=False)
-err = Console(stderr=True, soft_wrap=True, emoji=False)  # one line per error, whatever the terminal width
-
-DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data directory (default ./data or PROVENANCE_DATA_DIR).")
-]
-
-
-def _fail(message: str) -> None:
-    """One line on stderr and exit code 2, like every other command."""
-    err.print(f"[red]error:[/red] {plain(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+"""The ``apikey`` command group."""
 
 
 @contextmanager
@@ -60,13 +50,13 @@ def create(
         scope_list = parse_scopes(scopes)
         rate_per_min = parse_rate(rate) if rate is not None else None
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         with _accounts(data_dir) as accounts:
             account = accounts.ensure_account(name)
             info, key = accounts.create_key(account.id, scope_list, name=name, rate_per_min=rate_per_min)
     except ProvenanceError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     rate_text = "default rate" if info.rate_per_min is None else _rate(info.rate_per_min)
     console.print(
         f"created key {clean(info.key_id)} for account {clean(info.account_name)} ({clean(info.account_id)}): "
@@ -95,7 +85,7 @@ def list_keys(
         with _accounts(data_dir) as accounts:
             keys = accounts.list_keys(include_revoked=all_keys)
     except ProvenanceError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     if not keys:
         console.print("no keys (the first start of the service writes one to <data_dir>/admin.key)", highlight=False)
         return
@@ -133,7 +123,7 @@ def revoke(
         with _accounts(data_dir) as accounts:
             info = accounts.revoke(key_id)
     except ProvenanceError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     console.print(
         f"revoked key {clean(info.key_id)} of account {clean(info.account_name)}", highlight=False, markup=False
     )

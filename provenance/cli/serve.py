@@ -1,0 +1,50 @@
+"""``provenance serve`` and ``provenance worker``: the long-running processes (HTTP API, Celery worker)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from provenance import __version__
+from provenance.cli.common import DataDir, settings_for
+from provenance.cli.render import err, fail
+from provenance.cli.text import clean
+from provenance.errors import ProvenanceError
+
+
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Start the HTTP API on the configured stack (embedded by default)."""
+    import uvicorn
+
+    from provenance.api.app import create_app
+
+    settings = settings_for(data_dir, host=host, port=port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per chain lookup is noise
+    err.print(
+        f"provenance {__version__}: data in {clean(settings.resolved_data_dir)}, "
+        f"API on http://{clean(settings.host)}:{settings.port}/docs",
+        markup=False,
+        highlight=False,
+    )
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def worker(data_dir: DataDir = None) -> None:
+    """Run a Celery generation worker (PROVENANCE_JOB_BACKEND=celery, REDIS_URL set)."""
+    import os
+
+    if data_dir is not None:
+        os.environ["PROVENANCE_DATA_DIR"] = str(data_dir)
+    from provenance.runtime.worker import run_worker
+
+    try:
+        run_worker()
+    except ProvenanceError as exc:
+        fail(exc.detail)
