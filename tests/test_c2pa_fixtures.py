@@ -32,7 +32,7 @@ import c2pa
 import pytest
 from fastapi.testclient import TestClient
 
-from provenance.manifests.manifest import TRUST_ONLY_FAILURES, _settings
+from provenance.manifests.manifest import TRUST_ONLY_FAILURES, c2pa_settings
 from provenance.media import FORMATS, sniff_format
 from provenance.runtime.services import Services
 from tests.conftest import wait_for
@@ -70,7 +70,7 @@ def c2pa_python(services: Services, data: bytes) -> dict[str, Any]:
     """c2pa-python's own reading: {"error": ...} or {"state": ..., "failures": [codes of the active manifest]}."""
     fmt = sniff_format(data)
     assert fmt is not None
-    with c2pa.Context(settings=_settings(services.credentials, thumbnail=False)) as context:
+    with c2pa.Context(settings=c2pa_settings(services.credentials, thumbnail=False)) as context:
         try:
             with c2pa.Reader(FORMATS[fmt], io.BytesIO(data), None, context) as reader:
                 store = json.loads(reader.json())

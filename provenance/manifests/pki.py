@@ -37,6 +37,7 @@ class C2paCredentials:
 
     @property
     def leaf(self) -> x509.Certificate:
+        """The signing certificate (the first of the chain)."""
         return x509.load_pem_x509_certificates(self.chain_pem)[0]
 
 

@@ -79,6 +79,7 @@ class LocalTimeStampAuthority:
 
     @property
     def url(self) -> str:
+        """Where the running authority answers (``http://<host>:<port>/``)."""
         if self._server is None:
             raise RuntimeError("the time-stamp authority is not running")
         host, port = self._server.server_address[:2]
