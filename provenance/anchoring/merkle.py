@@ -15,22 +15,27 @@ from eth_utils import keccak
 
 
 def leaf_of(content_hash: bytes) -> bytes:
+    """The leaf of a 32-byte content hash: keccak256 twice."""
     if len(content_hash) != 32:
         raise ValueError("a content hash is 32 bytes")
     return keccak(keccak(content_hash))  # abi.encode(bytes32) is the 32 bytes themselves
 
 
 def hash_pair(a: bytes, b: bytes) -> bytes:
+    """An inner node: keccak256 of the two children, smaller first."""
     return keccak(a + b) if a < b else keccak(b + a)
 
 
 @dataclass(frozen=True)
 class MerkleTree:
+    """A Merkle tree over content hashes, every layer kept (for proofs)."""
+
     leaves: tuple[bytes, ...]  # sorted leaf hashes
     layers: tuple[tuple[bytes, ...], ...]  # layers[0] = leaves, layers[-1] = (root,)
 
     @classmethod
     def build(cls, content_hashes: list[bytes]) -> MerkleTree:
+        """The tree of a set of 32-byte content hashes (duplicates count once; order does not matter)."""
         if not content_hashes:
             raise ValueError("a tree needs at least one leaf")
         leaves = tuple(sorted({leaf_of(h) for h in content_hashes}))
@@ -45,6 +50,7 @@ class MerkleTree:
 
     @property
     def root(self) -> bytes:
+        """The root hash (what the contract anchors)."""
         return self.layers[-1][0]
 
     def proof(self, content_hash: bytes) -> list[bytes]:
@@ -60,6 +66,7 @@ class MerkleTree:
 
 
 def verify_proof(content_hash: bytes, proof: list[bytes], root: bytes) -> bool:
+    """Whether ``proof`` takes the content hash's leaf to ``root``."""
     node = leaf_of(content_hash)
     for sibling in proof:
         node = hash_pair(node, sibling)
