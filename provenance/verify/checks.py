@@ -246,7 +246,13 @@ class FingerprintCheck(Report):
 
 
 class ChainCheck(Report):
-    """The registration, read live from the registry contract."""
+    """The registration, read live from the registry contract (the registration check of ``verify.registration``).
+
+    Built from the report ``Verifier._check_chain`` writes: a key it does not declare is refused rather than
+    dropped from the answer.
+    """
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
 
     chain_id: int | None = None
     registry_address: str | None = None
@@ -257,10 +263,14 @@ class ChainCheck(Report):
     block_number: int | None = None
     timestamp: int | None = None
     cid: str | None = None
+    cid_matches: bool | None = Field(default=None, description="The CID on chain is the record's.")
     batch_root: str | None = None
     proof: list[str] | None = None
     proof_valid: bool | None = None
     leaves_cid: str | None = None
+    registrant_was_writer: bool | None = Field(
+        default=None, description="The registrant was a writer of the registry at the registration block."
+    )
     key_id: str | None = None
     key_valid: bool | None = Field(
         default=None, description="The signing key was published and not revoked at the registration block."
