@@ -32,6 +32,7 @@ class Caller:
 
     @property
     def is_admin(self) -> bool:
+        """Whether the caller holds the admin scope."""
         return ADMIN_SCOPE in self.scopes
 
     def has(self, scope: str) -> bool:
@@ -59,6 +60,8 @@ class KeyInfo:
 
 
 class AccountRepository:
+    """Accounts and their API keys in the database."""
+
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._touched: dict[str, float] = {}
@@ -66,10 +69,12 @@ class AccountRepository:
 
     # --- accounts ---------------------------------------------------------------------------
     def account_named(self, name: str) -> Account | None:
+        """An account by name."""
         with self._sessions() as session:
             return session.scalars(select(Account).where(Account.name == name)).first()
 
     def get_account(self, account_id: str) -> Account | None:
+        """An account by id."""
         with self._sessions() as session:
             return session.get(Account, account_id)
 
@@ -153,6 +158,7 @@ class AccountRepository:
         )
 
     def list_keys(self, *, include_revoked: bool = True) -> list[KeyInfo]:
+        """Every API key with its account, oldest first."""
         with self._sessions() as session:
             query = select(ApiKey, Account).join(Account, Account.id == ApiKey.account_id).order_by(ApiKey.created_at)
             if not include_revoked:

@@ -27,6 +27,7 @@ def new_key() -> tuple[str, str]:
 
 
 def hash_key(key: str) -> str:
+    """The stored form of an API key: hex SHA-256."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -37,6 +38,7 @@ def key_id_of(key: str) -> str | None:
 
 
 def hash_matches(key: str, stored_hash: str) -> bool:
+    """Whether a key matches a stored hash (constant time)."""
     return hmac.compare_digest(hash_key(key), stored_hash)
 
 

@@ -18,6 +18,8 @@ DAY_S = 24 * 3600
 
 @dataclass(frozen=True)
 class Quota:
+    """A daily quota: its name, the setting that holds its limit, and what it counts."""
+
     name: str  # as the 429 body names it
     setting: str  # the Settings field with the limit
     unit: str
@@ -29,6 +31,8 @@ CERTIFY_PER_DAY = Quota("certify_per_day", "quota_certify_per_day", "certified i
 
 
 class Limits:
+    """Per-account rate limits and daily quotas, with the limits from the settings."""
+
     def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
         self.settings = settings
         self.limiter = limiter

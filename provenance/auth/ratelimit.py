@@ -40,10 +40,12 @@ class Decision:
 
     @property
     def remaining(self) -> int:
+        """What is left in the window."""
         return max(0, self.limit - self.used)
 
     @property
     def retry_after_s(self) -> int:
+        """Seconds until the window ends (at least 1)."""
         return max(1, math.ceil(self.reset_at - time.time()))
 
 
@@ -76,6 +78,7 @@ class MemoryRateLimiter(RateLimiter):
         self._next_purge = 0.0
 
     def hit(self, bucket: str, limit: int, window_s: int, cost: int = 1) -> Decision:
+        """Add ``cost`` to the bucket's current window unless that would pass ``limit``."""
         now = time.time()
         key, reset_at = self._window(bucket, window_s, now)
         with self._lock:
@@ -89,6 +92,7 @@ class MemoryRateLimiter(RateLimiter):
             return Decision(True, limit, used + cost, reset_at, key)
 
     def refund(self, decision: Decision, cost: int = 1) -> None:
+        """Give back what an allowed hit counted."""
         with self._lock:
             used, reset_at = self._counts.get(decision.window_key, (0, decision.reset_at))
             if used:
@@ -130,6 +134,7 @@ class RedisRateLimiter(RateLimiter):
         self._last_warning = 0.0
 
     def hit(self, bucket: str, limit: int, window_s: int, cost: int = 1) -> Decision:
+        """Add ``cost`` to the bucket's current window unless that would pass ``limit``."""
         now = time.time()
         key, reset_at = self._window(self.prefix + bucket, window_s, now)
         try:
@@ -144,12 +149,14 @@ class RedisRateLimiter(RateLimiter):
         return Decision(bool(allowed), limit, int(used), reset_at, key)
 
     def refund(self, decision: Decision, cost: int = 1) -> None:
+        """Give back what an allowed hit counted."""
         try:
             self._refund(keys=[decision.window_key], args=[cost])
         except redis.RedisError as exc:
             self._warn(exc)
 
     def close(self) -> None:
+        """Close the Redis connection pool."""
         self._redis.close()
 
     def _warn(self, exc: Exception) -> None:

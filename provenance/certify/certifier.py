@@ -72,11 +72,15 @@ class Identification:
 class Identifier(Protocol):
     """Looks an upload up the way verify does (``Verifier.identify``)."""
 
-    def identify(self, data: bytes, rgb: np.ndarray, mime_type: str, *, owner: str | None) -> Identification: ...
+    def identify(self, data: bytes, rgb: np.ndarray, mime_type: str, *, owner: str | None) -> Identification:
+        """What the service already knows of the upload (its record, whether it carries a manifest)."""
+        ...
 
 
 @dataclass
 class CertifyOptions:
+    """What the caller says about an upload to certify (all optional)."""
+
     source_type: str | None = None  # the caller's IPTC digital source type; None: no claim is made
     derived_from: str | None = None  # a declared derivative: the record whose content this was made from
     filename: str | None = None
@@ -147,6 +151,7 @@ class Certifier:
         )
 
     def certify(self, data: bytes, options: CertifyOptions | None = None) -> CertifiedImage:
+        """Certify an upload: decode, mark, fingerprint, sign a manifest in, hash and sign, pin and record it."""
         options = options or CertifyOptions()
         if options.source_type is not None:
             source_type_uri(options.source_type)  # refuse a bad source type before any work

@@ -10,14 +10,17 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def utcnow() -> dt.datetime:
+    """Now, timezone-aware UTC."""
     return dt.datetime.now(dt.UTC)
 
 
 class Base(DeclarativeBase):
-    pass
+    """The declarative base of every table."""
 
 
 class RecordStatus:
+    """Where a record (or a batch) is on its way to the chain."""
+
     PENDING = "pending"  # certified, not yet sent to the chain
     SUBMITTED = "submitted"  # transaction sent, waiting for it to be mined
     REGISTERED = "registered"  # on chain: tx_hash and block_number set
@@ -119,6 +122,8 @@ class SigningKeyRow(Base):
 
 
 class JobStatus:
+    """Where a generation job is."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"

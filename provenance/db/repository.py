@@ -30,12 +30,18 @@ class PackedFingerprints(Protocol):
     """What the database keeps of an image's fingerprints (``provenance.marks.fingerprint.ImageFingerprints``)."""
 
     @property
-    def iscc(self) -> str: ...
+    def iscc(self) -> str:
+        """The whole-image ISCC code."""
+        ...
 
     @property
-    def scheme(self) -> str: ...
+    def scheme(self) -> str:
+        """The layout of the packed codes."""
+        ...
 
-    def packed(self) -> bytes: ...
+    def packed(self) -> bytes:
+        """The codes as stored."""
+        ...
 
 
 def new_record_id() -> str:
@@ -44,6 +50,8 @@ def new_record_id() -> str:
 
 
 class RecordRepository:
+    """Records, their fingerprints, mark references, batches and signing keys in the database."""
+
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
@@ -69,11 +77,13 @@ class RecordRepository:
         return record
 
     def ensure_key(self, key_id: str, public_key_pem: str) -> None:
+        """Record a signing key's public key, once."""
         with self._sessions.begin() as session:
             if session.get(SigningKeyRow, key_id) is None:
                 session.add(SigningKeyRow(key_id=key_id, public_key_pem=public_key_pem))
 
     def set_status(self, record_id: str, status: str, **fields: object) -> None:
+        """Move a record to ``status``, setting the given columns too."""
         with self._sessions.begin() as session:
             values: dict[str, object] = {"status": status, **fields}
             if status == RecordStatus.REGISTERED:
@@ -132,11 +142,13 @@ class RecordRepository:
             return list(session.scalars(select(Record).where(~has_row).order_by(Record.created_at).limit(limit)))
 
     def fingerprints(self, record_id: str) -> RecordFingerprint | None:
+        """A record's fingerprint row, if it has one."""
         with self._sessions() as session:
             return session.scalars(select(RecordFingerprint).where(RecordFingerprint.record_id == record_id)).first()
 
     # --- batches ----------------------------------------------------------------------------
     def pending_unbatched(self, limit: int) -> list[Record]:
+        """The oldest pending records not yet in a batch."""
         with self._sessions() as session:
             return list(
                 session.scalars(
@@ -159,6 +171,7 @@ class RecordRepository:
                 )
 
     def batches_in_status(self, status: str, limit: int = 100) -> list[AnchorBatch]:
+        """The oldest batches in a status."""
         with self._sessions() as session:
             return list(
                 session.scalars(
@@ -170,6 +183,7 @@ class RecordRepository:
             )
 
     def get_batch(self, root: str) -> AnchorBatch | None:
+        """A batch by its Merkle root."""
         with self._sessions() as session:
             return session.get(AnchorBatch, root)
 
@@ -207,6 +221,7 @@ class RecordRepository:
 
     # --- reads ------------------------------------------------------------------------------
     def get(self, record_id: str) -> Record | None:
+        """A record by id."""
         with self._sessions() as session:
             return session.get(Record, record_id)
 
@@ -223,6 +238,7 @@ class RecordRepository:
         return {record.id: (record, iscc) for record, iscc in rows}
 
     def by_sha256(self, sha256: str) -> Record | None:
+        """The record of exactly these bytes (hex SHA-256), if any."""
         with self._sessions() as session:
             return session.scalars(select(Record).where(Record.sha256 == sha256)).first()
 
@@ -251,18 +267,22 @@ class RecordRepository:
             return account.name if account is not None else None
 
     def by_watermark(self, watermark_id: int) -> Record | None:
+        """The record a watermark id belongs to, if any."""
         with self._sessions() as session:
             return session.scalars(select(Record).where(Record.watermark_id == watermark_id)).first()
 
     def public_key(self, key_id: str) -> str | None:
+        """A signing key's public key (PEM), if recorded."""
         with self._sessions() as session:
             row = session.get(SigningKeyRow, key_id)
             return row.public_key_pem if row else None
 
     def watermark_taken(self, watermark_id: int) -> bool:
+        """Whether a record already uses this watermark id."""
         return self.by_watermark(watermark_id) is not None
 
     def in_status(self, status: str, limit: int = 100) -> list[Record]:
+        """The oldest records in a status."""
         with self._sessions() as session:
             return list(
                 session.scalars(select(Record).where(Record.status == status).order_by(Record.created_at).limit(limit))
@@ -288,6 +308,7 @@ class RecordRepository:
             return list(session.scalars(query))
 
     def counts(self) -> dict[str, int]:
+        """How many records are in each status."""
         with self._sessions() as session:
             rows = session.execute(select(Record.status, func.count()).group_by(Record.status)).all()
             return {status: int(n) for status, n in rows}
@@ -323,13 +344,16 @@ class NftRepository:
         self._sessions = sessions
 
     def token_for(self, record_id: str) -> NftToken | None:
+        """The token minted for a record, if any."""
         with self._sessions() as session:
             return session.scalars(select(NftToken).where(NftToken.record_id == record_id)).first()
 
     def add_token(self, token: NftToken) -> None:
+        """Insert or update a minted token."""
         with self._sessions.begin() as session:
             session.merge(token)
 
     def add_voucher(self, voucher: NftVoucher) -> None:
+        """Insert a signed voucher."""
         with self._sessions.begin() as session:
             session.add(voucher)

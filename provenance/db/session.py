@@ -62,6 +62,7 @@ def tighten_sqlite_files(engine: Engine) -> None:
 
 
 def make_engine(url: str) -> Engine:
+    """An engine for the URL; SQLite gets a private file, WAL and foreign keys."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _create_private(engine)
@@ -84,6 +85,7 @@ def make_engine(url: str) -> Engine:
 
 
 def alembic_config(url: str) -> Config:
+    """The Alembic configuration for this package's migrations on ``url``."""
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -99,4 +101,5 @@ def migrate(engine: Engine) -> None:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit."""
     return sessionmaker(engine, expire_on_commit=False)

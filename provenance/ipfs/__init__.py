@@ -14,6 +14,8 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class AddResult:
+    """What pinning some bytes gave: their CID, their size, and whether this call pinned them."""
+
     cid: str
     size: int
     created: bool  # False when the content was already pinned (rollback must not remove it)
@@ -22,13 +24,23 @@ class AddResult:
 class ContentStore(Protocol):
     """Pin bytes, check, fetch and unpin them by CID."""
 
-    def add(self, data: bytes) -> AddResult: ...
+    def add(self, data: bytes) -> AddResult:
+        """Pin the bytes (a no-op when they are pinned already)."""
+        ...
 
-    def has(self, cid: str) -> bool: ...
+    def has(self, cid: str) -> bool:
+        """Whether the content is pinned here."""
+        ...
 
-    def cat(self, cid: str) -> bytes: ...
+    def cat(self, cid: str) -> bytes:
+        """The bytes of a CID (``NotFoundError`` when absent)."""
+        ...
 
-    def remove(self, cid: str) -> None: ...
+    def remove(self, cid: str) -> None:
+        """Unpin a CID (a no-op when it is not pinned)."""
+        ...
 
     @property
-    def description(self) -> str: ...
+    def description(self) -> str:
+        """One line saying which store this is (logs, ``/healthz``)."""
+        ...

@@ -28,12 +28,14 @@ class LocalBlockstore:
 
     @property
     def description(self) -> str:
+        """One line saying which store this is."""
         return "embedded blockstore"
 
     def _block_path(self, cid: str) -> Path:
         return self.blocks_dir / cid[-2:] / cid
 
     def add(self, data: bytes) -> AddResult:
+        """Store the bytes' blocks and pin them (``StorageUnavailableError`` when the disk refuses)."""
         try:
             return self._add(data)
         except OSError as exc:  # read-only, full or broken disk: a fault to report (503), not a bug
@@ -61,6 +63,7 @@ class LocalBlockstore:
         return AddResult(cid=cid, size=len(data), created=created)
 
     def has(self, cid: str) -> bool:
+        """Whether the CID is pinned and its blocks are all here."""
         try:
             cid_from_str(cid)
         except ValueError:
@@ -84,6 +87,7 @@ class LocalBlockstore:
             self._walk(cid_to_str(child), out)
 
     def cat(self, cid: str) -> bytes:
+        """The bytes of a pinned CID (``NotFoundError`` when absent)."""
         try:
             cid_from_str(cid)
         except ValueError as exc:

@@ -24,6 +24,7 @@ class KuboClient:
 
     @property
     def description(self) -> str:
+        """One line saying which store this is."""
         return f"Kubo RPC at {self.api_url}"
 
     def _post(self, path: str, **kwargs: object) -> httpx.Response:
@@ -41,6 +42,7 @@ class KuboClient:
             return response.text
 
     def add(self, data: bytes) -> AddResult:
+        """Add and pin the bytes with Kubo, checking it gives the CID computed here."""
         expected = compute_cid(data)
         created = not self.has(expected)
         params = {
@@ -61,6 +63,7 @@ class KuboClient:
         return AddResult(cid=cid, size=len(data), created=created)
 
     def has(self, cid: str) -> bool:
+        """Whether Kubo has the CID pinned (recursively)."""
         response = self._post("/pin/ls", params={"arg": cid, "type": "recursive"})
         if response.status_code == 200:
             return cid in response.json().get("Keys", {})
@@ -70,12 +73,14 @@ class KuboClient:
         raise IpfsError(f"Kubo pin/ls failed: {message}")
 
     def cat(self, cid: str) -> bytes:
+        """The bytes of a CID from Kubo (``NotFoundError`` when it cannot return them)."""
         response = self._post("/cat", params={"arg": cid})
         if response.status_code != 200:
             raise NotFoundError(f"Kubo cannot return {cid}: {self._message(response)}")
         return response.content
 
     def remove(self, cid: str) -> None:
+        """Unpin a CID (a no-op when it is not pinned)."""
         response = self._post("/pin/rm", params={"arg": cid})
         if response.status_code != 200 and "not pinned" not in self._message(response):
             raise IpfsError(f"Kubo pin/rm failed: {self._message(response)}")

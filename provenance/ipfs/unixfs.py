@@ -21,6 +21,7 @@ _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 
 
 def varint(n: int) -> bytes:
+    """Unsigned LEB128 (multiformats varint) of ``n``."""
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -56,6 +57,7 @@ def cid_bytes(codec: int, block: bytes) -> bytes:
 
 
 def cid_to_str(binary_cid: bytes) -> str:
+    """The base32 multibase string of a binary CID (``b...``)."""
     return "b" + _base32(binary_cid)
 
 
@@ -70,6 +72,7 @@ def cid_from_str(cid: str) -> bytes:
 
 
 def cid_codec(cid: str) -> int:
+    """The multicodec of a CIDv1 string (raw or dag-pb)."""
     raw = cid_from_str(cid)
     return raw[1]  # both codecs we produce fit in one varint byte
 

@@ -53,14 +53,17 @@ class DecodedImage:
 
     @property
     def mime_type(self) -> str:
+        """The MIME type of the source format."""
         return FORMATS[self.format]
 
     @property
     def width(self) -> int:
+        """Width in pixels."""
         return int(self.rgb.shape[1])
 
     @property
     def height(self) -> int:
+        """Height in pixels."""
         return int(self.rgb.shape[0])
 
 

@@ -102,6 +102,7 @@ class PixelBudget:
 
     @property
     def in_use(self) -> int:
+        """Pixels held now, both lanes together."""
         with self._cond:
             return self._main_used + self._fast_used
 
@@ -186,6 +187,7 @@ class PixelBudget:
         return Grant(waiter.cost, client, lane == "fast")
 
     def release(self, cost: int) -> None:
+        """Give back what ``acquire`` granted (a ``Grant``, or a plain pixel count) and wake the next waiter."""
         client, fast = (cost.client, cost.fast) if isinstance(cost, Grant) else (None, False)
         with self._cond:
             if fast:

@@ -86,6 +86,8 @@ def metadata_for(record: Record) -> dict[str, Any]:
 
 @dataclass
 class MintResult:
+    """A minted token: its id, the transaction, its metadata URI, the contract and the owner."""
+
     token_id: str
     tx_hash: str
     token_uri: str
@@ -94,6 +96,8 @@ class MintResult:
 
 
 class NftService:
+    """Mints a registered record's NFT, or signs a voucher for a wallet to redeem; one token per content hash."""
+
     def __init__(
         self,
         records: RecordRepository,
