@@ -567,7 +567,7 @@ def ladder_row(services: Services, data: bytes, record_id: str, method: str) -> 
     verdict = services.verifier.verify(data)
     verify_ms = (time.perf_counter() - start) * 1000
     named = verdict.record_id
-    fingerprint = verdict.checks.get("fingerprint", {})
+    fingerprint = verdict.model_dump(mode="json")["checks"].get("fingerprint") or {}  # the API's JSON shape
     outcome = "right" if named == record_id else "none" if named is None else "wrong"
     return {
         "method": method,
