@@ -219,14 +219,17 @@ class Settings(BaseSettings):
 
     @cached_property
     def resolved_data_dir(self) -> Path:
+        """The data dir as an absolute path (~ expanded)."""
         return self.data_dir.expanduser().resolve()
 
     @property
     def resolved_lora_dir(self) -> Path:
+        """The folder of LoRA files API callers may name: PROVENANCE_LORA_DIR or <data_dir>/loras."""
         return (self.lora_dir or self.resolved_data_dir / "loras").expanduser().resolve()
 
     @property
     def effective_database_url(self) -> str:
+        """DATABASE_URL, or the SQLite file in the data dir when unset."""
         return self.database_url or f"sqlite:///{self.resolved_data_dir / 'provenance.db'}"
 
     @property

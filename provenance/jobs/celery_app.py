@@ -28,6 +28,7 @@ TASK_NAME = "provenance.generate"
 
 
 def make_celery(settings: Settings) -> Celery:
+    """A Celery app on the Redis broker of the settings: late acknowledgement, one task at a time per worker."""
     if not settings.redis_url:
         raise ConfigurationError("The celery job backend needs REDIS_URL (e.g. redis://127.0.0.1:6379/0).")
     celery = Celery("provenance", broker=settings.redis_url)
@@ -54,9 +55,11 @@ class CeleryJobQueue:
         self._redis = redis.Redis.from_url(settings.redis_url or "")
 
     def start(self) -> None:
+        """Nothing to start on the API side: the workers run elsewhere."""
         pass
 
     def check_capacity(self) -> None:
+        """Refuse a job (QueueFullError) when the broker queue already holds job_queue_size jobs."""
         try:
             waiting = int(self._redis.llen(self.settings.celery_queue))  # type: ignore[arg-type]
         except redis.RedisError as exc:
@@ -65,9 +68,11 @@ class CeleryJobQueue:
             raise QueueFullError(f"The generation queue is full ({waiting} jobs waiting); retry later.")
 
     def enqueue(self, job_id: str) -> None:
+        """Hand the job id to the broker; a worker runs it."""
         self.celery.send_task(TASK_NAME, args=[job_id], queue=self.settings.celery_queue)
 
     def stop(self) -> None:
+        """Close the Redis connection."""
         self._redis.close()
 
 
@@ -113,6 +118,7 @@ def _close(**_: object) -> None:
 
 @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
 def generate(job_id: str) -> None:
+    """The worker's task: run both phases of the job."""
     _runner().run(job_id)
 
 

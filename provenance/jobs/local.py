@@ -20,6 +20,8 @@ RETRY_START_S = 2.0
 
 
 class LocalJobQueue:
+    """Jobs run in this process: a generation thread and a certification thread, a bounded queue."""
+
     name = "local"
 
     def __init__(self, runner: JobRunner, *, max_queued: int) -> None:
@@ -30,16 +32,19 @@ class LocalJobQueue:
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
 
     def start(self) -> None:
+        """Queue the jobs a previous process left unfinished, then start the worker thread."""
         # Jobs a previous process left queued or running come back first; `start` counts attempts.
         for job in self.runner.jobs.unfinished(self.name):
             self._queue.put(job.id)
         self._thread.start()
 
     def check_capacity(self) -> None:
+        """Refuse a job (QueueFullError) when max_queued jobs wait already."""
         if self._queue.qsize() >= self.max_queued:
             raise QueueFullError(f"The generation queue is full ({self.max_queued} jobs waiting); retry later.")
 
     def enqueue(self, job_id: str) -> None:
+        """Queue a job id for the worker thread."""
         self._queue.put(job_id)
 
     def _run(self) -> None:
@@ -61,6 +66,7 @@ class LocalJobQueue:
                     log.exception("job %s crashed the worker loop", job_id)
 
     def stop(self) -> None:
+        """Stop the worker thread after its current job and wait for the pending certifications."""
         self._queue.put(_STOP)
         if self._thread.is_alive():
             self._thread.join(timeout=60)

@@ -63,6 +63,7 @@ def with_retries(
 
 
 def request_from_dict(data: dict[str, Any]) -> GenerationRequest:
+    """The generator's request from a job's stored request (LoRA entries as LoraSpec)."""
     from generator.pipeline import GenerationRequest, LoraSpec
 
     fields = dict(data)
@@ -71,6 +72,7 @@ def request_from_dict(data: dict[str, Any]) -> GenerationRequest:
 
 
 def png_bytes(image: GeneratedImage) -> bytes:
+    """A generated image as PNG bytes (fast compression: certify re-encodes anyway)."""
     out = io.BytesIO()
     Image.fromarray(image.rgb).save(out, "PNG", compress_level=1)
     return out.getvalue()
@@ -95,6 +97,7 @@ class JobRunner:
 
     @property
     def generator(self) -> Generator:
+        """The generator, created on first use (diffusers and torch load on the first job)."""
         if self._generator is None:  # diffusers and torch load on the first job, not at start
             self._generator = self._generator_factory()
         return self._generator

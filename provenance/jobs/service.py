@@ -23,15 +23,21 @@ from provenance.jobs.store import JobRepository
 
 
 class JobQueue(Protocol):
+    """A queue backend: local (in-process thread) or celery (Redis broker, remote workers)."""
+
     name: str
 
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Start consuming jobs (the local worker thread; nothing for celery)."""
 
-    def check_capacity(self) -> None: ...
+    def check_capacity(self) -> None:
+        """Raise ``QueueFullError`` when no job can be queued now."""
 
-    def enqueue(self, job_id: str) -> None: ...
+    def enqueue(self, job_id: str) -> None:
+        """Queue a created job by id."""
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop consuming and release what the queue holds."""
 
 
 class PromptFilter:
@@ -42,6 +48,7 @@ class PromptFilter:
         self._patterns = [re.compile(rf"(?<!\w){re.escape(t)}(?!\w)", re.IGNORECASE) for t in self.terms]
 
     def check(self, *texts: str | None) -> None:
+        """Raise PromptRejectedError when any of the texts contains a blocked term."""
         for text in texts:
             if not text:
                 continue
@@ -51,6 +58,8 @@ class PromptFilter:
 
 
 class JobService:
+    """Submit, read and cancel generation jobs; checks requests against the settings' limits and blocklist."""
+
     def __init__(
         self, settings: Settings, jobs: JobRepository, catalog: ModelCatalog, runner: JobRunner, queue: JobQueue
     ):
@@ -124,16 +133,19 @@ class JobService:
         return job
 
     def get(self, job_id: str) -> GenerationJob:
+        """The job; NotFoundError when there is none."""
         job = self.jobs.get(job_id)
         if job is None:
             raise NotFoundError(f"No generation job {job_id!r}.")
         return job
 
     def cancel(self, job_id: str) -> GenerationJob:
+        """Cancel a queued or running job; JobFinishedError when it has already finished."""
         job = self.get(job_id)
         if not self.jobs.cancel(job_id):
             raise JobFinishedError(f"Job {job_id} has already {job.status}; nothing to cancel.")
         return self.get(job_id)
 
     def close(self) -> None:
+        """Stop the queue backend."""
         self.queue.stop()

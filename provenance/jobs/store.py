@@ -12,10 +12,13 @@ from provenance.db.models import GenerationJob, JobStatus, utcnow
 
 
 class JobRepository:
+    """Generation jobs in the database: the state every process reads and writes."""
+
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
     def create(self, request: dict[str, Any], backend: str, *, account_id: str | None = None) -> GenerationJob:
+        """Create a queued job for the request on the backend, owned by account_id."""
         job = GenerationJob(
             id=secrets.token_hex(16),
             status=JobStatus.QUEUED,
@@ -32,16 +35,19 @@ class JobRepository:
         return job
 
     def get(self, job_id: str) -> GenerationJob | None:
+        """The job, or None."""
         with self._sessions() as session:
             return session.get(GenerationJob, job_id)
 
     def delete(self, job_id: str) -> None:
+        """Delete a job (one whose enqueue failed); nothing when it is gone."""
         with self._sessions.begin() as session:
             job = session.get(GenerationJob, job_id)
             if job is not None:
                 session.delete(job)
 
     def status(self, job_id: str) -> str | None:
+        """The job's status, or None when there is no such job."""
         with self._sessions() as session:
             return session.scalar(select(GenerationJob.status).where(GenerationJob.id == job_id))
 
@@ -62,6 +68,7 @@ class JobRepository:
             return job
 
     def progress(self, job_id: str, step: int, steps: int) -> None:
+        """Record the diffusion step of a running job."""
         with self._sessions.begin() as session:
             session.execute(
                 update(GenerationJob)
@@ -94,6 +101,7 @@ class JobRepository:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def unfinished(self, backend: str) -> list[GenerationJob]:
+        """Queued and running jobs of a backend, oldest first (picked up again at start)."""
         with self._sessions() as session:
             return list(
                 session.scalars(

@@ -34,6 +34,7 @@ from provenance.chain.devchain import development_chain_reason, is_development_c
 from provenance.errors import InputError
 
 if TYPE_CHECKING:
+    from provenance.chain.reader import RegistryReader, TrustHistory
     from provenance.chain.setup import ChainConnection
     from provenance.db.repository import RecordRepository
     from provenance.signing import KeyStore
@@ -79,6 +80,7 @@ class TrustRoot(BaseModel):
         return same_address and (self.chain_id is None or self.chain_id == chain_id)
 
     def describe(self) -> str:
+        """The pin in words, for messages."""
         chain = f"chain {self.chain_id}" if self.chain_id is not None else "the RPC's chain"
         return f"registry {self.registry_address} on {chain}"
 
@@ -144,9 +146,11 @@ class TrustDocument(BaseModel):
     generated_at: dt.datetime
 
     def pin(self) -> TrustRoot:
+        """The trust root this document names."""
         return TrustRoot(chain_id=self.chain_id, registry_address=self.registry_address)
 
     def to_json(self) -> str:
+        """The document as indented JSON with a final newline."""
         return self.model_dump_json(indent=1) + "\n"
 
     @classmethod
@@ -168,29 +172,17 @@ class TrustDocument(BaseModel):
 
     @classmethod
     def from_file(cls, path: Path) -> TrustDocument:
+        """Read a trust document from a file; an unreadable file is an InputError."""
         try:
             return cls.from_json(path.read_bytes())
         except OSError as exc:
             raise InputError(f"Cannot read the trust document {path}: {exc.strerror}") from None
 
 
-def build_trust_document(
-    chain: ChainConnection, keys: KeyStore, repository: RecordRepository, anchors_pem: bytes
-) -> TrustDocument:
-    """The trust document: everything the registry lists (from its events), checked at one block.
-
-    Keys, anchors and writers come from the registry's events since its deployment and the state at
-    the latest block, merged with what the service knows locally (key PEMs from ``repository``, the
-    active key from ``keys``, the certificates in ``anchors_pem``, its writer key). Anything on chain
-    the service did not publish is flagged and warned about.
-    """
-    registry = chain.registry
-    block = registry.reader.block_number()
-    reader = registry.reader.at(block)  # one block for every read: a consistent picture
-    history = reader.trust_history()
-    active = keys.active().key_id
-    warnings: list[str] = []
-
+def _published_keys(
+    reader: RegistryReader, history: TrustHistory, repository: RecordRepository, active: str, warnings: list[str]
+) -> list[PublishedKey]:
+    """Every signing key the service holds or the registry's events name, with its state at the reader's block."""
     local_keys = {row.key_id.lower(): row for row, _count, _last in repository.signing_keys()}
     published_keys: list[PublishedKey] = []
     for key_id in [*local_keys, *(k for k in history.keys if k not in local_keys)]:
@@ -214,7 +206,13 @@ def build_trust_document(
                 f"signing key {key_id} was published on the registry at block {status.valid_from}{until}, "
                 "but this service does not hold it"
             )
+    return published_keys
 
+
+def _published_anchors(
+    reader: RegistryReader, history: TrustHistory, anchors_pem: bytes, warnings: list[str]
+) -> list[PublishedAnchor]:
+    """Every C2PA anchor the service uses or the registry's events name, published or not at the reader's block."""
     local_anchors = {certificate_fingerprint(c): c for c in split_certificates(anchors_pem)}
     anchors: list[PublishedAnchor] = []
     for fp in [*local_anchors, *(f for f in history.anchors if f not in local_anchors)]:
@@ -234,9 +232,13 @@ def build_trust_document(
                 f"C2PA trust anchor {fp} is on the registry, but this service has no such certificate: any "
                 "certificate it chains to is trusted by verifiers"
             )
+    return anchors
 
-    own_writer = registry.sender.address if registry.sender is not None else None
-    current = reader.writers()
+
+def _published_writers(
+    history: TrustHistory, current: list[str], own_writer: str | None, warnings: list[str]
+) -> list[PublishedWriter]:
+    """Every address ever allowed to write (events) or allowed now, with its block ranges."""
     writer_history: list[PublishedWriter] = []
     for address in [*history.writers, *(a for a in current if a not in history.writers)]:
         ranges = history.writers.get(address, [])
@@ -255,6 +257,29 @@ def build_trust_document(
                 f"writer {address} is or was allowed on the registry (blocks {spans or 'unknown'}) but is not this "
                 "service's writer key (another instance of the service, or not the operator's)"
             )
+    return writer_history
+
+
+def build_trust_document(
+    chain: ChainConnection, keys: KeyStore, repository: RecordRepository, anchors_pem: bytes
+) -> TrustDocument:
+    """The trust document: everything the registry lists (from its events), checked at one block.
+
+    Keys, anchors and writers come from the registry's events since its deployment and the state at
+    the latest block, merged with what the service knows locally (key PEMs from ``repository``, the
+    active key from ``keys``, the certificates in ``anchors_pem``, its writer key). Anything on chain
+    the service did not publish is flagged and warned about.
+    """
+    registry = chain.registry
+    block = registry.reader.block_number()
+    reader = registry.reader.at(block)  # one block for every read: a consistent picture
+    history = reader.trust_history()
+    warnings: list[str] = []
+    published_keys = _published_keys(reader, history, repository, keys.active().key_id, warnings)
+    anchors = _published_anchors(reader, history, anchors_pem, warnings)
+    own_writer = registry.sender.address if registry.sender is not None else None
+    current = reader.writers()
+    writer_history = _published_writers(history, current, own_writer, warnings)
     development = is_development_chain(registry.chain_id)
     if development:
         warnings.append(development_chain_reason(registry.chain_id))
