@@ -25,7 +25,7 @@ $(NPM_STAMP): package.json package-lock.json
 
 # Servers the tests start on 127.0.0.1: PostgreSQL (database tests) and Redis (Celery workers);
 # openssl answers the local RFC 3161 time-stamp authority (provenance/manifests/tsa.py); Debian's chromium is the
-# browser the web interface tests drive with Playwright (tests/test_web_ui.py).
+# browser the web interface tests drive with Playwright (tests/e2e/test_web_ui.py).
 test-servers:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null || ! command -v openssl >/dev/null || ! test -x /usr/bin/chromium; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server openssl chromium >/dev/null; \
@@ -46,14 +46,14 @@ lint: install
 # schemathesis run goes on its own, since xdist loses schemathesis' generated cases.
 PYTEST_WORKERS ?= 2
 test: install test-servers lint
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --ignore=tests/test_openapi_fuzz.py --ignore=tests/test_c2pa_fixtures.py
-	$(BIN)/pytest tests/test_openapi_fuzz.py
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --ignore=tests/e2e/test_openapi_fuzz.py --ignore=tests/integration/test_c2pa_fixtures.py
+	$(BIN)/pytest tests/e2e/test_openapi_fuzz.py
 
-# c2pa-rs's own test files through the service (tests/test_c2pa_fixtures.py). This workplace lets no session commit
+# c2pa-rs's own test files through the service (tests/integration/test_c2pa_fixtures.py). This workplace lets no session commit
 # files fetched from another repository, so they are read from ../shared/c2pa-rs (or PROVENANCE_C2PA_RS_FIXTURES),
 # laid out as tests/fixtures/c2pa-rs/README.md says; the target fails when they are missing.
 test-c2pa-rs: install test-servers
-	$(BIN)/pytest tests/test_c2pa_fixtures.py
+	$(BIN)/pytest tests/integration/test_c2pa_fixtures.py
 
 bench: install
 	$(BIN)/python -m benchmarks.bench

@@ -41,11 +41,15 @@ EthAddress = Annotated[
 
 
 class ErrorOut(BaseModel):
+    """Every error the API answers: a stable code and what went wrong."""
+
     error: str = Field(description="Stable machine-readable code.")
     detail: Any = Field(description="What went wrong and what to do.")
 
 
 class CertifyOut(BaseModel):
+    """A certified image: its record, hash, CID, signature, mark and where to fetch it."""
+
     record_id: str
     sha256: str
     cid: str
@@ -58,6 +62,7 @@ class CertifyOut(BaseModel):
 
     @classmethod
     def of(cls, record: Record, base_url: str) -> CertifyOut:
+        """The answer for ``record``, with absolute links under ``base_url`` (empty: relative links)."""
         return cls(
             record_id=record.id,
             sha256=record.sha256,
@@ -72,6 +77,8 @@ class CertifyOut(BaseModel):
 
 
 class RecordOut(CertifyOut):
+    """A record as stored: the certification plus its registration, generation and lineage."""
+
     media_type: str
     size_bytes: int
     width: int
@@ -96,6 +103,7 @@ class RecordOut(CertifyOut):
 
     @classmethod
     def of(cls, record: Record, base_url: str) -> RecordOut:
+        """The stored ``record``, with absolute links under ``base_url`` (empty: relative links)."""
         base = CertifyOut.of(record, base_url).model_dump()
         return cls(
             **base,
@@ -126,6 +134,8 @@ VerifyOut = VerificationResult
 
 
 class SigningKeyOut(BaseModel):
+    """One ECDSA signing key the service has used (public half only)."""
+
     key_id: str = Field(description="hex SHA-256 of the public key's DER SubjectPublicKeyInfo")
     algorithm: str = "ECDSA P-256 SHA-256"
     public_key_pem: str
@@ -136,16 +146,22 @@ class SigningKeyOut(BaseModel):
 
 
 class C2paTrustOut(BaseModel):
+    """What a C2PA validator needs to trust this service's manifests."""
+
     root_certificate_pem: str | None = Field(description="Trust anchor for this service's manifests.")
     signer_chain_pem: str
 
 
 class KeysOut(BaseModel):
+    """The service's public keys: record signing keys and its C2PA trust chain."""
+
     signing_keys: list[SigningKeyOut]
     c2pa: C2paTrustOut
 
 
 class ChainOut(BaseModel):
+    """Where records are anchored: the chain, the contracts and their ABIs, the anchoring mode."""
+
     chain_id: int
     rpc_url: str
     registry_address: str
@@ -157,11 +173,15 @@ class ChainOut(BaseModel):
 
 
 class MintIn(BaseModel):
+    """Mint a certified record as an NFT to an address."""
+
     record_id: str
     to: EthAddress = Field(description="Ethereum address that receives the token (EIP-55 checksum if mixed case).")
 
 
 class MintOut(BaseModel):
+    """A minted token: its id (the content hash), transaction, URI, contract and owner."""
+
     token_id: str = Field(description="The content hash, as uint256 hex.")
     tx_hash: str
     token_uri: str
@@ -170,10 +190,14 @@ class MintOut(BaseModel):
 
 
 class VoucherIn(MintIn):
+    """An EIP-712 mint voucher the recipient redeems (lazy minting), valid for ``ttl_s``."""
+
     ttl_s: int | None = Field(default=None, ge=60, le=365 * 24 * 3600, description="Validity; default from settings.")
 
 
 class HealthOut(BaseModel):
+    """Liveness of the service and each dependency (database, chain, IPFS) and record counts."""
+
     status: Literal["ok", "degraded"] = Field(description="degraded (HTTP 503) when any dependency is down.")
     down: list[str] = Field(default_factory=list, description="The dependencies that do not answer.")
     version: str
@@ -186,6 +210,8 @@ class HealthOut(BaseModel):
 
 
 class LoraIn(BaseModel):
+    """A LoRA applied to a generation, with its weight."""
+
     path: str = Field(description="Path of a LoRA .safetensors file on the generation machine.")
     weight: float = Field(default=1.0, ge=-4.0, le=4.0)
 
@@ -211,17 +237,23 @@ class GenerationIn(BaseModel):
 
 
 class JobAccepted(BaseModel):
+    """A generation job was queued: poll ``status_url``."""
+
     job_id: str
     status: str
     status_url: str
 
 
 class JobProgress(BaseModel):
+    """Denoising steps done of the total."""
+
     step: int
     steps: int
 
 
 class JobOut(BaseModel):
+    """A generation job: its state, progress, attempts and the records it certified."""
+
     job_id: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: JobProgress

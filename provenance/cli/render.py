@@ -109,7 +109,7 @@ def print_report(result: dict[str, Any]) -> None:
     print_checks(result.get("checks") or {})
 
 
-# The name tests/test_cli_escaping.py renders a hostile report with.
+# The name tests/e2e/test_cli_escaping.py renders a hostile report with.
 _print_report = print_report
 
 

@@ -27,7 +27,7 @@ are what a re-encode, a resize, a blur or a denoise keep, and what a local edit 
 Thresholds were calibrated on scikit-image photographs and generated images: JPEG 30-90, WebP,
 resizes 0.25-2x, blur, non-local-means denoise, noise, gamma, hue and saturation changes never
 produced an edited region; a 60x60 flat fill, a pasted 64x64 logo and an erased (inpainted) object
-always did (``tests/test_binding.py`` holds the cases).
+always did (``tests/unit/test_binding.py`` holds the cases).
 """
 
 from __future__ import annotations

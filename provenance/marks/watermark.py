@@ -82,7 +82,7 @@ def largest_singular_values(blocks: np.ndarray, *, planar: bool = False) -> np.n
 
     ``blocks``: (n, rows, cols); with ``planar``, (rows, cols, n) (entry ``[k, i]`` of every block as one
     plane, what ``vote_fractions`` builds directly). The same value as ``np.linalg.svd(...)[1][:, 0]`` to
-    about 1e-15 relative (``tests/test_singular_values.py`` checks random, real, rank-deficient and zero
+    about 1e-15 relative (``tests/unit/test_singular_values.py`` checks random, real, rank-deficient and zero
     blocks), and about 5x faster than a batched ``eigvalsh``, which spends microseconds of LAPACK overhead
     per 4x4 block: a blind read of a 1024x1024 upload and its rescalings holds ~150k blocks.
 

@@ -88,9 +88,11 @@ class BundleReport(BaseModel):
 
     @property
     def exit_code(self) -> int:
+        """The CLI's exit code for this verdict (0 only for authentic)."""
         return EXIT_CODES[self.verdict]
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
         return self.model_dump(mode="json")
 
 

@@ -37,7 +37,7 @@ from provenance.media import FORMATS, sniff_format
 from provenance.runtime.services import Services
 from tests.conftest import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LIST = ROOT / "tests" / "fixtures" / "c2pa-rs" / "fixtures.sha256"
 FIXTURES_DIR = Path(os.environ.get("PROVENANCE_C2PA_RS_FIXTURES") or ROOT.parent / "shared" / "c2pa-rs")
 OFFLINE = {"cawg.ica.did_unavailable"}

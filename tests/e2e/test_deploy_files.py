@@ -21,7 +21,7 @@ from pydantic import AliasChoices
 
 from provenance.config import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 IMAGE_SERVICES = {name: svc for name, svc in COMPOSE["services"].items() if "build" in svc}

@@ -35,7 +35,7 @@ from provenance.chain.transactions import TxSender
 from provenance.config import Settings
 from provenance.errors import ChainError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "provenance.cli"]
 
 

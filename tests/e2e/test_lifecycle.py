@@ -29,7 +29,7 @@ from provenance.errors import ConfigurationError
 from provenance.runtime.services import Services
 from tests.conftest import encode, photo, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.prefix) / "bin" / "provenance"
 
 

@@ -14,7 +14,7 @@ from provenance.chain.artifacts import ARTIFACTS_DIR, artifact_names
 from provenance.chain.registry import Web3Registry, deploy_registry
 from provenance.runtime.services import Services
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_artifact_is_reproduced_by_the_compile_script(tmp_path: Path) -> None:

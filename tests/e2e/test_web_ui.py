@@ -41,7 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # A test run must not dirty the checkout: screenshots go to an ignored folder unless asked for elsewhere.
 SCREENSHOTS = REPO / os.environ.get("PROVENANCE_SCREENSHOTS", "test-output/screenshots")
 DESKTOP = {"width": 1100, "height": 900}

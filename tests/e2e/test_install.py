@@ -27,7 +27,7 @@ import pytest
 from provenance.chain.anvil import NPM_ANVIL
 from tests.conftest import _free_port, encode, photo, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 
 

@@ -19,7 +19,7 @@ from provenance.ipfs.blockstore import LocalBlockstore
 from provenance.ipfs.kubo import KuboClient
 from provenance.ipfs.unixfs import CHUNK_SIZE, MAX_LINKS, build_dag, compute_cid
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Known vectors: what `ipfs add --cid-version=1` prints (the empty file is the well-known raw CID of
 # sha256(""); "hello world\n" is the raw leaf Kubo gives for that 12-byte file).

@@ -29,7 +29,7 @@ from provenance.manifests.manifest import ManifestContent, ManifestReader, Manif
 from provenance.manifests.tsa import LocalTimeStampAuthority
 from tests.conftest import encode, photo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "c2pa_ts_read.mjs"
 KINDS = ["plain", "ingredient", "time-stamp", "ingredient+time-stamp"]
 

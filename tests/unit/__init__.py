@@ -1,0 +1,1 @@
+"""Unit tests: one component on real data, no services started."""
