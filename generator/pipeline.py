@@ -22,32 +22,14 @@ import numpy as np
 import torch
 
 from generator.models import ModelCatalog, ModelError, ModelSource, WeightHasher
+from generator.request import GenerationRequest, LoraSpec
 from generator.schedulers import SCHEDULERS
+
+__all__ = ["GeneratedImage", "GenerationCancelled", "GenerationRequest", "Generator", "LoraSpec"]
 
 
 class GenerationCancelled(Exception):
     """The request was cancelled while it ran."""
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    path: str
-    weight: float = 1.0
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    prompt: str
-    negative_prompt: str | None = None
-    seed: int = 0
-    steps: int = 25
-    guidance_scale: float = 7.5
-    width: int = 512
-    height: int = 512
-    num_images: int = 1
-    model: str | None = None
-    loras: tuple[LoraSpec, ...] = ()
-    scheduler: str | None = None
 
 
 @dataclass

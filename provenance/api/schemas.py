@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
+from generator.request import GenerationSpec, LoraSpec
 from provenance.db.models import Record
 from provenance.errors import InvalidAddressError
 from provenance.nft.service import checked_address
@@ -209,31 +210,13 @@ class HealthOut(BaseModel):
     records: dict[str, int]
 
 
-class LoraIn(BaseModel):
-    """A LoRA applied to a generation, with its weight."""
-
-    path: str = Field(description="Path of a LoRA .safetensors file on the generation machine.")
-    weight: float = Field(default=1.0, ge=-4.0, le=4.0)
+# The API's names for the one generation request shape (``generator.request``): the body of
+# ``POST /v1/generations`` is a ``GenerationSpec``, and the OpenAPI document keeps calling it ``GenerationIn``.
+LoraIn = LoraSpec
 
 
-class GenerationIn(BaseModel):
+class GenerationIn(GenerationSpec):
     """A text-to-image request. Limits on size and steps come from the settings."""
-
-    model_config = {"extra": "forbid"}
-
-    prompt: str = Field(min_length=1, max_length=2000)
-    negative_prompt: str | None = Field(default=None, max_length=2000)
-    seed: int | None = Field(default=None, ge=0, lt=2**32, description="Default: random; recorded either way.")
-    steps: int = Field(default=25, ge=1)
-    guidance_scale: float = Field(default=7.5, ge=0.0, le=30.0)
-    width: int = Field(default=512, ge=64)
-    height: int = Field(default=512, ge=64)
-    num_images: int = Field(default=1, ge=1, le=8)
-    model: str | None = Field(
-        default=None, description="Model name, local folder or checkpoint; default from settings."
-    )
-    loras: list[LoraIn] = Field(default_factory=list, max_length=8)
-    scheduler: str | None = Field(default=None, description="euler, euler_a, ddim, dpmpp_2m, unipc, ...")
 
 
 class JobAccepted(BaseModel):

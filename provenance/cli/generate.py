@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from generator.request import GenerationRequest, GenerationSpec
 from provenance.cli.common import DataDir, open_services, settings_for, wait_registered
 from provenance.cli.render import console, err, fail, print_json
 from provenance.cli.text import clean, plain
@@ -18,15 +19,24 @@ if TYPE_CHECKING:
     from provenance.runtime.services import Services
 
 
+def _default(name: str) -> Any:
+    """The default of a ``GenerationSpec`` field: the options show the request's defaults, written once there."""
+    return GenerationSpec.model_fields[name].default
+
+
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
     data_dir: DataDir = None,
-    num_images: Annotated[int, typer.Option("-n", "--num-images", help="Images to generate (1-8).")] = 1,
+    num_images: Annotated[int, typer.Option("-n", "--num-images", help="Images to generate (1-8).")] = _default(
+        "num_images"
+    ),
     seed: Annotated[int | None, typer.Option(help="Seed of the first image (image i uses seed + i).")] = None,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
-    guidance_scale: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.")] = 7.5,
-    width: Annotated[int, typer.Option(help="Width, a multiple of 8.")] = 512,
-    height: Annotated[int, typer.Option(help="Height, a multiple of 8.")] = 512,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = _default("steps"),
+    guidance_scale: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.")] = _default(
+        "guidance_scale"
+    ),
+    width: Annotated[int, typer.Option(help="Width, a multiple of 8.")] = _default("width"),
+    height: Annotated[int, typer.Option(help="Height, a multiple of 8.")] = _default("height"),
     negative_prompt: Annotated[str | None, typer.Option(help="What not to draw.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name, diffusers folder or .safetensors checkpoint.")] = None,
     lora: Annotated[list[str] | None, typer.Option(help="LoRA file, optionally PATH:WEIGHT; repeatable.")] = None,
@@ -35,27 +45,25 @@ def generate(
     wait: Annotated[bool, typer.Option(help="Wait until the records are registered on chain.")] = True,
 ) -> None:
     """Generate images with diffusers and certify every one of them."""
-    loras = _parse_loras(lora or [])
+    spec = _spec(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        seed=seed,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        width=width,
+        height=height,
+        num_images=num_images,
+        model=model,
+        loras=_parse_loras(lora or []),
+        scheduler=scheduler,
+    )
     settings = settings_for(data_dir)
     services = open_services(settings)
     try:
-        request = services.jobs.prepare(
-            {
-                "prompt": prompt,
-                "negative_prompt": negative_prompt,
-                "seed": seed,
-                "steps": steps,
-                "guidance_scale": guidance_scale,
-                "width": width,
-                "height": height,
-                "num_images": num_images,
-                "model": model,
-                "loras": loras,
-                "scheduler": scheduler,
-            },
-            trusted=True,  # the operator's own command line may name any local file
-        )
-        written = _write_images(services, _run_job(services, request, steps), out)
+        # The operator's own command line may name any local file.
+        request = services.jobs.prepare(spec, trusted=True)
+        written = _write_images(services, _run_job(services, request), out)
         statuses = wait_registered(services, [r.id for _, r in written], settings.tx_timeout_s, wait=wait)
         for target, record in written:
             record = _record(services, record.id)
@@ -73,6 +81,16 @@ def generate(
         services.close()
 
 
+def _spec(**options: Any) -> GenerationSpec:
+    """The command line's options as the one generation request shape; a value out of bounds is exit code 2."""
+    from provenance.jobs.service import as_spec  # the job service loads the certifier: only when a command runs
+
+    try:
+        return as_spec(options)
+    except ProvenanceError as exc:
+        fail(exc.detail)
+
+
 def _parse_loras(items: list[str]) -> list[dict[str, Any]]:
     """``PATH`` or ``PATH:WEIGHT`` per ``--lora`` (weight 1.0 when not given); a bad weight is exit code 2."""
     loras = []
@@ -85,13 +103,13 @@ def _parse_loras(items: list[str]) -> list[dict[str, Any]]:
     return loras
 
 
-def _run_job(services: Services, request: Any, steps: int) -> list[str]:
+def _run_job(services: Services, request: GenerationRequest) -> list[str]:
     """Run one generation job here, with a progress bar on stderr; the ids of the records it certified."""
     job = services.jobs.jobs.create(request, "cli", account_id=services.admin_account_id)
     with Progress(
         TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as progress:
-        task = progress.add_task("", total=steps)
+        task = progress.add_task("", total=request.steps)
         services.jobs.runner.run(job.id, on_step=lambda step, total: progress.update(task, completed=step, total=total))
     finished = services.jobs.get(job.id)
     if finished.status != "succeeded":

@@ -98,7 +98,7 @@ def reproduce(parts: ReproduceParts, record_id: str, *, prompt: str | None = Non
         height=int(gen["height"]),
         num_images=int(gen["batch_size"]),
         model=gen["model"]["id"],
-        loras=tuple(LoraSpec(lora["path"], lora["weight"]) for lora in gen.get("loras", [])),
+        loras=tuple(LoraSpec(path=lora["path"], weight=lora["weight"]) for lora in gen.get("loras", [])),
         scheduler=gen.get("scheduler_option"),
     )
     generator = parts.runner.generator

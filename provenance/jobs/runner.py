@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from PIL import Image
 
+from generator.request import GenerationRequest
 from provenance.certify.certifier import CertifiedImage, CertifyOptions
 from provenance.db.models import JobStatus
 from provenance.errors import ProvenanceError, dependency_error
@@ -18,7 +19,7 @@ from provenance.jobs.store import JobRepository
 from provenance.manifests.manifest import GENERATED_SOURCE_TYPE
 
 if TYPE_CHECKING:
-    from generator.pipeline import GeneratedImage, GenerationRequest, Generator
+    from generator.pipeline import GeneratedImage, Generator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,12 +64,8 @@ def with_retries(
 
 
 def request_from_dict(data: dict[str, Any]) -> GenerationRequest:
-    """The generator's request from a job's stored request (LoRA entries as LoraSpec)."""
-    from generator.pipeline import GenerationRequest, LoraSpec
-
-    fields = dict(data)
-    fields["loras"] = tuple(LoraSpec(**lora) for lora in fields.get("loras") or ())
-    return GenerationRequest(**fields)
+    """The generator's request from a job's stored request (``GenerationRequest.stored``)."""
+    return GenerationRequest.model_validate(data)
 
 
 def png_bytes(image: GeneratedImage) -> bytes:

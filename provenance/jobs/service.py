@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from generator.models import HUB_ID, TINY_MODEL_ID, ModelCatalog, ModelError
+from generator.request import GenerationRequest, GenerationSpec
 from generator.schedulers import SCHEDULER_NAMES
 from provenance.config import Settings
 from provenance.db.models import GenerationJob
@@ -57,6 +61,18 @@ class PromptFilter:
                     raise PromptRejectedError(f"The prompt contains the blocked term {term!r}.")
 
 
+def as_spec(spec: GenerationSpec | Mapping[str, Any]) -> GenerationSpec:
+    """``spec`` as a ``GenerationSpec``; a mapping that breaks its limits is a ``GenerationRequestError``."""
+    if isinstance(spec, GenerationSpec):
+        return spec
+    try:
+        return GenerationSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise GenerationRequestError(
+            "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
+        ) from None
+
+
 class JobService:
     """Submit, read and cancel generation jobs; checks requests against the settings' limits and blocklist."""
 
@@ -77,29 +93,28 @@ class JobService:
             raise UnknownModelError(f"{what} {value!r} must be a name inside {root.name}/, not a path outside it.")
         return str(candidate)
 
-    def prepare(self, request: dict[str, Any], *, trusted: bool = False) -> dict[str, Any]:
+    def prepare(self, spec: GenerationSpec | Mapping[str, Any], *, trusted: bool = False) -> GenerationRequest:
         """Check what a schema cannot (limits from settings, prompt filter, model) and fill defaults.
 
         ``trusted`` callers (the operator's CLI) may name any local path; API callers name models from
         ``PROVENANCE_MODELS``, the built-in tiny model, or folders/checkpoints inside the models folder,
-        and LoRA files inside the LoRA folder.
+        and LoRA files inside the LoRA folder. A mapping is read as a ``GenerationSpec`` first.
         """
         settings = self.settings
+        request = as_spec(spec).model_dump()
         problems = []
         for name in ("width", "height"):
-            value = int(request.get(name, 512))
+            value = request[name]
             if value % 8 or not 64 <= value <= settings.max_image_side:
                 problems.append(f"{name} must be a multiple of 8 between 64 and {settings.max_image_side}, not {value}")
-        if not 1 <= int(request.get("steps", 25)) <= settings.max_steps:
+        if not 1 <= request["steps"] <= settings.max_steps:
             problems.append(f"steps must be between 1 and {settings.max_steps}")
-        if not 1 <= int(request.get("num_images", 1)) <= 8:
-            problems.append("num_images must be between 1 and 8")
-        if request.get("scheduler") is not None and request["scheduler"] not in SCHEDULER_NAMES:
+        if request["scheduler"] is not None and request["scheduler"] not in SCHEDULER_NAMES:
             problems.append(f"scheduler must be one of {', '.join(SCHEDULER_NAMES)}")
         if problems:
             raise GenerationRequestError("; ".join(problems))
-        self.prompt_filter.check(request.get("prompt"), request.get("negative_prompt"))
-        request = {**request, "model": request.get("model") or settings.default_model}
+        self.prompt_filter.check(request["prompt"], request["negative_prompt"])
+        request["model"] = request["model"] or settings.default_model
         if not trusted:
             model = request["model"]
             local = (self.catalog.models_dir / model).exists()
@@ -107,22 +122,22 @@ class JobService:
                 request["model"] = self._confine(model, self.catalog.models_dir, "model")
             request["loras"] = [
                 {**lora, "path": self._confine(lora["path"], settings.resolved_lora_dir, "LoRA")}
-                for lora in request.get("loras") or ()
+                for lora in request["loras"]
             ]
-        if request.get("seed") is None:
+        if request["seed"] is None:
             request["seed"] = secrets.randbits(32)
         try:
             self.catalog.resolve(request["model"])
         except ModelError as exc:
             raise UnknownModelError(str(exc)) from None
-        for lora in request.get("loras") or ():
+        for lora in request["loras"]:
             if not Path(lora["path"]).is_file():
                 raise UnknownModelError(f"LoRA file {lora['path']!r} not found.")
-        return request
+        return GenerationRequest.model_validate(request)
 
-    def submit(self, request: dict[str, Any], *, account_id: str | None = None) -> GenerationJob:
+    def submit(self, spec: GenerationSpec | Mapping[str, Any], *, account_id: str | None = None) -> GenerationJob:
         """Validate, then queue the job (429 when the queue is full); its images belong to ``account_id``."""
-        request = self.prepare(request)
+        request = self.prepare(spec)
         self.queue.check_capacity()
         job = self.jobs.create(request, self.queue.name, account_id=account_id)
         try:

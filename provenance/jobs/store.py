@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from generator.request import GenerationRequest
 from provenance.db.models import GenerationJob, JobStatus, utcnow
 
 
@@ -17,15 +18,15 @@ class JobRepository:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
-    def create(self, request: dict[str, Any], backend: str, *, account_id: str | None = None) -> GenerationJob:
-        """Create a queued job for the request on the backend, owned by account_id."""
+    def create(self, request: GenerationRequest, backend: str, *, account_id: str | None = None) -> GenerationJob:
+        """Create a queued job for the resolved request on the backend, owned by account_id."""
         job = GenerationJob(
             id=secrets.token_hex(16),
             status=JobStatus.QUEUED,
-            request=request,
+            request=request.stored(),
             backend=backend,
             step=0,
-            steps=int(request.get("steps", 0)),
+            steps=request.steps,
             attempts=0,
             record_ids=[],
             account_id=account_id,

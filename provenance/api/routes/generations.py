@@ -57,7 +57,7 @@ def create_generation(
 
     def run() -> JobAccepted:
         with limits.quota(caller, IMAGES_PER_DAY, body.num_images):
-            job = jobs.submit(body.model_dump(), account_id=caller.account_id)
+            job = jobs.submit(body, account_id=caller.account_id)
         return JobAccepted(job_id=job.id, status=job.status, status_url=f"{base_url}/v1/generations/{job.id}")
 
     return idempotent.run(
