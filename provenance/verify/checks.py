@@ -10,7 +10,7 @@ nothing else, exactly as the report always read.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, SerializerFunctionWrapHandler, model_serializer
 
@@ -300,3 +300,18 @@ class Checks(Report):
     fingerprint: FingerprintCheck | None = None
     chain: ChainCheck | None = None
     ipfs: IpfsCheck | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        """One check as the API's JSON shows it (``result.checks["chain"]["mode"]``): scripts written against the
+        JSON read a result object the same way. ``KeyError`` for a check that did not run."""
+        value = self.model_dump(mode="json").get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """``self[name]``, or ``default`` for a check that did not run."""
+        try:
+            return self[name]
+        except KeyError:
+            return default

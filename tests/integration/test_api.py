@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from provenance.db.models import RecordStatus
 from provenance.runtime.services import Services
 from tests.conftest import SKIMAGE_DATA, decode, encode, photo, wait_for
-from tests.test_media import png_header_only
+from tests.unit.test_media import png_header_only
 
 
 def certify(client: TestClient, data: bytes, name: str = "image.png", **form: str) -> dict:

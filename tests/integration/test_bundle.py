@@ -19,7 +19,7 @@ from provenance.signing import KeyStore
 from provenance.trust.document import TrustRoot
 from provenance.verify.bundle import verify_with_bundle
 from tests.conftest import decode, encode, photo, wait_for
-from tests.test_batches import small_images
+from tests.integration.test_batches import small_images
 
 
 def fetch_bundle(client: TestClient, record_id: str) -> tuple[dict, bytes, str]:

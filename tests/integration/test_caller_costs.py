@@ -23,7 +23,7 @@ from provenance.errors import RateLimitedError, ServerBusyError
 from provenance.media.budget import PixelBudget
 from provenance.runtime.services import Services
 from tests.conftest import wait_for
-from tests.test_auth import certify, new_key, small_png
+from tests.integration.test_auth import certify, new_key, small_png
 
 SMALL = 64 * 64  # pixels of small_png()
 

@@ -18,7 +18,7 @@ from provenance.errors import InvalidAddressError
 from provenance.nft.service import checked_address
 from provenance.runtime.services import Services
 from tests.conftest import encode, photo, wait_for
-from tests.test_batches import small_images
+from tests.integration.test_batches import small_images
 
 # EIP-55's own example, and the same address with one letter's case flipped (a checksum that fails).
 CHECKSUMMED = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"

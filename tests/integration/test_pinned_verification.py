@@ -38,7 +38,7 @@ from provenance.signing import KeyStore, sha256_hex
 from provenance.trust.document import TrustDocument, TrustRoot, certificate_fingerprint, split_certificates
 from provenance.verify.bundle import build_bundle, verify_with_bundle
 from tests.conftest import encode, photo, wait_for
-from tests.test_trust import certify_registered
+from tests.integration.test_trust import certify_registered
 
 CLI = [sys.executable, "-m", "provenance.cli"]
 
