@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from provenance import __version__
 from provenance.api.schemas import HealthOut
-from provenance.chain.registry import Web3Registry
+from provenance.chain import Registry
 from provenance.db.repository import RecordRepository
 from provenance.ipfs import ContentStore
 
@@ -21,7 +21,7 @@ PROBE_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 class HealthProbe:
     """Asks the chain node, the database and the content store whether they answer; never raises."""
 
-    registry: Web3Registry
+    registry: Registry  # the interface: health asks it for the latest block, nothing else
     repository: RecordRepository
     store: ContentStore
     engine: Engine
@@ -46,7 +46,7 @@ class HealthProbe:
 
     def _chain(self, down: list[str]) -> dict[str, Any]:
         try:
-            block = self.registry.w3.eth.block_number
+            block = self.registry.block_number()  # through the registry interface, never its web3 internals
             return {"ok": True, "chain_id": self.registry.chain_id, "block_number": block}
         except Exception as exc:
             down.append("chain")
