@@ -2,22 +2,23 @@
 
 Start a worker with ``provenance worker`` (or ``celery -A provenance.runtime.worker worker``)
 using the same settings as the API (database, data dir or Kubo, chain). This module knows the job
-code, not the wiring: the worker's ``JobRunner`` comes from the opener the runtime installs
-(``serve_runner``), so jobs/ never imports the composition root. Tasks are acknowledged
-late and rejected when their worker dies, so Redis hands them to another worker after the
-visibility timeout; the job's ``attempts`` counter then decides between a retry and ``failed``.
+code, not the wiring: it takes a ``CeleryConfig`` (the runtime reads it from the settings), and the
+worker's ``JobRunner`` comes from the opener the runtime installs (``serve_runner``), so jobs/ never
+imports the composition root or the settings. Tasks are acknowledged late and rejected when their
+worker dies, so Redis hands them to another worker after the visibility timeout; the job's
+``attempts`` counter then decides between a retry and ``failed``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis
 from celery import Celery, signals
 
-from provenance.config import Settings
 from provenance.errors import ConfigurationError, QueueFullError
 
 if TYPE_CHECKING:
@@ -27,21 +28,36 @@ log = logging.getLogger(__name__)
 TASK_NAME = "provenance.generate"
 
 
-def make_celery(settings: Settings) -> Celery:
-    """A Celery app on the Redis broker of the settings: late acknowledgement, one task at a time per worker."""
-    if not settings.redis_url:
+@dataclass(frozen=True)
+class CeleryConfig:
+    """What the Celery backend uses: the Redis broker, its queue, the visibility timeout and the queue's bound."""
+
+    redis_url: str | None
+    queue: str
+    visibility_timeout_s: float
+    queue_size: int  # jobs waiting in the broker queue before a new one is refused
+
+
+def configure_celery(celery: Celery, config: CeleryConfig) -> Celery:
+    """``celery`` on the Redis broker of ``config``: late acknowledgement, one task at a time per worker."""
+    if not config.redis_url:
         raise ConfigurationError("The celery job backend needs REDIS_URL (e.g. redis://127.0.0.1:6379/0).")
-    celery = Celery("provenance", broker=settings.redis_url)
     celery.conf.update(
+        broker_url=config.redis_url,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue=settings.celery_queue,
-        broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_s},
+        task_default_queue=config.queue,
+        broker_transport_options={"visibility_timeout": config.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
     return celery
+
+
+def make_celery(config: CeleryConfig) -> Celery:
+    """A new Celery app configured by ``configure_celery`` (the API side's sender)."""
+    return configure_celery(Celery("provenance"), config)
 
 
 class CeleryJobQueue:
@@ -49,10 +65,10 @@ class CeleryJobQueue:
 
     name = "celery"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.celery = make_celery(settings)
-        self._redis = redis.Redis.from_url(settings.redis_url or "")
+    def __init__(self, config: CeleryConfig) -> None:
+        self.config = config
+        self.celery = make_celery(config)
+        self._redis = redis.Redis.from_url(config.redis_url or "")
 
     def start(self) -> None:
         """Nothing to start on the API side: the workers run elsewhere."""
@@ -61,15 +77,15 @@ class CeleryJobQueue:
     def check_capacity(self) -> None:
         """Refuse a job (QueueFullError) when the broker queue already holds job_queue_size jobs."""
         try:
-            waiting = int(self._redis.llen(self.settings.celery_queue))  # type: ignore[arg-type]
+            waiting = int(self._redis.llen(self.config.queue))  # type: ignore[arg-type]
         except redis.RedisError as exc:
-            raise ConfigurationError(f"Redis at {self.settings.redis_url} is unreachable: {exc}") from None
-        if waiting >= self.settings.job_queue_size:
+            raise ConfigurationError(f"Redis at {self.config.redis_url} is unreachable: {exc}") from None
+        if waiting >= self.config.queue_size:
             raise QueueFullError(f"The generation queue is full ({waiting} jobs waiting); retry later.")
 
     def enqueue(self, job_id: str) -> None:
         """Hand the job id to the broker; a worker runs it."""
-        self.celery.send_task(TASK_NAME, args=[job_id], queue=self.settings.celery_queue)
+        self.celery.send_task(TASK_NAME, args=[job_id], queue=self.config.queue)
 
     def stop(self) -> None:
         """Close the Redis connection."""
@@ -77,9 +93,9 @@ class CeleryJobQueue:
 
 
 # --- worker side -------------------------------------------------------------------------------
-# The worker reads the same environment as the API (REDIS_URL, DATABASE_URL, PROVENANCE_DATA_DIR...).
-_settings = Settings()
-app = make_celery(_settings) if _settings.redis_url else Celery("provenance")
+# The worker's app, with its task registered below. The runtime (provenance.runtime.worker) configures it on
+# import from the same environment as the API (REDIS_URL, DATABASE_URL, PROVENANCE_DATA_DIR...).
+app = Celery("provenance")
 
 # Opens the worker's runner on its first task: the runner, and how to close what was opened for it.
 RunnerOpener = Callable[[], "tuple[JobRunner, Callable[[], None]]"]
@@ -122,14 +138,13 @@ def generate(job_id: str) -> None:
     _runner().run(job_id)
 
 
-def run_worker(loglevel: str = "INFO", opener: RunnerOpener | None = None) -> None:
-    """Start a worker in this process (``provenance worker``). Settings come from the environment.
+def run_worker(config: CeleryConfig, loglevel: str = "INFO", opener: RunnerOpener | None = None) -> None:
+    """Start a worker in this process (``provenance worker``) on the queue of ``config``.
 
     ``opener``: how the worker opens its runner (see ``serve_runner``); None keeps the one installed.
     """
     if opener is not None:
         serve_runner(opener)
-    settings = Settings()
-    if not settings.redis_url:
+    if not config.redis_url:
         raise ConfigurationError("A worker needs REDIS_URL (e.g. redis://127.0.0.1:6379/0).")
-    app.worker_main(["worker", "--pool=solo", "--concurrency=1", "-Q", settings.celery_queue, f"--loglevel={loglevel}"])
+    app.worker_main(["worker", "--pool=solo", "--concurrency=1", "-Q", config.queue, f"--loglevel={loglevel}"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,7 +14,6 @@ from pydantic import ValidationError
 from generator.models import HUB_ID, TINY_MODEL_ID, ModelCatalog, ModelError
 from generator.request import GenerationRequest, GenerationSpec
 from generator.schedulers import SCHEDULER_NAMES
-from provenance.config import Settings
 from provenance.db.models import GenerationJob
 from provenance.errors import (
     GenerationRequestError,
@@ -73,18 +73,29 @@ def as_spec(spec: GenerationSpec | Mapping[str, Any]) -> GenerationSpec:
         ) from None
 
 
+@dataclass(frozen=True)
+class GenerationLimits:
+    """What ``JobService`` checks a request against: the operator's limits, default model, LoRA folder, blocklist."""
+
+    max_image_side: int
+    max_steps: int
+    default_model: str
+    lora_dir: Path  # API callers name LoRA files inside it only
+    prompt_blocklist: tuple[str, ...] = ()
+
+
 class JobService:
-    """Submit, read and cancel generation jobs; checks requests against the settings' limits and blocklist."""
+    """Submit, read and cancel generation jobs; checks requests against the operator's limits and blocklist."""
 
     def __init__(
-        self, settings: Settings, jobs: JobRepository, catalog: ModelCatalog, runner: JobRunner, queue: JobQueue
+        self, limits: GenerationLimits, jobs: JobRepository, catalog: ModelCatalog, runner: JobRunner, queue: JobQueue
     ):
-        self.settings = settings
+        self.limits = limits
         self.jobs = jobs
         self.catalog = catalog
         self.runner = runner
         self.queue = queue
-        self.prompt_filter = PromptFilter(settings.prompt_blocklist)
+        self.prompt_filter = PromptFilter(list(limits.prompt_blocklist))
 
     def _confine(self, value: str, root: Path, what: str) -> str:
         """API callers name files inside the operator's folders only, never arbitrary server paths."""
@@ -94,35 +105,34 @@ class JobService:
         return str(candidate)
 
     def prepare(self, spec: GenerationSpec | Mapping[str, Any], *, trusted: bool = False) -> GenerationRequest:
-        """Check what a schema cannot (limits from settings, prompt filter, model) and fill defaults.
+        """Check what a schema cannot (the operator's limits, prompt filter, model) and fill defaults.
 
         ``trusted`` callers (the operator's CLI) may name any local path; API callers name models from
         ``PROVENANCE_MODELS``, the built-in tiny model, or folders/checkpoints inside the models folder,
         and LoRA files inside the LoRA folder. A mapping is read as a ``GenerationSpec`` first.
         """
-        settings = self.settings
+        limits = self.limits
         request = as_spec(spec).model_dump()
         problems = []
         for name in ("width", "height"):
             value = request[name]
-            if value % 8 or not 64 <= value <= settings.max_image_side:
-                problems.append(f"{name} must be a multiple of 8 between 64 and {settings.max_image_side}, not {value}")
-        if not 1 <= request["steps"] <= settings.max_steps:
-            problems.append(f"steps must be between 1 and {settings.max_steps}")
+            if value % 8 or not 64 <= value <= limits.max_image_side:
+                problems.append(f"{name} must be a multiple of 8 between 64 and {limits.max_image_side}, not {value}")
+        if not 1 <= request["steps"] <= limits.max_steps:
+            problems.append(f"steps must be between 1 and {limits.max_steps}")
         if request["scheduler"] is not None and request["scheduler"] not in SCHEDULER_NAMES:
             problems.append(f"scheduler must be one of {', '.join(SCHEDULER_NAMES)}")
         if problems:
             raise GenerationRequestError("; ".join(problems))
         self.prompt_filter.check(request["prompt"], request["negative_prompt"])
-        request["model"] = request["model"] or settings.default_model
+        request["model"] = request["model"] or limits.default_model
         if not trusted:
             model = request["model"]
             local = (self.catalog.models_dir / model).exists()
             if model not in self.catalog.aliases and model != TINY_MODEL_ID and (local or not HUB_ID.match(model)):
                 request["model"] = self._confine(model, self.catalog.models_dir, "model")
             request["loras"] = [
-                {**lora, "path": self._confine(lora["path"], settings.resolved_lora_dir, "LoRA")}
-                for lora in request["loras"]
+                {**lora, "path": self._confine(lora["path"], limits.lora_dir, "LoRA")} for lora in request["loras"]
             ]
         if request["seed"] is None:
             request["seed"] = secrets.randbits(32)

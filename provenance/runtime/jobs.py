@@ -9,11 +9,35 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provenance.config import Settings
 from provenance.jobs.runner import Certify, JobRunner
-from provenance.jobs.service import JobQueue, JobService
+from provenance.jobs.service import GenerationLimits, JobQueue, JobService
 from provenance.jobs.store import JobRepository
 
 if TYPE_CHECKING:
     from generator.pipeline import Generator
+    from provenance.jobs.celery_app import CeleryConfig
+
+
+def generation_limits(settings: Settings) -> GenerationLimits:
+    """The values ``JobService`` checks requests against, read from the settings."""
+    return GenerationLimits(
+        max_image_side=settings.max_image_side,
+        max_steps=settings.max_steps,
+        default_model=settings.default_model,
+        lora_dir=settings.resolved_lora_dir,
+        prompt_blocklist=tuple(settings.prompt_blocklist),
+    )
+
+
+def celery_config(settings: Settings) -> CeleryConfig:
+    """The values the Celery backend uses (broker, queue, visibility timeout, queue bound), read from the settings."""
+    from provenance.jobs.celery_app import CeleryConfig  # celery and redis load only where the backend is used
+
+    return CeleryConfig(
+        redis_url=settings.redis_url,
+        queue=settings.celery_queue,
+        visibility_timeout_s=settings.celery_visibility_timeout_s,
+        queue_size=settings.job_queue_size,
+    )
 
 
 def open_jobs(
@@ -55,13 +79,13 @@ def open_jobs(
     if settings.job_backend == "celery":
         from provenance.jobs.celery_app import CeleryJobQueue
 
-        queue = CeleryJobQueue(settings)
+        queue = CeleryJobQueue(celery_config(settings))
     else:
         from provenance.jobs.local import LocalJobQueue
 
         queue = LocalJobQueue(runner, max_queued=settings.job_queue_size)
     if start_worker:
         queue.start()
-    jobs = JobService(settings, JobRepository(sessions), catalog, runner, queue)
+    jobs = JobService(generation_limits(settings), JobRepository(sessions), catalog, runner, queue)
     opened.callback(jobs.close)
     return jobs

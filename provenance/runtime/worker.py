@@ -1,7 +1,8 @@
 """The Celery worker's wiring: ``provenance worker`` (or ``celery -A provenance.runtime.worker worker``).
 
-The job code (``provenance.jobs.celery_app``) does not import the composition root; this module
-installs the opener that gives a worker process its ``JobRunner`` from ``Services``.
+The job code (``provenance.jobs.celery_app``) does not import the composition root or the settings; this
+module configures its Celery app from the environment's settings and installs the opener that gives a
+worker process its ``JobRunner`` from ``Services``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from provenance.config import Settings
 from provenance.jobs import celery_app
 from provenance.jobs.runner import JobRunner
+from provenance.runtime.jobs import celery_config
 from provenance.runtime.services import Services
 
 
@@ -20,10 +22,15 @@ def open_worker_runner() -> tuple[JobRunner, Callable[[], None]]:
     return services.jobs.runner, services.close
 
 
-celery_app.serve_runner(open_worker_runner)  # on import, so `celery -A provenance.runtime.worker` finds it
+# On import, so `celery -A provenance.runtime.worker` finds a configured app and its runner. Without REDIS_URL
+# the app stays unconfigured (importing must not fail); starting a worker then says REDIS_URL is needed.
+_config = celery_config(Settings())
+if _config.redis_url:
+    celery_app.configure_celery(celery_app.app, _config)
+celery_app.serve_runner(open_worker_runner)
 app = celery_app.app
 
 
 def run_worker(loglevel: str = "INFO") -> None:
     """Start a Celery generation worker in this process. Settings come from the environment."""
-    celery_app.run_worker(loglevel, open_worker_runner)
+    celery_app.run_worker(celery_config(Settings()), loglevel, open_worker_runner)

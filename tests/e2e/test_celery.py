@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -106,6 +107,7 @@ def test_a_worker_killed_mid_job_leaves_it_retried(stack, tmp_path: Path) -> Non
 
 def test_queue_bound_uses_the_broker_queue(stack, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     services, client, _ = stack
-    monkeypatch.setattr(services.settings, "job_queue_size", 0)
+    queue = services.jobs.queue  # the Celery queue holds its bound (built from the settings' job_queue_size)
+    monkeypatch.setattr(queue, "config", dataclasses.replace(queue.config, queue_size=0))  # type: ignore[attr-defined]
     response = client.post("/v1/generations", json={"prompt": "x", **SMALL})
     assert response.status_code == 429 and response.json()["error"] == "queue_full"
