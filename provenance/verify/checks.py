@@ -248,7 +248,7 @@ class FingerprintCheck(Report):
 class ChainCheck(Report):
     """The registration, read live from the registry contract (the registration check of ``verify.registration``).
 
-    Built from the report ``Verifier._check_chain`` writes: a key it does not declare is refused rather than
+    Filled in field by field by ``Verifier._check_chain``: a field it does not declare is refused rather than
     dropped from the answer.
     """
 

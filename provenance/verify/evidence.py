@@ -7,8 +7,8 @@ the report's evidence list (strongest first).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -79,8 +79,7 @@ class Evidence:
     copied_mark: Record | None = None  # a record whose mark was read on content that is not its picture
     fingerprint_distance: int | None = None
     confirmation: MarkConfirmation | None = None
-    chain: dict[str, Any] = field(default_factory=dict)  # the registration report as ``_check_chain`` writes it
-    chain_check: ChainCheck | None = None  # the same, typed: what the verdict policy reads
+    chain_check: ChainCheck | None = None  # the registration as ``_check_chain`` found it: what the policy reads
     ipfs: IpfsCheck | None = None
     ignore: Callable[[Record], bool] | None = None  # records a mark or fingerprint may not propose (certify's owner)
     blind_factors: tuple[float, ...] | None = None  # rescalings of the blind mark read (None: the watermarker's)

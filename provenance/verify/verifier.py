@@ -223,17 +223,16 @@ class Verifier:
         """Stop the difference renderer (pending renderings are dropped)."""
         self._differences.close()
 
-    def _check_chain(self, ev: Evidence) -> dict[str, Any]:
+    def _check_chain(self, ev: Evidence) -> ChainCheck:
+        """The registration, typed for the report and the verdict policy (also kept as ``ev.chain_check``)."""
         # Read live from the contract; the database only says where to look (which batch root). The registration
         # check is the bundle verifier's (provenance.verify.registration); its stricter findings (the registrant
         # was a writer at the block, the CID on chain is the record's) are reported here, not (yet) verdicts.
         record = ev.record
         queried = record.sha256 if ev.exact is None and record is not None else ev.sha256
-        base = {
-            "chain_id": self.registry.chain_id,
-            "registry_address": self.registry.address,
-            "queried_sha256": queried,
-        }
+        check = ev.chain_check = ChainCheck(
+            chain_id=self.registry.chain_id, registry_address=self.registry.address, queried_sha256=queried
+        )
         try:
             reg = check_registration(
                 self.registry,
@@ -245,54 +244,44 @@ class Verifier:
             )
         except Exception as exc:  # an unreachable RPC is a result, not a crash
             # Unknown, not False: the record may well be registered; the chain just cannot say so now.
-            error = f"the chain cannot be read: {exc}"
-            ev.chain = {**base, "status": "unavailable", "registered": None, "error": error}
-            return ev.chain
+            check.status = "unavailable"
+            check.registered = None
+            check.error = f"the chain cannot be read: {exc}"
+            return check
         if record is not None and reg.mode == "batch":
-            ev.chain = self._batch_entry(record, base, reg)
+            self._batch_entry(check, record, reg)
         else:
-            ev.chain = {
-                **base,
-                "mode": "single",
-                "registered": reg.found,
-                "registrant": reg.registrant,
-                "block_number": reg.block_number,
-                "timestamp": reg.timestamp,
-                "cid": reg.cid,
-            }
+            check.mode = "single"
+            check.registered = reg.found
+            check.registrant = reg.registrant
+            check.block_number = reg.block_number
+            check.timestamp = reg.timestamp
+            check.cid = reg.cid
             if reg.cid_matches is not None:
-                ev.chain["cid_matches"] = reg.cid_matches
+                check.cid_matches = reg.cid_matches
         if reg.registrant_was_writer is not None:
-            ev.chain["registrant_was_writer"] = reg.registrant_was_writer
+            check.registrant_was_writer = reg.registrant_was_writer
         if record is not None and reg.found and reg.block_number is not None:
             # The key that signed the record must have been published by the registry's owner, and not
             # revoked, when the record was registered.
-            ev.chain["key_id"] = record.key_id
-            ev.chain["key_valid"] = reg.key is not None and reg.key.valid_at_registration
-        ev.chain["status"] = "ok"
+            check.key_id = record.key_id
+            check.key_valid = reg.key is not None and reg.key.valid_at_registration
+        check.status = "ok"
         if record is not None:
-            ev.chain["tx_hash"] = record.tx_hash
-        return ev.chain
+            check.tx_hash = record.tx_hash
+        return check
 
-    def _batch_entry(self, record: Record, base: dict[str, Any], reg: Registration) -> dict[str, Any]:
-        """The chain report of a record anchored in a Merkle batch (``proof_valid``: the contract's own answer)."""
-        return {
-            **base,
-            "mode": "batch",
-            "registered": reg.found,
-            "batch_root": record.batch_root,
-            "proof": record.merkle_proof,
-            "proof_valid": reg.contract_says_registered,
-            "leaves_cid": reg.leaves_cid,
-            "registrant": reg.registrant,
-            "block_number": reg.block_number,
-            "timestamp": reg.timestamp,
-        }
-
-    def _chain_report(self, ev: Evidence) -> ChainCheck:
-        """The registration, typed for the report and the policy (``_check_chain`` writes it as a dict)."""
-        ev.chain_check = ChainCheck.model_validate(self._check_chain(ev))
-        return ev.chain_check
+    def _batch_entry(self, check: ChainCheck, record: Record, reg: Registration) -> None:
+        """Fill ``check`` for a record anchored in a Merkle batch (``proof_valid``: the contract's own answer)."""
+        check.mode = "batch"
+        check.registered = reg.found
+        check.batch_root = record.batch_root
+        check.proof = record.merkle_proof
+        check.proof_valid = reg.contract_says_registered
+        check.leaves_cid = reg.leaves_cid
+        check.registrant = reg.registrant
+        check.block_number = reg.block_number
+        check.timestamp = reg.timestamp
 
     def _check_ipfs(self, ev: Evidence) -> IpfsCheck:
         cid = ev.record.cid if ev.record is not None else compute_cid(ev.data)
@@ -388,7 +377,7 @@ class Verifier:
         if ev.mark_record is not None and named is not None and ev.mark_record.id == named.id:
             mark.record_id = named.id  # the mark's record, bound to the picture (or exact bytes)
         checks.fingerprint = timed("fingerprint", self._check_fingerprint, ev, rgb)
-        checks.chain = timed("chain", self._chain_report, ev)
+        checks.chain = timed("chain", self._check_chain, ev)
         checks.ipfs = timed("ipfs", self._check_ipfs, ev)
         verdict, record, reasons = self.policy.decide(ev)
         detail, verification_id = ModificationDetail(), None
