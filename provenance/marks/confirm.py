@@ -1,56 +1,7 @@
 """Confirm a candidate record by reading its mark on the aligned upload, with a calibrated p-value.
 
-After ``provenance.marks.align`` has put the upload back on the original's pixel grid, every 4x4 block of
-the U channel's Haar approximation band that the upload covers carries the payload bit it was marked
-with, on its own lattice offset: both are given by the key's ``watermark.MarkLayout`` for block ``k``
-in the ORIGINAL's reading order (the aligned copy has the original's size, so positions are
-absolute). We do not decode: we already know which 80 bits the candidate record's mark must carry
-(``watermark.encode_payload``), so we ask how likely an image that does not carry them would agree
-this well.
-
-Statistic. Each block gives a soft vote in [-1, 1] (``watermark.masked_soft_votes``); summing them
-per bit gives ``a_i``, whose sign is the read bit and whose size is the evidence (many blocks, far
-from the decision boundary). With ``c_i = +1/-1`` for an expected 1/0, the statistic is
-``T = sum_i q_i * sign(a_i) * c_i`` where ``q_i`` is ``|a_i|`` quantised to 0..64 (relative to the
-largest). This is the matched filter (weights proportional to the evidence), the soft-decision
-version of counting agreeing bits.
-
-Null distribution, exact. The expected bits are the codeword XORed with the key's 80-bit HMAC mask,
-so for any image made without this record's mark (unmarked, marked under another key, marked with the
-stock library's layout) they are 80 fair coins independent of the reading: given the reading, ``T``
-is distributed as ``sum_i q_i * e_i`` with independent random signs ``e_i``. Its tail is computed
-exactly by dynamic programming over the integer weights (no Gaussian approximation, no bound). The
-reading now depends on the key too (the layout says which blocks are summed into which bit, and the
-dither where each block's phase is measured from), but through HMAC outputs under a different label
-("layout v2") than the mask's: the layout carries no information about the mask, so conditioning on
-it leaves the expected bits fair coins. (A flat image, for instance, no longer reads all zeros: it
-reads a fixed keyed pattern, itself independent of the mask.) Nothing else that computes the reading
-looks at the expected bits: the alignment uses features and luminance (which carry no mark), and the
-light correction is one gain fitted on luminance.
-
-Copies are not covered by either null: an image that carries this record's mark copied from its
-picture agrees with the expected bits because it does carry them. Copying every block's phase (``s0``
-modulo 48, whatever the key put there) into other content transplants the mark whole; telling such a
-copy from the record's picture is the verifier's content binding, not this test's. The keyless raw
-bit replay (the stock library's decoder reads 80 bits off one of our marks, its encoder embeds them
-elsewhere) is such a copy squeezed through 80 bits: the stock reading itself is chance (0.5 +- 0.05
-bit accuracy over 100 marks, tested), but each block's own vote is one of the ~1/80 of the blocks its
-stock bit averaged, and reading the replay with that block's dither undoes it, so a faint echo of the
-mark remains. Its strength does not grow with the image (both sides average the same share of
-blocks); measured on 12 photos: p between 9e-4 and 0.06, three orders of magnitude short of the
-default threshold, and never a blind decode (tested).
-
-An image marked for ANOTHER record under the same key is the one case where the reading is not
-independent of the expected bits: it agrees with them wherever the two codewords agree, and the two
-differ by a nonzero Reed-Solomon codeword (of a pseudo-random, sealed, message). Counting all 2^32
-codewords, the differences weigh what fair coins would give except that the weight is always even
-(the generator has the root 1), which puts up to 1.8x the binomial probability on low weights. So
-the reported ``p_value`` is twice the exact tail (``CODE_FACTOR``): conservative by 2 for the first
-null; and a hard reading that decodes to another codeword (a clear mark of another id) is never
-confirmed. Measured for the second null on 24 real readings (JPEG 50, WebP 75, crop 50%, rotation,
-noise, resize + JPEG + brightness; four photos), each against 2e7 random other ids: at the default
-threshold P[confirmed] = 1.6e-7 on average and at most 7e-7 for any one reading (5.8e-7 and 1.0e-6
-without the codeword guard).
+The design (the statistic, why its null distribution is exact, what copies and other records' marks do to
+it, the measurements) is in docs/architecture.md, section "The exact mark test".
 """
 
 from __future__ import annotations

@@ -1,42 +1,7 @@
 """Stage 2, watermark, second component: the payload again, in luminance, read against a stored reference.
 
-The first component (``provenance.marks.watermark``) lives in the U chroma channel and is read blind. It is
-lost to whatever removes or remaps colour (black and white, hue shifts, strong saturation changes)
-and to what scrambles the phase of 4x4 Haar blocks (JPEG 30, a shrink-JPEG-enlarge cycle, strong
-denoising, sharpening, gamma). This component carries the same 80 payload bits in luminance, at a
-scale those edits keep, and is read *informed*: the service keeps, per record, the host's value of
-every cell the mark modulates (``LumaReference``), so the reading subtracts the picture itself and
-only the mark and the edit's noise remain. It is read only where the verifier already aligned an
-upload to a candidate original (``provenance.marks.confirm``); blind reading stays the chroma component's.
-
-Embedding. The image is cut into square cells of ``cell_size`` pixels (8 at 512x512; it grows with
-the image so a picture holds about 4,096 cells at any size). Cell ``k`` carries payload bit
-``b_k`` with a keyed sign ``p_k`` (``LumaLayout``: a keyed balanced assignment, each run of 80
-cells a permutation of the 80 bits, under its own HMAC label, independent of the chroma layout and
-of the payload mask). It adds ``a_k * p_k * (2 * bit - 1) * phi`` to R, G and B alike (so U and V,
-and with them the chroma mark, do not move), ``phi`` the separable half-sine bump of the cell (zero
-on the cell's border, so neighbouring cells never form a step). ``a_k`` is perceptual masking: 0.3
-times the local high-pass energy of luminance around the cell, between ``MIN_STRENGTH`` (flat sky
-gets a faint mark) and ``MAX_STRENGTH`` levels (texture hides a stronger one). It is embedded
-before the chroma mark, so the reference (the host's bump-weighted cell means, and ``a_k``) is a
-function of the unmarked picture alone.
-
-Reading (``luma_evidence``). On the upload aligned to the original's frame: the bump-weighted mean
-``x_k`` of each cell wholly inside the area the upload shows; a monotone tone curve ``f`` fitted from
-the reference's ``h_k`` to ``x_k`` (medians of 32 quantile bands: brightness, contrast, gamma,
-curves, black and white); ``r_k = x_k - f(h_k)``, minus the mean of its neighbours (what a local or
-colour-dependent edit such as a hue shift does to luminance varies smoothly; the mark's signs do not),
-over a local noise level; clipped to 3 standard deviations (robust correlation) and weighted by the
-expected mark amplitude (``f'(h_k) * a_k``). Summed per payload bit with ``p_k`` this is the soft
-evidence ``provenance.marks.confirm`` tests exactly like the chroma reading's.
-
-Why the null stays exact. Everything the reading computes is a function of the upload, the stored
-reference (the unmarked picture's cell values and strengths) and the key's layout. None of these
-depends on the record's expected bits (the payload XORed with the key's mask, an HMAC under another
-label), so for any image that does not carry this record's mark the expected bits are 80 fair coins
-independent of the reading: the exact Rademacher tail of ``confirm`` applies unchanged. The
-reference is the service's: it is stored with the record in the database and never published (with
-it and the marked file, the mark could be subtracted).
+The design (embedding, the informed reading, why the exact null of ``provenance.marks.confirm`` still
+applies, why the reference stays secret) is in docs/architecture.md, section "The luminance mark".
 """
 
 from __future__ import annotations
