@@ -178,6 +178,30 @@ def _is_overload_or_property_setter(node: ast.AST) -> bool:
     )
 
 
+# Who may read the whole ``Settings``: the wiring (runtime/) and the faces (api/, cli/) that build or hand it out,
+# and the few stage modules whose constructors still take it. Everything else gets only the values it uses from
+# the runtime's builders (``JobService`` its ``GenerationLimits``, the Celery queue its ``CeleryConfig``, ...).
+SETTINGS_READERS = {"config", "runtime", "api", "cli"}
+SETTINGS_READER_MODULES = {
+    "provenance.auth.limits",
+    "provenance.auth.ratelimit",
+    "provenance.chain.setup",
+    "provenance.manifests.tsa",
+}
+
+
+def test_only_the_wiring_reads_the_whole_settings() -> None:
+    graph = _graph()
+    readers = sorted(
+        name
+        for name, targets in graph.items()
+        if "provenance.config" in targets
+        and name.split(".")[1] not in SETTINGS_READERS
+        and name not in SETTINGS_READER_MODULES
+    )
+    assert readers == [], f"modules outside the wiring import provenance.config: {readers}"
+
+
 def test_layers_name_every_folder() -> None:
     folders = defaultdict(int)
     for module in _modules():
