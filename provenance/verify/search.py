@@ -119,6 +119,14 @@ class FingerprintSearch:
         query = self.fingerprinter.query(rgb)
         found = self.fingerprint_index.search(query, k=self.policy.max_candidate_records)
         candidates = self._candidate_pictures(found, ev)
+        if not candidates and self.fingerprinter.second_look_work_sizes:
+            # Nothing proposed: look again at finer scales (tight crops of noise-like pictures). Only when the
+            # first look tried no candidate, so the candidates tried are still those of one search and the
+            # threshold below splits the budget among exactly them.
+            found = self.fingerprint_index.search(
+                self.fingerprinter.second_look(rgb), k=self.policy.max_candidate_records
+            )
+            candidates = self._candidate_pictures(found, ev)
         report = FingerprintCheck(searched=True, iscc=query.iscc, candidates=[], weak_matches=[])
         # Every candidate tried is a chance for a false confirmation: split the per-image budget among them.
         report.confirmation_threshold = threshold = self.policy.confirmation_threshold(len(candidates))

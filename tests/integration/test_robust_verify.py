@@ -127,3 +127,32 @@ def test_blind_rescalings_are_tried_only_toward_sizes_that_were_marked(client: T
     result = verify(client, encode(copy))
     assert result["record_id"] == body["record_id"], result
     assert result["checks"]["watermark"]["tries"] >= 2  # the x2 read toward the new record's size is tried now
+
+
+def test_a_tight_crop_the_first_fingerprint_look_misses_is_found_by_the_second(client: TestClient) -> None:
+    """Noise-like pictures (a random-weight generator's) have many blobs of equal strength: the 160-pixel query
+    can miss the stored codes of a tight crop; the second look, at finer scales, proposes the record."""
+    from provenance.marks.fingerprint import MAX_DISTANCE, Fingerprinter
+
+    fingerprinter = Fingerprinter()
+    rng = np.random.default_rng(11)
+    missed = None
+    for picture_number in range(4):  # the first tight crop whose first look finds none of the stored codes
+        noise = cv2.GaussianBlur(rng.normal(size=(512, 512, 3)).astype(np.float32), (0, 0), 2.0)
+        picture = np.clip((noise - noise.mean()) / noise.std() * 40 + 128, 0, 255).astype(np.uint8)
+        body, certified = certify(client, picture, f"noise-{picture_number}.png")
+        stored = fingerprinter.compute(certified).codes
+        for attempt in range(30):
+            side = int(512 * (0.5, 0.25)[attempt % 2] ** 0.5)
+            y, x = rng.integers(0, 512 - side, 2)
+            copy = np.ascontiguousarray(certified[y : y + side, x : x + side])
+            if np.bitwise_count(fingerprinter.query(copy).codes[:, None] ^ stored[None, :]).min() > MAX_DISTANCE:
+                missed = body, copy
+                break
+        if missed:
+            break
+    assert missed is not None, "the first look found every crop: this test no longer tests the second look"
+    body, copy = missed
+    result = verify(client, encode(copy))
+    assert result["record_id"] == body["record_id"] and result["verdict"] == "modified", result
+    assert result["checks"]["fingerprint"]["candidates"][0]["confirmed"]
