@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -248,3 +248,99 @@ class HealthProbe(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     checked_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- lineage: datasets, registered models, training runs (migration 0009) -----------------------
+class OnChain:
+    """Columns of a row registered on the registry, with the same states as a record (``RecordStatus``)."""
+
+    status: Mapped[str] = mapped_column(String(16), index=True, default=RecordStatus.PENDING)
+    registry_key: Mapped[str | None] = mapped_column(String(66), nullable=True)  # the bytes32 registered
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    chain_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    registry_address: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    chain_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    registered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Dataset(OnChain, Base):
+    """A registered dataset: its signed manifest (stored by CID) and the Merkle root over its items."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    root: Mapped[str] = mapped_column(String(66), index=True)  # 0x-hex Merkle root (OpenZeppelin pairing)
+    item_count: Mapped[int] = mapped_column(Integer)
+    manifest_cid: Mapped[str] = mapped_column(String(128))
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    license: Mapped[str | None] = mapped_column(String(128), nullable=True)  # SPDX id of the whole dataset
+    # [{"address": "0x...", "bps": 2500, "name": "..."}]: shares of royalties on images it led to
+    creators: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    account_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetItem(Base):
+    """One item of a dataset, at its leaf position in the Merkle tree."""
+
+    __tablename__ = "dataset_items"
+
+    dataset_id: Mapped[str] = mapped_column(String(32), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text)  # relative to the dataset's folder (or archive), "/"-separated
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cid: Mapped[str | None] = mapped_column(String(128), nullable=True)  # set when the image was stored (--pin)
+    caption: Mapped[str | None] = mapped_column(Text, nullable=True)
+    caption_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    license: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    iscc: Mapped[str | None] = mapped_column(String(64), nullable=True)  # whole-image code: near-duplicate lookups
+
+
+class RegisteredModel(OnChain, Base):
+    """A signed, registered model: a base checkpoint (a diffusers folder or one file) or a LoRA."""
+
+    __tablename__ = "registered_models"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "base" or "lora"
+    digest: Mapped[str] = mapped_column(String(64), unique=True, index=True)  # hex SHA-256 over the files
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # [{"path", "sha256", "size"}], sorted by path
+    signature: Mapped[str] = mapped_column(Text)  # the model-signing (sigstore bundle) JSON
+    signature_cid: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    architecture: Mapped[str | None] = mapped_column(String(128), nullable=True)  # e.g. the UNet's class / shapes
+    base_model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # a LoRA's base
+    dataset_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # a LoRA's training dataset
+    training_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    creators: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    account_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRun(Base):
+    """One LoRA training run (a job like a generation: queued, running, succeeded, failed, cancelled)."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
+    dataset_id: Mapped[str] = mapped_column(String(32), index=True)
+    base_model: Mapped[str] = mapped_column(Text)  # the name or path asked for
+    base_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # rank, steps, lr, resolution, seed, library versions
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)  # the last logged loss
+    output_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the registered LoRA
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    account_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
