@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -39,6 +39,13 @@ from provenance.manifests.manifest import ManifestReader
 from provenance.manifests.pki import C2paCredentials
 from provenance.signing import sha256_hex, verify_signature
 from provenance.trust.document import TrustDocument, TrustRoot, certificate_fingerprint, split_certificates
+from provenance.verify.bundle_checks import (
+    BundleChecks,
+    RegistrationCheck,
+    RpcCheck,
+    SignatureCheck,
+    TrustCheck,
+)
 from provenance.verify.bundle_format import (
     FORMAT,
     BundleC2pa,
@@ -51,7 +58,7 @@ from provenance.verify.bundle_format import (
     build_bundle,
     bundle_bytes,
 )
-from provenance.verify.registration import KeyAtRegistration, check_registration
+from provenance.verify.registration import KeyAtRegistration, Registration, check_registration
 
 # Re-exported: the bundle's format lives in bundle_format.py; callers import it from here too.
 __all__ = [
@@ -126,10 +133,10 @@ class _Findings:
 
 def _check_trust(
     bundle: ProvenanceBundle, pin: TrustRoot | None, reader: CrossCheckedReader, found: _Findings
-) -> dict[str, Any]:
+) -> TrustCheck:
     chain_id = reader.chain_id()
     named_chain, named_registry = bundle.chain.chain_id, bundle.chain.registry_address
-    report: dict[str, Any] = {
+    report: TrustCheck = {
         "rpc_chain_id": chain_id,
         "bundle_chain_id": named_chain,
         "bundle_registry": named_registry,
@@ -159,7 +166,7 @@ def _check_trust(
     return report
 
 
-def _check_signature(data: bytes, bundle: ProvenanceBundle, found: _Findings) -> dict[str, Any]:
+def _check_signature(data: bytes, bundle: ProvenanceBundle, found: _Findings) -> SignatureCheck:
     sig = bundle.signature
     try:
         der = serialization.load_pem_public_key(sig.public_key_pem.encode()).public_bytes(
@@ -193,7 +200,7 @@ def _not_yet(bundle: ProvenanceBundle, reader: CrossCheckedReader) -> str | None
     )
 
 
-def _check_chain(bundle: ProvenanceBundle, sha: str, reader: CrossCheckedReader, found: _Findings) -> dict[str, Any]:
+def _check_chain(bundle: ProvenanceBundle, sha: str, reader: CrossCheckedReader, found: _Findings) -> RegistrationCheck:
     merkle = bundle.chain.merkle if bundle.chain.mode == "batch" else None
     reg = check_registration(
         reader,
@@ -203,27 +210,26 @@ def _check_chain(bundle: ProvenanceBundle, sha: str, reader: CrossCheckedReader,
         batch_root=merkle.root if merkle is not None else None,
         proof=merkle.proof if merkle is not None else None,
     )
-    report: dict[str, Any] = {
+    report: RegistrationCheck = {
         "registry_address": reader.address,
         "mode": bundle.chain.mode,
         "read_at_block": reader.block,
     }
-    where = {"registrant": reg.registrant, "block_number": reg.block_number, "timestamp": reg.timestamp}
     if merkle is not None:
-        report.update(
-            root_anchored=reg.root_anchored,
-            proof_valid=reg.proof_valid,
-            contract_says_registered=reg.contract_says_registered,
-            leaves_cid=reg.leaves_cid,
-            **where,
-        )
+        report["root_anchored"] = reg.root_anchored
+        report["proof_valid"] = reg.proof_valid
+        report["contract_says_registered"] = reg.contract_says_registered
+        report["leaves_cid"] = reg.leaves_cid
+        _where(report, reg)
         if reg.proof_valid and not reg.root_anchored and (later := _not_yet(bundle, reader)):
             found.untrusted.append(f"the batch root is {later}")
             report["not_yet_registered"] = True
         elif not reg.proof_valid or not reg.contract_says_registered:
             found.invalid.append("the Merkle proof does not lead to an anchored root")
     else:
-        report.update(registered=reg.found, **where, cid_matches=reg.cid_matches)
+        report["registered"] = reg.found
+        _where(report, reg)
+        report["cid_matches"] = reg.cid_matches
         if not reg.found and (later := _not_yet(bundle, reader)):
             found.untrusted.append(f"the hash is {later}")
             report["not_yet_registered"] = True
@@ -238,12 +244,19 @@ def _check_chain(bundle: ProvenanceBundle, sha: str, reader: CrossCheckedReader,
     return report
 
 
+def _where(report: RegistrationCheck, reg: Registration) -> None:
+    """The registration's registrant, block and time, in that order of the report."""
+    report["registrant"] = reg.registrant
+    report["block_number"] = reg.block_number
+    report["timestamp"] = reg.timestamp
+
+
 def _writer_and_key(
     registrant: str | None,
     block: int | None,
     was_writer: bool | None,
     key: KeyAtRegistration,
-    report: dict[str, Any],
+    report: RegistrationCheck,
     found: _Findings,
 ) -> None:
     """Report (and give the reasons against) the registrant and the key, judged at the registration block."""
@@ -309,10 +322,10 @@ def _read_chain(
     pin: TrustRoot | None,
     trust: TrustDocument | None,
     found: _Findings,
-) -> dict[str, dict[str, Any]]:
+) -> BundleChecks:
     """Every check that reads the chain, at the reader's pinned block; endpoints that disagree stop them."""
-    rpc = {"ok": False, "endpoints": reader.rpc_urls, "confirmations": reader.confirmations}
-    checks: dict[str, dict[str, Any]] = {"rpc": rpc}
+    rpc: RpcCheck = {"ok": False, "endpoints": reader.rpc_urls, "confirmations": reader.confirmations}
+    checks: BundleChecks = {"rpc": rpc}
     try:
         checks["trust"] = _check_trust(bundle, pin, reader, found)
         checks["signature"] = _check_signature(data, bundle, found)
@@ -321,10 +334,12 @@ def _read_chain(
             extra = "".join(a.certificate_pem or "" for a in trust.c2pa_trust_anchors) if trust is not None else ""
             checks["c2pa"] = _check_c2pa(data, fmt, bundle, reader, extra, found)
         reader.confirm()  # the pinned block did not change under the reads
-        checks["rpc"].update(ok=True, agree=True)
+        rpc["ok"] = True
+        rpc["agree"] = True
     except RpcDisagreement as exc:
         found.unreliable.append(exc.detail)
-        checks["rpc"].update(agree=False, error=exc.detail)
+        rpc["agree"] = False
+        rpc["error"] = exc.detail
     return checks
 
 
@@ -366,11 +381,14 @@ def verify_with_bundle(
         pin = pin or trust.pin()
     found = _Findings()
     sha = sha256_hex(data)
-    checks: dict[str, dict[str, Any]] = {"hash": {"ok": sha == parsed.sha256, "sha256": sha, "expected": parsed.sha256}}
+    checks: BundleChecks = {"hash": {"ok": sha == parsed.sha256, "sha256": sha, "expected": parsed.sha256}}
     if sha != parsed.sha256:
         # Not the bundle's file: nothing else about it can be concluded from this bundle.
         return BundleReport(
-            verdict="mismatch", reasons=["the file is not the one this bundle describes"], pinned=pin, checks=checks
+            verdict="mismatch",
+            reasons=["the file is not the one this bundle describes"],
+            pinned=pin,
+            checks=_document(checks),
         )
     # Every chain read goes to the pinned registry; the bundle's own address is used only when nothing is pinned.
     address = pin.registry_address if pin is not None else parsed.chain.registry_address
@@ -385,5 +403,13 @@ def verify_with_bundle(
     checks["ipfs"] = {"ok": cid_ok, "cid": parsed.cid}
     if not cid_ok:
         found.invalid.append("the file's CID is not the bundle's CID")
-    checks["rpc"].update(block=reader.block, block_hash=reader.block_hash, latest=reader.latest)
-    return BundleReport(verdict=found.verdict(), reasons=found.reasons(), pinned=pin, checks=checks)
+    rpc = checks["rpc"]
+    rpc["block"] = reader.block
+    rpc["block_hash"] = reader.block_hash
+    rpc["latest"] = reader.latest
+    return BundleReport(verdict=found.verdict(), reasons=found.reasons(), pinned=pin, checks=_document(checks))
+
+
+def _document(checks: BundleChecks) -> dict[str, dict[str, Any]]:
+    """The typed checks as the report's JSON document: the same dictionaries, keys in the order they were written."""
+    return cast("dict[str, dict[str, Any]]", checks)
