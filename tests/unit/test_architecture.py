@@ -15,7 +15,7 @@ LONG_FUNCTIONS_ALLOWED = {"certify/certifier.py:Certifier.certify"}  # the pipel
 LAYERS = [
     {"__init__", "errors", "fsutil", "config"},
     {"media", "marks", "manifests", "signing", "ipfs", "db", "chain", "auth"},
-    {"anchoring", "certify", "verify", "trust", "nft", "jobs"},
+    {"anchoring", "certify", "verify", "trust", "nft", "jobs", "lineage"},
     {"runtime"},
     {"api", "cli", "web"},
 ]
