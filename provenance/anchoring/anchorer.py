@@ -97,6 +97,8 @@ class Anchorer:
         # writer lease and after a failed pass (a transaction sent just before a crash is on chain).
         self._verify_pending = True
         self._waiting_since: dict[str, float] = {}  # tx hash -> when this process first saw it waiting
+        # Passes that follow each of this one under the same lease and sender (lineage.anchoring.LineageAnchorer).
+        self.followers: list[Callable[[], object]] = []
 
     def on_leadership(self) -> None:
         """This process just became the chain writer: trust nothing it did not see itself."""
@@ -411,3 +413,5 @@ class Anchorer:
             if sent:
                 self.confirm_submitted()
                 self.confirm_batches()
+            for follow in self.followers:
+                follow()

@@ -12,6 +12,7 @@ from provenance.chain.setup import ChainConnection, open_chain
 from provenance.chain.writer import ChainWriting, open_chain_writing
 from provenance.config import Settings
 from provenance.db.repository import RecordRepository
+from provenance.lineage.anchoring import LineageAnchorer
 from provenance.manifests.pki import C2paCredentials
 from provenance.runtime.storage import Storage
 from provenance.signing import KeyStore
@@ -81,12 +82,13 @@ def open_chain_parts(settings: Settings, storage: Storage, opened: contextlib.Ex
     return ChainParts(chain, writing)
 
 
-def _after_chain_restart(chain: ChainConnection, anchorer: Anchorer) -> None:
+def _after_chain_restart(chain: ChainConnection, anchorer: Anchorer, lineage: LineageAnchorer) -> None:
     """A restarted dev chain may have lost its last second of blocks: nonces from the node, lost records again."""
     for sender in (chain.registry.sender, chain.deployer):
         if sender is not None:
             sender.resync()
     anchorer.reconcile()
+    lineage.reconcile()
 
 
 def open_anchoring(settings: Settings, storage: Storage, parts: ChainParts, *, start_worker: bool) -> Anchoring:
@@ -97,6 +99,7 @@ def open_anchoring(settings: Settings, storage: Storage, parts: ChainParts, *, s
         chain.redeploy()
         publish_startup_trust(chain, storage.keys, storage.credentials, _every_key(repository))
         repository.requeue_all()
+        lineage.reconcile()
 
     anchorer = Anchorer(
         repository,
@@ -112,12 +115,16 @@ def open_anchoring(settings: Settings, storage: Storage, parts: ChainParts, *, s
         single_per_account_per_min=settings.anchor_single_per_account_per_min,
         exempt_account=AccountRepository(storage.sessions).is_admin_account,
     )
+    # Dataset roots and model digests are registered after each anchoring pass, under the same lease and sender.
+    lineage = LineageAnchorer(storage.sessions, chain.registry, confirmations=settings.confirmations)
+    anchorer.followers.append(lineage.run_once)
     if chain.node is not None and not chain.redeployed:
         # anvil dumps its state every second: a kill can lose the last blocks. Repair from the database.
         anchorer.reconcile()
     if chain.node is not None:
+        lineage.reconcile()
         # The same repair each time the supervisor brings a killed anvil back (see chain/anvil.py).
-        chain.node.on_restart = lambda: _after_chain_restart(chain, anchorer)
+        chain.node.on_restart = lambda: _after_chain_restart(chain, anchorer, lineage)
     if not start_worker:
         return Anchoring(anchorer, None)
     worker = AnchorWorker(
