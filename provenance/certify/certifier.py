@@ -33,6 +33,7 @@ from provenance.db.models import Record, RecordStatus
 from provenance.db.repository import RecordRepository, new_record_id
 from provenance.errors import AlreadyCertifiedError, DerivativeError, ProvenanceError
 from provenance.ipfs import ContentStore
+from provenance.lineage.image import lineage_ingredients
 from provenance.manifests.manifest import ManifestContent, ManifestSigner, source_type_uri
 from provenance.marks import watermark
 from provenance.marks.fingerprint import Fingerprinter, FingerprintIndex, ImageFingerprints
@@ -67,6 +68,14 @@ class Identification:
 
     record: Record | None
     manifest_present: bool
+
+
+class LineageSource(Protocol):
+    """Resolves what made a generated image (``provenance.lineage.image.LineageResolver``)."""
+
+    def resolve(self, generation: dict[str, Any]) -> dict[str, Any]:
+        """``generation["lineage"]``: the base model, the LoRAs and their datasets, registered or not."""
+        ...
 
 
 class Identifier(Protocol):
@@ -109,6 +118,7 @@ class Certifier:
         on_recorded: Callable[[Record], None] | None = None,
         identifier: Identifier | None = None,
         structure_limits: media.StructureLimits | None = None,
+        lineage: LineageSource | None = None,
     ) -> None:
         self.repository = repository
         self.keys = keys
@@ -123,6 +133,7 @@ class Certifier:
         self.on_recorded = on_recorded
         self.identifier = identifier  # None: no lookup before certifying (nothing stops laundering)
         self._known_keys: set[str] = set()
+        self.lineage = lineage  # None: generated images carry no lineage (no models registry wired)
 
     def _new_watermark_id(self) -> int:
         while True:
@@ -201,6 +212,13 @@ class Certifier:
             with timer.stage("fingerprint"):
                 fingerprints = self.fingerprinter.compute(image.rgb)  # of the marked pixels that are certified
 
+        ingredients: tuple[dict[str, Any], ...] = ()
+        if options.generation is not None and self.lineage is not None:
+            with timer.stage("lineage"):  # the base model, LoRAs and datasets: recorded and C2PA ingredients
+                lineage = self.lineage.resolve(options.generation)
+                options.generation = {**options.generation, "lineage": lineage}
+                ingredients = tuple(lineage_ingredients(lineage))
+
         with timer.stage("c2pa"):
             content = ManifestContent(
                 record_id=record_id,
@@ -209,6 +227,7 @@ class Certifier:
                 title=options.title,
                 extra={**options.extra_manifest, **({"generation": options.generation} if options.generation else {})},
                 fingerprint=fingerprints.iscc if fingerprints is not None else None,
+                ingredients=ingredients,
             )
             signed = self.manifest_signer.sign_noted(marked, image.mime_type, content, original=parent)
             final = signed.data  # signed.note: an upload manifest that could not be kept, and why

@@ -107,6 +107,29 @@ def print_report(result: dict[str, Any]) -> None:
         )
     print_modification(result)
     print_checks(result.get("checks") or {})
+    print_lineage(result.get("lineage"))
+
+
+def _mark(value: Any) -> str:
+    return "yes" if value is True else "NO" if value is False else "-"
+
+
+def print_lineage(lineage: Any) -> None:
+    """The lineage chain image -> model / LoRA -> dataset, one line per link with each check (text, never markup)."""
+    if not isinstance(lineage, dict):
+        return
+    console.print(f"lineage: {plain(lineage.get('status'))}  {plain(lineage.get('summary') or '')}", highlight=False)
+    for link in lineage.get("links") or []:
+        target = link.get("model_id") or link.get("dataset_id") or "unregistered"
+        weight = f" weight {link.get('weight')}" if link.get("weight") is not None else ""
+        console.print(
+            f"  {plain(link.get('parent'))} -> {plain(link.get('kind'))} {plain(link.get('name') or '-')} "
+            f"[{plain(target)}]{plain(weight)}: {plain(link.get('status'))}; hash {_mark(link.get('hash_matches'))}, "
+            f"signature {_mark(link.get('signature_valid'))}, on chain {_mark(link.get('registered_on_chain'))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(f"    {plain(link.get('reason') or '')}", highlight=False, soft_wrap=True)
 
 
 # The name tests/e2e/test_cli_escaping.py renders a hostile report with.

@@ -70,6 +70,9 @@ def build_manifest_definition(
         first_action["digitalSourceType"] = source
     if opened_from:
         first_action["parameters"] = {"ingredientIds": [opened_from]}
+    elif content.ingredients:  # a generated image names its model and dataset inputs (``inputTo`` ingredients)
+        first_action["parameters"] = {"ingredientIds": [i["label"] for i in content.ingredients]}
+    ingredients.extend(dict(i) for i in content.ingredients)
     assertions: list[dict[str, Any]] = [
         {"label": "c2pa.actions.v2", "data": {"actions": [first_action]}},
         {

@@ -68,6 +68,8 @@ class ManifestContent:
     title: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. generation parameters
     fingerprint: str | None = None  # the ISCC image code of the certified pixels
+    # C2PA ingredient definitions of what made the image (models, datasets: ``provenance.lineage.image``)
+    ingredients: tuple[dict[str, Any], ...] = ()
 
 
 def c2pa_settings(credentials: C2paCredentials, *, thumbnail: bool) -> c2pa.Settings:

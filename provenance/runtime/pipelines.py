@@ -11,6 +11,9 @@ from provenance.chain.setup import ChainConnection
 from provenance.config import Settings
 from provenance.db.models import Record
 from provenance.db.repository import NftRepository
+from provenance.lineage.image import LineageResolver
+from provenance.lineage.report import LineageChecker
+from provenance.lineage.royalties import CACHE_FILE, RoyaltySplits
 from provenance.manifests.manifest import ManifestReader, ManifestSigner
 from provenance.manifests.tsa import open_time_stamp_authority
 from provenance.media import StructureLimits
@@ -66,6 +69,7 @@ def open_certifier(
         fingerprint_index=marks.fingerprints.index,
         on_recorded=on_recorded,
         structure_limits=limits,
+        lineage=LineageResolver(storage.sessions),
     )
 
 
@@ -84,6 +88,7 @@ def open_verifier(
         fingerprinter=marks.fingerprints.fingerprinter,
         fingerprint_index=marks.fingerprints.index,
         structure_limits=limits,
+        lineage=LineageChecker(storage.sessions, chain.registry),
     )
 
 
@@ -95,4 +100,10 @@ def open_nft(settings: Settings, storage: Storage, chain: ChainConnection) -> Nf
         storage.store,
         chain.nft,
         voucher_ttl_s=settings.voucher_ttl_s,
+        royalties=RoyaltySplits(
+            storage.sessions,
+            settings.resolved_data_dir / CACHE_FILE,
+            certifier=settings.royalty_certifier_address,
+            timeout_s=settings.tx_timeout_s,
+        ),
     )

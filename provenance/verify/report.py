@@ -9,6 +9,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
+from provenance.lineage.report import LineageReport
 from provenance.verify.checks import Checks
 
 AUTHENTIC: Final = "authentic"
@@ -119,6 +120,11 @@ class VerificationResult(BaseModel):
         default=None, description="Where the upload differs from the certified original, once aligned (PNG)."
     )
     checks: Checks = Field(description="c2pa, exact, watermark, binding, fingerprint, chain, ipfs: each on its own.")
+    lineage: LineageReport | None = Field(
+        default=None,
+        description="For a generated image: its base model, LoRAs and their datasets, each link checked. "
+        "A broken link is reported here and never changes the verdict.",
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict, exclude=True)
 
     def as_dict(self) -> dict[str, Any]:

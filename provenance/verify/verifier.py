@@ -41,6 +41,7 @@ from provenance.db.repository import RecordRepository
 from provenance.errors import ProvenanceError
 from provenance.ipfs import ContentStore
 from provenance.ipfs.unixfs import compute_cid
+from provenance.lineage.report import LineageChecker
 from provenance.manifests.manifest import ManifestReader
 from provenance.marks.fingerprint import Fingerprinter, FingerprintIndex
 from provenance.marks.watermark import Watermarker
@@ -108,6 +109,7 @@ class Verifier:
         max_candidates: int = 8,
         structure_limits: media.StructureLimits | None = None,
         policy: VerdictPolicy = DEFAULT_POLICY,
+        lineage: LineageChecker | None = None,
     ) -> None:
         self.repository = repository
         self.manifest_reader = manifest_reader
@@ -121,6 +123,7 @@ class Verifier:
         self.fingerprint_index = fingerprint_index
         self.max_candidates = max_candidates
         self.policy = policy
+        self.lineage = lineage  # None: no lineage section (generated images' models and datasets unchecked)
         self._differences = DifferenceImages()
         self._originals = OriginalPictures(store, repository, self.structure_limits)
         self._search = (
@@ -425,5 +428,6 @@ class Verifier:
             verification_id=verification_id,
             diff_url=f"/v1/verify/{verification_id}/diff.png" if verification_id else None,
             checks=checks,
+            lineage=self.lineage.check(record) if self.lineage is not None and record is not None else None,
             timings_ms=timings,
         )

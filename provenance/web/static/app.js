@@ -918,6 +918,33 @@
         c.ipfs ? ipfsCheck(c.ipfs) : null,
       ),
     );
+    if (report.lineage) root.append(lineageSection(report.lineage));
+  }
+
+  /* The lineage chain image -> model / LoRA -> dataset; every string is text (h() sets textContent). */
+  function lineageSection(lineage) {
+    const mark = (v) => (v === true ? "yes" : v === false ? "no" : "not checked");
+    return h(
+      "section",
+      { class: "lineage" },
+      h("h2", {}, "What made this image"),
+      h("p", {}, `${lineage.status}: ${lineage.summary}`),
+      h(
+        "ul",
+        {},
+        (lineage.links || []).map((link) =>
+          h(
+            "li",
+            { class: `lineage-${link.status}` },
+            h("strong", {}, `${link.parent} → ${link.kind} ${link.name || ""}`),
+            ` [${link.model_id || link.dataset_id || "unregistered"}]`,
+            link.weight !== null && link.weight !== undefined ? ` weight ${link.weight}` : "",
+            `: ${link.status}. Hash matches: ${mark(link.hash_matches)}; signature valid: ${mark(link.signature_valid)}; ` +
+              `registered on chain: ${mark(link.registered_on_chain)}. ${link.reason}`,
+          ),
+        ),
+      ),
+    );
   }
 
   /* ---------- record page ---------- */
