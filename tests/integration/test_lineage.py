@@ -21,7 +21,7 @@ from generator.models import ModelCatalog
 from generator.pipeline import GenerationRequest, Generator, LoraSpec
 from generator.tiny import build_tiny_pipeline
 from provenance.certify.certifier import CertifyOptions
-from provenance.db.models import Dataset, RecordStatus, RegisteredModel
+from provenance.db.models import Dataset, RecordStatus
 from provenance.lineage.common import dataset_key, model_key
 from provenance.manifests.manifest import GENERATED_SOURCE_TYPE
 from provenance.manifests.vocabulary import c2pa_settings
@@ -73,7 +73,8 @@ def lineage_setup(services: Services, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _generate(services: Services, generator: Generator, lora: Path, seed: int) -> tuple[bytes, str]:
-    request = GenerationRequest("a lighthouse", steps=2, width=64, height=64, seed=seed, loras=(LoraSpec(str(lora), 0.8),))
+    loras = (LoraSpec(str(lora), 0.8),)
+    request = GenerationRequest("a lighthouse", steps=2, width=64, height=64, seed=seed, loras=loras)
     [image] = generator.generate(request)
     out = io.BytesIO()
     Image.fromarray(image.rgb).save(out, "PNG")
@@ -83,9 +84,9 @@ def _generate(services: Services, generator: Generator, lora: Path, seed: int) -
 
 
 def _ingredients(services: Services, data: bytes) -> list[dict[str, Any]]:
-    with c2pa.Context(settings=c2pa_settings(services.credentials, thumbnail=False)) as context:
-        with c2pa.Reader("image/png", io.BytesIO(data), None, context) as reader:
-            store = json.loads(reader.json())
+    settings = c2pa_settings(services.credentials, thumbnail=False)
+    with c2pa.Context(settings=settings) as ctx, c2pa.Reader("image/png", io.BytesIO(data), None, ctx) as reader:
+        store = json.loads(reader.json())
     return list(store["manifests"][store["active_manifest"]]["ingredients"])
 
 
