@@ -74,8 +74,12 @@ class Generator:
         compile_unet: bool = False,
         prompt_privacy: bool = False,
         hasher: WeightHasher | None = None,
+        model_gate: Callable[[Path], object] | None = None,
     ) -> None:
+        """``model_gate`` (PROVENANCE_REQUIRE_REGISTERED_MODELS) is called with a model's folder or file and
+        each LoRA file before it is loaded, and raises ``ModelError`` for one it refuses."""
         self.catalog = catalog
+        self.model_gate = model_gate
         self.device = device or default_device()
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         self.compile_unet = compile_unet
@@ -148,6 +152,8 @@ class Generator:
             return self._loaded[spec]
         source = self.catalog.resolve(spec)
         if source.id not in self._loaded:
+            if self.model_gate is not None:
+                self.model_gate(Path(source.location))  # before any byte of it is deserialised
             pipe = self._load_pipe(source)
             pipe.to(self.device)
             self._optimise(pipe)
@@ -180,6 +186,13 @@ class Generator:
             path = Path(lora.path)
             if not path.is_file():
                 raise ModelError(f"LoRA file {lora.path!r} not found.")
+            if self.model_gate is not None:
+                try:
+                    self.model_gate(path)
+                except ModelError:
+                    if i:
+                        loaded.pipe.unload_lora_weights()  # the ones applied before this one
+                    raise
             name = f"lora{i}"
             try:
                 loaded.pipe.load_lora_weights(str(path), adapter_name=name)

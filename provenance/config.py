@@ -178,6 +178,11 @@ class Settings(BaseSettings):
         default=None, description="Folder of LoRA files API callers may name; default <data_dir>/loras."
     )
     allow_hub_downloads: bool = False
+    require_registered_models: bool = Field(
+        default=False,
+        description="Generation refuses a base model or LoRA whose files match no registered, signed model "
+        "(422 unregistered_model); the built-in tiny model too, until it is registered.",
+    )
     generator_device: str | None = Field(default=None, description="cuda, cuda:1, cpu; default: cuda if available.")
     compile_unet: bool = False
     prompt_privacy: bool = Field(default=False, description="Record only the SHA-256 of prompts, never their text.")

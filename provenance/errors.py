@@ -147,6 +147,12 @@ class UnknownModelError(InputError):
     code = "unknown_model"
 
 
+class UnregisteredModelError(UnknownModelError):
+    """PROVENANCE_REQUIRE_REGISTERED_MODELS is on and a model's or LoRA's files match no registered, signed model."""
+
+    code = "unregistered_model"
+
+
 class QueueFullError(ProvenanceError):
     """The generation queue holds as many jobs as it may: retry later."""
 

@@ -18,6 +18,7 @@ from provenance.cli.chain import chain_app
 from provenance.cli.fingerprints import fingerprints_app
 from provenance.cli.generate import generate, reproduce
 from provenance.cli.keys import keys_app
+from provenance.cli.models import models_app
 from provenance.cli.nft import mint
 from provenance.cli.render import err, print_error
 from provenance.cli.serve import serve, worker
@@ -33,6 +34,7 @@ app.add_typer(chain_app, name="chain")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(trust_app, name="trust")
 app.add_typer(fingerprints_app, name="fingerprints")
+app.add_typer(models_app, name="models")
 for _command in (serve, certify, generate, reproduce, mint, worker, verify):
     app.command()(_command)
 

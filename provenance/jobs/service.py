@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -88,9 +88,19 @@ class JobService:
     """Submit, read and cancel generation jobs; checks requests against the operator's limits and blocklist."""
 
     def __init__(
-        self, limits: GenerationLimits, jobs: JobRepository, catalog: ModelCatalog, runner: JobRunner, queue: JobQueue
+        self,
+        limits: GenerationLimits,
+        jobs: JobRepository,
+        catalog: ModelCatalog,
+        runner: JobRunner,
+        queue: JobQueue,
+        *,
+        model_gate: Callable[[Path], object] | None = None,
     ):
         self.limits = limits
+        # PROVENANCE_REQUIRE_REGISTERED_MODELS: raises UnregisteredModelError for a model or LoRA no registered
+        # model matches (provenance.lineage.models.ModelMatcher.require), so the request is refused before queueing.
+        self.model_gate = model_gate
         self.jobs = jobs
         self.catalog = catalog
         self.runner = runner
@@ -137,12 +147,16 @@ class JobService:
         if request["seed"] is None:
             request["seed"] = secrets.randbits(32)
         try:
-            self.catalog.resolve(request["model"])
+            source = self.catalog.resolve(request["model"])
         except ModelError as exc:
             raise UnknownModelError(str(exc)) from None
         for lora in request["loras"]:
             if not Path(lora["path"]).is_file():
                 raise UnknownModelError(f"LoRA file {lora['path']!r} not found.")
+        if self.model_gate is not None:
+            self.model_gate(Path(source.location))  # a hub id is no local path: it matches nothing
+            for lora in request["loras"]:
+                self.model_gate(Path(lora["path"]))
         return GenerationRequest.model_validate(request)
 
     def submit(self, spec: GenerationSpec | Mapping[str, Any], *, account_id: str | None = None) -> GenerationJob:

@@ -11,6 +11,7 @@ from provenance.config import Settings
 from provenance.jobs.runner import Certify, JobRunner
 from provenance.jobs.service import GenerationLimits, JobQueue, JobService
 from provenance.jobs.store import JobRepository
+from provenance.runtime.models import model_gates
 
 if TYPE_CHECKING:
     from generator.pipeline import Generator
@@ -55,6 +56,7 @@ def open_jobs(
     """
     from generator.models import ModelCatalog, WeightHasher
 
+    request_gate, generator_gate = model_gates(settings, sessions)  # PROVENANCE_REQUIRE_REGISTERED_MODELS
     models_dir = settings.resolved_data_dir / "models"
     catalog = ModelCatalog(
         models_dir,
@@ -72,6 +74,7 @@ def open_jobs(
             compile_unet=settings.compile_unet,
             prompt_privacy=settings.prompt_privacy,
             hasher=WeightHasher(models_dir / "weight-hashes.json"),
+            model_gate=generator_gate,
         )
 
     runner = JobRunner(certify, JobRepository(sessions), make_generator, settings.job_max_attempts)
@@ -86,6 +89,8 @@ def open_jobs(
         queue = LocalJobQueue(runner, max_queued=settings.job_queue_size)
     if start_worker:
         queue.start()
-    jobs = JobService(generation_limits(settings), JobRepository(sessions), catalog, runner, queue)
+    jobs = JobService(
+        generation_limits(settings), JobRepository(sessions), catalog, runner, queue, model_gate=request_gate
+    )
     opened.callback(jobs.close)
     return jobs

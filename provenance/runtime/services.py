@@ -25,6 +25,7 @@ from provenance.db.repository import RecordRepository
 from provenance.ipfs import ContentStore
 from provenance.jobs.reproduce import ReproduceParts
 from provenance.jobs.service import JobService
+from provenance.lineage.models import ModelRegistry
 from provenance.manifests.pki import C2paCredentials
 from provenance.media import StructureLimits
 from provenance.media.budget import PixelBudget
@@ -33,6 +34,7 @@ from provenance.runtime.access import open_access
 from provenance.runtime.chain import open_anchoring, open_chain_parts
 from provenance.runtime.jobs import open_jobs
 from provenance.runtime.marks import Marks, open_fingerprints, read_watermarker
+from provenance.runtime.models import open_models
 from provenance.runtime.pipelines import (
     open_certifier,
     open_nft,
@@ -74,6 +76,7 @@ class Services:
     jobs: JobService
     reproduction: ReproduceParts = field(repr=False)  # what `provenance reproduce` needs
     nft: NftService
+    models: ModelRegistry  # signed, registered models (provenance/lineage/models.py)
 
     @classmethod
     def open(cls, settings: Settings, *, start_worker: bool = True, signing: bool = True) -> Services:
@@ -138,6 +141,7 @@ class Services:
             jobs=jobs,
             reproduction=reproduction,
             nft=open_nft(settings, storage, chain.chain),
+            models=open_models(settings, storage.sessions, storage.store, storage.keys, chain.chain.registry),
         )
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from provenance.api.routes import (
     health,
     ipfs,
     keys,
+    models,
     nft,
     records,
     trust,
@@ -34,6 +35,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     generations.router,
     nft.router,
     trust.router,
+    models.router,
 )
 
 __all__ = ["ROUTERS"]
