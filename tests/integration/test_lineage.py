@@ -13,6 +13,7 @@ import c2pa
 import pytest
 from diffusers import StableDiffusionPipeline
 from diffusers.utils import convert_state_dict_to_diffusers
+from eth_typing import HexStr
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
@@ -41,7 +42,7 @@ def _tiny_lora(folder: Path) -> Path:
 
 def _on_chain(services: Services, key: str, cid: str) -> None:
     registry = services.chain.registry
-    registry.w3.eth.wait_for_transaction_receipt(registry.submit(key, cid))
+    registry.w3.eth.wait_for_transaction_receipt(HexStr(registry.submit(key, cid)))
 
 
 @pytest.fixture(scope="module")
