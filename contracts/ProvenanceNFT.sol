@@ -30,8 +30,11 @@ contract ProvenanceNFT is ERC721URIStorage, ERC2981, EIP712, Ownable2Step {
     IProvenanceRegistry public immutable registry;
     mapping(address => bool) public isMinter;
     mapping(uint256 => bool) public nonceUsed;
+    /// @notice A token's own royalty receiver (e.g. a RoyaltySplitter); address(0): the default's.
+    mapping(uint256 => address) public royaltyReceiverOf;
 
     event MinterChanged(address indexed minter, bool allowed);
+    event TokenRoyaltyReceiver(uint256 indexed tokenId, address receiver);
 
     error NotMinter(address caller);
     error NotRegistered(bytes32 contentHash);
@@ -42,6 +45,7 @@ contract ProvenanceNFT is ERC721URIStorage, ERC2981, EIP712, Ownable2Step {
     error NotVoucherHolder(address caller, address to);
     error EmptyCid();
     error RenounceDisabled();
+    error RoyaltyReceiverLocked(uint256 tokenId);
 
     struct MintVoucher {
         bytes32 contentHash;
@@ -73,6 +77,29 @@ contract ProvenanceNFT is ERC721URIStorage, ERC2981, EIP712, Ownable2Step {
 
     function setDefaultRoyalty(address receiver, uint96 bps) external onlyOwner {
         _setDefaultRoyalty(receiver, bps);
+    }
+
+    /// @notice A minter names the royalty receiver of a token that is not minted yet (custodial or by
+    ///         voucher): the split between the creators of the work's lineage and its certifier. The rate
+    ///         stays the default's. Once the token exists its receiver is fixed: the hot key cannot redirect
+    ///         the royalties of a token someone holds.
+    function setTokenRoyaltyReceiver(uint256 tokenId, address receiver) external {
+        if (!isMinter[msg.sender]) revert NotMinter(msg.sender);
+        if (_ownerOf(tokenId) != address(0)) revert RoyaltyReceiverLocked(tokenId);
+        royaltyReceiverOf[tokenId] = receiver;
+        emit TokenRoyaltyReceiver(tokenId, receiver);
+    }
+
+    /// @notice ERC-2981: the default rate, paid to the token's own receiver when it has one.
+    function royaltyInfo(uint256 tokenId, uint256 salePrice)
+        public
+        view
+        override
+        returns (address receiver, uint256 amount)
+    {
+        (receiver, amount) = super.royaltyInfo(tokenId, salePrice);
+        address own = royaltyReceiverOf[tokenId];
+        if (own != address(0)) receiver = own;
     }
 
     /// @notice Disabled: without an owner no minter could ever be removed.

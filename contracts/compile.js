@@ -8,7 +8,7 @@ const fs = require("fs");
 const path = require("path");
 const solc = require("solc");
 
-const CONTRACTS = ["ProvenanceRegistry", "ProvenanceNFT"];
+const CONTRACTS = ["ProvenanceRegistry", "ProvenanceNFT", "RoyaltySplitter"];
 const SETTINGS = {
   optimizer: { enabled: true, runs: 200 },
   // Cancun runs on every current public testnet and on anvil.

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     confirmations: int = Field(default=1, ge=1, description="Blocks (including its own) before a tx counts.")
     nft_address: str | None = Field(default=None, validation_alias=_env("NFT_ADDRESS"))
     nft_royalty_bps: int = Field(default=500, ge=0, le=10000)
+    royalty_certifier_address: str | None = Field(
+        default=None,
+        validation_alias=_env("ROYALTY_CERTIFIER_ADDRESS"),
+        description="The certifier's payee in royalty splits (what the lineage's creators leave); "
+        "default: the NFT contract's default royalty receiver.",
+    )
     voucher_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     anchor_poll_interval_s: float = 0.2
     chain_health_check_s: float = Field(

@@ -188,6 +188,11 @@ class MintOut(BaseModel):
     token_uri: str
     contract: str
     owner: str
+    royalty_receiver: str | None = Field(
+        default=None,
+        description="The token's own ERC-2981 receiver: the royalty splitter of its lineage's creators and its "
+        "certifier; null: the contract's default receiver.",
+    )
 
 
 class VoucherIn(MintIn):

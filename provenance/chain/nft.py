@@ -98,6 +98,22 @@ class Web3Nft:
         )
         return self.sender.call_and_wait(function, timeout_s=self.timeout_s, label="NFT contract")
 
+    def default_royalty_receiver(self) -> str:
+        """Who a token without its own receiver pays royalties to (the owner's ``setDefaultRoyalty``).
+
+        Read through token id 0, which never exists (an all-zero content hash cannot be registered) and which
+        the service never gives a receiver of its own.
+        """
+        receiver, _ = self.contract.functions.royaltyInfo(0, 10_000).call()
+        return Web3.to_checksum_address(receiver)
+
+    def set_token_royalty_receiver(self, token_id: int, receiver: str) -> tuple[str, int]:
+        """Name the royalty receiver of a token not minted yet (the contract refuses it afterwards); waits."""
+        if self.sender is None:
+            raise ChainError("No chain key configured to set a royalty receiver with.")
+        function = self.contract.functions.setTokenRoyaltyReceiver(token_id, Web3.to_checksum_address(receiver))
+        return self.sender.call_and_wait(function, timeout_s=self.timeout_s, label="NFT contract")
+
     def domain(self) -> dict[str, Any]:
         """The EIP-712 domain mint vouchers are signed under (name, version, this chain, this contract)."""
         return {

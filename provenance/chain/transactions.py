@@ -53,6 +53,7 @@ _REVERT_MESSAGES = {
     "AlreadyRegistered": "0x{0} is already registered",
     "AlreadyMinted": "0x{0} is already minted",
     "NotRegistered": "0x{0} is not registered",
+    "RoyaltyReceiverLocked": "token {0} is minted: its royalty receiver can no longer change",
     "KeyAlreadyPublished": "signing key {0} is already published",
     "KeyNotPublished": "signing key {0} was never published",
     "KeyAlreadyRevoked": "signing key {0} is already revoked",
@@ -67,9 +68,9 @@ _REVERT_MESSAGES = {
 
 @cache
 def _custom_errors() -> dict[str, tuple[str, list[str]]]:
-    """Selector (hex, no 0x) -> (error name, argument types), from both contracts' ABIs."""
+    """Selector (hex, no 0x) -> (error name, argument types), from the contracts' ABIs."""
     errors: dict[str, tuple[str, list[str]]] = {}
-    for name in ("ProvenanceRegistry", "ProvenanceNFT"):
+    for name in ("ProvenanceRegistry", "ProvenanceNFT", "RoyaltySplitter"):
         for item in load_artifact(name)["abi"]:
             if item.get("type") == "error":
                 types = [i["type"] for i in item.get("inputs", [])]

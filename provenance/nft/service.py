@@ -34,6 +34,7 @@ from provenance.errors import (
     NotRegisteredError,
 )
 from provenance.ipfs import ContentStore
+from provenance.lineage.royalties import RoyaltySplits
 
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
@@ -93,6 +94,7 @@ class MintResult:
     token_uri: str
     contract: str
     owner: str
+    royalty_receiver: str | None = None  # the token's own receiver (a royalty splitter); None: the default
 
 
 class NftService:
@@ -106,6 +108,7 @@ class NftService:
         nft: Web3Nft | None,
         *,
         voucher_ttl_s: int,
+        royalties: RoyaltySplits | None = None,
     ) -> None:
         self.records = records
         self.tokens = tokens
@@ -114,6 +117,7 @@ class NftService:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.voucher_ttl_s = voucher_ttl_s
+        self.royalties = royalties
 
     def _contract(self) -> Web3Nft:
         if self.nft is None:
@@ -143,6 +147,18 @@ class NftService:
         metadata_cid = self.store.add(json.dumps(metadata_for(record), indent=1).encode()).cid
         return contract, record, owner, metadata_cid
 
+    def _route_royalties(self, contract: Web3Nft, record: Record) -> str | None:
+        """Point the token's royalties at the split of its lineage's creators and the certifier, if any.
+
+        Done before the mint (the contract fixes a token's receiver once it exists); None: the default receiver.
+        """
+        if self.royalties is None:
+            return None
+        receiver = self.royalties.receiver_for(record, contract)
+        if receiver is not None:
+            contract.set_token_royalty_receiver(int(record.sha256, 16), receiver)
+        return receiver
+
     @contextmanager
     def _minting(self, record_id: str) -> Iterator[None]:
         """One mint per record at a time in this process; a second caller waits, then finds it minted."""
@@ -164,6 +180,7 @@ class NftService:
         """
         with self._minting(record_id):
             contract, record, owner, metadata_cid = self._prepare(record_id, to)
+            royalty_receiver = self._route_royalties(contract, record)
             try:
                 tx_hash, _ = contract.mint(
                     owner, record.sha256, metadata_cid, record.batch_root, record.merkle_proof or []
@@ -186,7 +203,8 @@ class NftService:
                     account_id=account_id,
                 )
             )
-        return MintResult(token_id, tx_hash, contract.token_uri(int(record.sha256, 16)), contract.address, owner)
+        token_uri = contract.token_uri(int(record.sha256, 16))
+        return MintResult(token_id, tx_hash, token_uri, contract.address, owner, royalty_receiver)
 
     def voucher(
         self, record_id: str, to: str, ttl_s: int | None = None, *, account_id: str | None = None
@@ -194,6 +212,7 @@ class NftService:
         """An EIP-712 voucher the holder redeems with ``redeem(voucher, signature, root, proof)``."""
         contract, record, owner, metadata_cid = self._prepare(record_id, to)
         assert contract.sender is not None
+        royalty_receiver = self._route_royalties(contract, record)
         nonce = secrets.randbits(256)
         expiry = int(time.time()) + (ttl_s or self.voucher_ttl_s)
         message = {
@@ -238,4 +257,5 @@ class NftService:
             },
             "token_id": "0x" + record.sha256,
             "token_uri": f"ipfs://{metadata_cid}",
+            "royalty_receiver": royalty_receiver,
         }

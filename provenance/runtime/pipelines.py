@@ -13,6 +13,7 @@ from provenance.db.models import Record
 from provenance.db.repository import NftRepository
 from provenance.lineage.image import LineageResolver
 from provenance.lineage.report import LineageChecker
+from provenance.lineage.royalties import CACHE_FILE, RoyaltySplits
 from provenance.manifests.manifest import ManifestReader, ManifestSigner
 from provenance.manifests.tsa import open_time_stamp_authority
 from provenance.media import StructureLimits
@@ -99,4 +100,10 @@ def open_nft(settings: Settings, storage: Storage, chain: ChainConnection) -> Nf
         storage.store,
         chain.nft,
         voucher_ttl_s=settings.voucher_ttl_s,
+        royalties=RoyaltySplits(
+            storage.sessions,
+            settings.resolved_data_dir / CACHE_FILE,
+            certifier=settings.royalty_certifier_address,
+            timeout_s=settings.tx_timeout_s,
+        ),
     )

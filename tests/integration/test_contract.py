@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_artifact_is_reproduced_by_the_compile_script(tmp_path: Path) -> None:
     subprocess.run(["node", "contracts/compile.js", str(tmp_path)], cwd=ROOT, check=True, capture_output=True)
-    assert artifact_names() == ["ProvenanceNFT", "ProvenanceRegistry"]
+    assert artifact_names() == ["ProvenanceNFT", "ProvenanceRegistry", "RoyaltySplitter"]
     for name in artifact_names():
         committed = ARTIFACTS_DIR / f"{name}.json"
         assert (tmp_path / committed.name).read_bytes() == committed.read_bytes(), committed.name
