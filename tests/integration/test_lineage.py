@@ -31,7 +31,7 @@ from provenance.runtime.services import Services
 
 def _tiny_lora(folder: Path) -> Path:
     """Random LoRA weights on the tiny UNet, saved in the diffusers format (what training writes)."""
-    pipe = build_tiny_pipeline()
+    pipe: Any = build_tiny_pipeline()  # diffusers types its components loosely
     pipe.unet.add_adapter(
         LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_k", "to_q", "to_v"])
     )
