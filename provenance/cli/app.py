@@ -15,6 +15,7 @@ from typer.exceptions import TyperException
 from provenance.cli.apikeys import apikey_app
 from provenance.cli.certify import certify
 from provenance.cli.chain import chain_app
+from provenance.cli.datasets import datasets_app
 from provenance.cli.fingerprints import fingerprints_app
 from provenance.cli.generate import generate, reproduce
 from provenance.cli.keys import keys_app
@@ -34,6 +35,7 @@ app.add_typer(chain_app, name="chain")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(trust_app, name="trust")
 app.add_typer(fingerprints_app, name="fingerprints")
+app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 for _command in (serve, certify, generate, reproduce, mint, worker, verify):
     app.command()(_command)

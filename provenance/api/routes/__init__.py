@@ -12,6 +12,7 @@ from provenance.api.routes import (
     account,
     certify,
     chain,
+    datasets,
     generations,
     health,
     ipfs,
@@ -36,6 +37,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     nft.router,
     trust.router,
     models.router,
+    datasets.router,
 )
 
 __all__ = ["ROUTERS"]
