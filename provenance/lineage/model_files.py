@@ -235,4 +235,3 @@ def changed_files(registered: list[dict[str, Any]], current: list[dict[str, Any]
     before = {e["path"]: e["sha256"] for e in registered}
     after = {e["path"]: e["sha256"] for e in current}
     return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
-

@@ -86,7 +86,6 @@ def _architecture(path: Path) -> str | None:
     return path.suffix.lower().lstrip(".") or None
 
 
-
 class ModelMatcher:
     """What generation checks before it loads a model or LoRA: only the database and the files, no keys.
 

@@ -81,9 +81,7 @@ def model_out(row: RegisteredModel) -> ModelOut:
 
 
 @router.get("/v1/models", response_model=ModelsOut, tags=["models"])
-def list_models(
-    services: ServicesDep, kind: str | None = Query(default=None, pattern="^(base|lora)$")
-) -> ModelsOut:
+def list_models(services: ServicesDep, kind: str | None = Query(default=None, pattern="^(base|lora)$")) -> ModelsOut:
     """Every registered model (``kind``: only base models or only LoRAs), newest first."""
     return ModelsOut(models=[model_out(row) for row in services.models.list(kind=kind)])
 
