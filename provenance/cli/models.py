@@ -150,8 +150,10 @@ def _print_verification(result: Any) -> None:
     if result.model_id:
         who = f"{plain(result.name)} ({result.kind}, {plain(result.model_id)})"
     console.print(f"model: {who}  digest {result.digest}", highlight=False, soft_wrap=True)
-    console.print(f"signature: {mark(result.signature_valid)}  {plain(result.signature_detail)}", highlight=False)
-    console.print(f"on chain: {mark(result.registered)}  {plain(result.chain_detail)}", highlight=False)
+    console.print(
+        f"signature: {mark(result.signature_valid)}  {plain(result.signature_detail)}", highlight=False, soft_wrap=True
+    )
+    console.print(f"on chain: {mark(result.registered)}  {plain(result.chain_detail)}", highlight=False, soft_wrap=True)
     if result.changed:
         console.print(f"changed files: {plain(', '.join(result.changed))}", highlight=False, soft_wrap=True)
     console.print("[green]verified[/green]" if result.ok else "[red]not verified[/red]", highlight=False)

@@ -200,8 +200,10 @@ def verify_bundle(path: Path, bundle_json: str, public_key_pem: str) -> Signatur
         try:
             verifying.Config().use_elliptic_key_verifier(public_key=pub).verify(path, sig)
         except Exception as exc:  # the library raises ValueError, OSError and its own types
-            message = str(exc).split(": Expected", 1)[0]  # the library's diff repeats raw digests after this
-            return SignatureCheck(False, f"{type(exc).__name__}: {message}"[:500])
+            message = str(exc)
+            if message.startswith("Signature mismatch"):  # its diff lists raw digest bytes: say it plainly
+                message = "the files do not match the signed manifest (model-signing: signature mismatch)"
+            return SignatureCheck(False, message[:500])
     return SignatureCheck(True, "valid")
 
 
