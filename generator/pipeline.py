@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from generator.lora_check import check_lora_fits
 from generator.models import ModelCatalog, ModelError, ModelSource, WeightHasher
 from generator.request import GenerationRequest, LoraSpec
 from generator.schedulers import SCHEDULERS
@@ -195,6 +196,7 @@ class Generator:
                     raise
             name = f"lora{i}"
             try:
+                check_lora_fits(loaded.pipe, path)  # another architecture's LoRA: one clear sentence, not a traceback
                 loaded.pipe.load_lora_weights(str(path), adapter_name=name)
             except Exception as exc:
                 loaded.pipe.unload_lora_weights()

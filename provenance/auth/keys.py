@@ -14,7 +14,7 @@ import re
 import secrets
 
 KEY_PREFIX = "pvk_"
-SCOPES = ("certify", "generate", "mint", "verify", "admin")
+SCOPES = ("certify", "generate", "mint", "verify", "train", "admin")
 ADMIN_SCOPE = "admin"
 _KEY = re.compile(r"^pvk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _RATE = re.compile(r"^\s*(\d+)\s*(?:/\s*(s|sec|second|m|min|minute))?\s*$")

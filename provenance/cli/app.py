@@ -23,6 +23,7 @@ from provenance.cli.models import models_app
 from provenance.cli.nft import mint
 from provenance.cli.render import err, print_error
 from provenance.cli.serve import serve, worker
+from provenance.cli.train import train_app
 from provenance.cli.text import clean
 from provenance.cli.trust import trust_app
 from provenance.cli.verify import verify
@@ -35,8 +36,9 @@ app.add_typer(chain_app, name="chain")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(trust_app, name="trust")
 app.add_typer(fingerprints_app, name="fingerprints")
-app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(train_app, name="train")
 for _command in (serve, certify, generate, reproduce, mint, worker, verify):
     app.command()(_command)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from provenance.errors import QueueFullError
@@ -27,7 +28,7 @@ class LocalJobQueue:
     def __init__(self, runner: JobRunner, *, max_queued: int) -> None:
         self.runner = runner
         self.max_queued = max_queued
-        self._queue: queue.Queue[str] = queue.Queue()
+        self._queue: queue.Queue[str | Callable[[], None]] = queue.Queue()  # job ids, or other work (training)
         self._certify = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certify")
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
 
@@ -47,11 +48,21 @@ class LocalJobQueue:
         """Queue a job id for the worker thread."""
         self._queue.put(job_id)
 
+    def enqueue_task(self, task: Callable[[], None]) -> None:
+        """Queue other device work (a LoRA training run) for the worker thread: it runs between two jobs."""
+        self._queue.put(task)
+
     def _run(self) -> None:
         while True:
             job_id = self._queue.get()
             if job_id == _STOP:
                 return
+            if callable(job_id):  # a training run: it records its own failure
+                try:
+                    job_id()
+                except Exception:
+                    log.exception("a task crashed the worker loop")
+                continue
             try:
                 generated = self.runner.generate_phase(job_id)
                 if generated is not None:

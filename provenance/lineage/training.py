@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 (the usual name)
+import torch.nn.functional as F
 from PIL import Image
 
 from provenance.errors import InputError, ProvenanceError

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from provenance.config import Settings
 from provenance.jobs import celery_app
 from provenance.jobs.runner import JobRunner
+from provenance.lineage import training_celery
 from provenance.runtime.jobs import celery_config
 from provenance.runtime.services import Services
+from provenance.runtime.trainings import open_worker_trainer
 
 
 def open_worker_runner() -> tuple[JobRunner, Callable[[], None]]:
@@ -28,6 +30,7 @@ _config = celery_config(Settings())
 if _config.redis_url:
     celery_app.configure_celery(celery_app.app, _config)
 celery_app.serve_runner(open_worker_runner)
+training_celery.serve_trainer(open_worker_trainer)  # LoRA trainings run on the same workers and queue
 app = celery_app.app
 
 

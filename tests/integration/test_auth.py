@@ -248,7 +248,7 @@ def test_admin_key_file_on_first_start(anonymous_client: TestClient, services: S
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and admin_key.startswith("pvk_")
     account = anonymous_client.get("/v1/account", headers={"Authorization": f"Bearer {admin_key}"}).json()
     assert account["account_id"] == services.admin_account_id and account["account_name"] == "admin"
-    assert set(account["scopes"]) == {"admin", "certify", "generate", "mint", "verify"}
+    assert set(account["scopes"]) == {"admin", "certify", "generate", "mint", "verify", "train"}
     assert account["rate_per_min"] == 0  # the operator's own key is not rate limited
 
 

@@ -20,6 +20,7 @@ from provenance.api.routes import (
     models,
     nft,
     records,
+    trainings,
     trust,
     verify,
 )
@@ -38,6 +39,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     trust.router,
     models.router,
     datasets.router,
+    trainings.router,
 )
 
 __all__ = ["ROUTERS"]
