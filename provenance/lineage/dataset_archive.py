@@ -74,14 +74,14 @@ def json_files(items: list[dict[str, Any]]) -> list[ItemInput]:
     for number, item in enumerate(items, 1):
         path = _safe(str(item.get("file") or ""))
         if path is None:
-            raise InputError(f"item {number} needs a \"file\" name")
+            raise InputError(f'item {number} needs a "file" name')
         if path in seen:
             raise InputError(f"item {number}: the file name {path!r} appears twice")
         seen.add(path)
         try:
             data = base64.b64decode(str(item.get("image") or ""), validate=True)
         except (binascii.Error, ValueError):
-            raise InputError(f"item {number} ({path}): \"image\" is not base64") from None
+            raise InputError(f'item {number} ({path}): "image" is not base64') from None
         meta = CaptionEntry(**{k: item.get(k) for k in ("caption", "license", "source")})
         files.append(ItemInput(path, data, meta))
     return files

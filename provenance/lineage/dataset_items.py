@@ -126,7 +126,7 @@ def parse_captions(lines: Iterable[str], name: str = CAPTIONS_FILE) -> dict[str,
         except json.JSONDecodeError:
             raise InputError(f"{name} line {number} is not JSON") from None
         if not isinstance(row, dict) or not isinstance(row.get("file"), str):
-            raise InputError(f"{name} line {number} needs a \"file\" string")
+            raise InputError(f'{name} line {number} needs a "file" string')
         values = {k: row.get(k) for k in ("caption", "license", "source")}
         if any(v is not None and not isinstance(v, str) for v in values.values()):
             raise InputError(f"{name} line {number}: caption, license and source are strings")

@@ -114,9 +114,7 @@ async def _multipart(request: Request, limit: int) -> tuple[bytes, dict[str, str
     return data, {"name": fields.get("name") or upload.filename or "dataset", **fields}
 
 
-@router.post(
-    "/v1/datasets", status_code=201, response_model=DatasetOut, tags=["datasets"], responses=WRITE_ERRORS
-)
+@router.post("/v1/datasets", status_code=201, response_model=DatasetOut, tags=["datasets"], responses=WRITE_ERRORS)
 async def register_dataset(
     request: Request,
     datasets: DatasetsDep,
