@@ -7,10 +7,10 @@ import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from provenance.auth.accounts import Caller
 from provenance.auth.ratelimit import Decision, RateLimiter
-from provenance.config import Settings
 from provenance.errors import QuotaExceededError, RateLimitedError, ServerBusyError
 
 DAY_S = 24 * 3600
@@ -30,10 +30,22 @@ MINTS_PER_DAY = Quota("mints_per_day", "quota_mints_per_day", "mints and voucher
 CERTIFY_PER_DAY = Quota("certify_per_day", "quota_certify_per_day", "certified images")
 
 
+class LimitValues(Protocol):
+    """The limits ``Limits`` reads (``Settings`` has them; a test can pass any object that has them)."""
+
+    rate_limit_per_key_per_min: int
+    rate_limit_public_per_min: int
+    verify_key_pixels_per_min: int
+    verify_pixels_per_min: int
+    quota_images_per_day: int
+    quota_mints_per_day: int
+    quota_certify_per_day: int
+
+
 class Limits:
     """Per-account rate limits and daily quotas, with the limits from the settings."""
 
-    def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
+    def __init__(self, settings: LimitValues, limiter: RateLimiter) -> None:
         self.settings = settings
         self.limiter = limiter
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import redis
 
-from provenance.config import Settings
 from provenance.errors import DependencyUnavailableError
 
 log = logging.getLogger(__name__)
@@ -165,8 +164,8 @@ class RedisRateLimiter(RateLimiter):
             log.warning("rate limits and quotas are not enforced: Redis at %s failed: %s", self.url, exc)
 
 
-def open_limiter(settings: Settings) -> RateLimiter:
+def open_limiter(redis_url: str | None) -> RateLimiter:
     """Redis when REDIS_URL is set (several instances share the counts), else this process."""
-    if settings.redis_url:
-        return RedisRateLimiter(settings.redis_url)
+    if redis_url:
+        return RedisRateLimiter(redis_url)
     return MemoryRateLimiter()

@@ -18,8 +18,8 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Protocol
 
-from provenance.config import Settings
 from provenance.errors import ConfigurationError
 from provenance.fsutil import write_atomic
 from provenance.manifests import pki
@@ -186,8 +186,15 @@ def _nothing() -> None:
     """Closer for when there is no local server to stop."""
 
 
+class TimeStampValues(Protocol):
+    """What ``open_time_stamp_authority`` reads (``Settings`` has it)."""
+
+    tsa_url: str | None
+    c2pa_cert_chain: Path | None
+
+
 def open_time_stamp_authority(
-    settings: Settings, c2pa_dir: Path, *, needed: bool = True
+    settings: TimeStampValues, c2pa_dir: Path, *, needed: bool = True
 ) -> tuple[str | None, Callable[[], None]]:
     """The TSA URL for C2PA signing and a function that releases it.
 

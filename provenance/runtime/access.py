@@ -29,7 +29,7 @@ def open_access(settings: Settings, sessions: sessionmaker[Session], opened: con
     """
     accounts = AccountRepository(sessions)
     admin_account_id = bootstrap_admin(accounts, settings.resolved_data_dir)
-    limits = Limits(settings, open_limiter(settings))
+    limits = Limits(settings, open_limiter(settings.redis_url))
     opened.callback(limits.limiter.close)
     pixel_budget = PixelBudget(
         settings.pixel_budget,

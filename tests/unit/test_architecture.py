@@ -179,15 +179,11 @@ def _is_overload_or_property_setter(node: ast.AST) -> bool:
 
 
 # Who may read the whole ``Settings``: the wiring (runtime/) and the faces (api/, cli/) that build or hand it out,
-# and the few stage modules whose constructors still take it. Everything else gets only the values it uses from
-# the runtime's builders (``JobService`` its ``GenerationLimits``, the Celery queue its ``CeleryConfig``, ...).
+# and the chain's own builder (it opens anvil or an external RPC from a dozen settings). Everything else gets only
+# the values it uses from the runtime's builders (``JobService`` its ``GenerationLimits``, the Celery queue its
+# ``CeleryConfig``, ``Limits`` a ``LimitValues``, the time-stamp authority a ``TimeStampValues``, ...).
 SETTINGS_READERS = {"config", "runtime", "api", "cli"}
-SETTINGS_READER_MODULES = {
-    "provenance.auth.limits",
-    "provenance.auth.ratelimit",
-    "provenance.chain.setup",
-    "provenance.manifests.tsa",
-}
+SETTINGS_READER_MODULES = {"provenance.chain.setup"}
 
 
 def test_only_the_wiring_reads_the_whole_settings() -> None:
