@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: install openssl run test test-c2pa-rs lint bench bench-chain bench-gen bench-fingerprint bench-robustness bench-load bench-memory contracts test-servers clean
+.PHONY: install openssl run test test-c2pa-rs lint bench bench-chain bench-gen bench-fingerprint bench-robustness bench-load bench-memory bench-datasets contracts test-servers clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -77,6 +77,10 @@ bench-load: install openssl
 # Memory: four concurrent 39.9 MP uploads against a real server (peak RSS), and pathological uploads refused.
 bench-memory: install openssl
 	$(BIN)/python -m benchmarks.memory
+
+# Datasets: hashing and registering 1,000, 5,000 and 10,000 small PNGs, and the root on chain.
+bench-datasets: install
+	$(BIN)/python -m benchmarks.datasets
 
 contracts: $(NPM_STAMP)
 	node contracts/compile.js
