@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: install openssl run test test-c2pa-rs lint bench bench-chain bench-gen bench-fingerprint bench-robustness bench-load bench-memory bench-datasets contracts test-servers clean
+.PHONY: install openssl run test test-c2pa-rs lint bench bench-chain bench-gen bench-fingerprint bench-robustness bench-load bench-memory bench-datasets bench-training contracts test-servers clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -81,6 +81,10 @@ bench-memory: install openssl
 # Datasets: hashing and registering 1,000, 5,000 and 10,000 small PNGs, and the root on chain.
 bench-datasets: install
 	$(BIN)/python -m benchmarks.datasets
+
+# LoRA training steps per second: the tiny pipeline on the CPU (ARGS=--sd15 adds SD 1.5 at 512 on CUDA).
+bench-training: install
+	$(BIN)/python -m benchmarks.training $(ARGS)
 
 contracts: $(NPM_STAMP)
 	node contracts/compile.js

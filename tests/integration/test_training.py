@@ -91,7 +91,7 @@ def test_train_register_and_load(services: Services, setup: dict[str, Any]) -> N
 
     assert run.status == JobStatus.SUCCEEDED, run.error
     assert [s[:2] for s in steps] == [(1, 3), (2, 3), (3, 3)] and all(np.isfinite(s[2]) for s in steps)
-    assert run.step == 3 and run.loss == pytest.approx(steps[-1][2], abs=1e-6) and Path(run.output_path) == out
+    assert run.step == 3 and run.loss == pytest.approx(steps[-1][2], abs=1e-6) and run.output_path == str(out)
     # The metadata holds the contract's keys, and they name this run, dataset and base model.
     with safe_open(str(out), framework="pt") as fh:
         metadata = fh.metadata()
