@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from provenance.cli.common import DataDir, open_services, settings_for
-from provenance.cli.render import console, err, fail, print_json
+from provenance.cli.render import console, err, fail, print_json, say
 
 train_app = typer.Typer(help="Train LoRAs that record where they came from.", no_args_is_help=True)
 
@@ -30,6 +30,7 @@ def lora(
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-4,
     resolution: Annotated[int, typer.Option(help="Training resolution (square), a multiple of 8.")] = 512,
     seed: Annotated[int, typer.Option(help="Seed of the data order, noise and timesteps.")] = 0,
+    wait: Annotated[bool, typer.Option(help="Wait until the LoRA's digest is registered on chain.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished run as JSON.")] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -56,15 +57,26 @@ def lora(
             )
         if run.status != "succeeded":
             fail(run.error or run.status)
+        status = service.models.get(str(run.model_id)).status
+        if wait and status != "registered":
+            from provenance.lineage.anchoring import wait_registered
+
+            model_id = str(run.model_id)
+            status = wait_registered(
+                services.anchorer, services.writing.lease, lambda: service.models.get(model_id).status,
+                timeout_s=settings.tx_timeout_s, say=say,
+            )  # fmt: skip
         if as_json:
             print_json({c.name: getattr(run, c.name) for c in run.__table__.columns})
             return
         lines = [
             f"LoRA      {run.output_path}",
             f"loss      {run.params.get('loss_path')} (last {run.loss:.4f})",
-            f"model id  {run.model_id} (signed; registered on chain by the anchorer)",
+            f"model id  {run.model_id} (signed; on chain: {status})",
             f"training  {run.id}",
         ]
         console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+        if wait and status != "registered":
+            raise typer.Exit(1)  # trained and signed, but not (yet) on chain
     finally:
         services.close()

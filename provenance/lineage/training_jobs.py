@@ -114,8 +114,13 @@ class TrainingRuns:
 
 def training_source(catalog: ModelCatalog, spec: str) -> ModelSource:
     """The base model to train on: a local folder or checkpoint (a hub id cannot be hashed, so it is refused)."""
+    import diffusers
+    import transformers
+
     from generator.models import ModelError
 
+    diffusers.utils.logging.disable_progress_bar()  # the service shows its own progress
+    transformers.utils.logging.disable_progress_bar()
     try:
         source = catalog.resolve(spec)
     except ModelError as exc:
@@ -157,8 +162,8 @@ class TrainingService:
             raise TrainingRequestError(f"Dataset {spec.dataset_id} has no images to train on.")
         if spec.data is None and not all(item.cid for item in items):
             raise TrainingRequestError(
-                f"Dataset {spec.dataset_id} was registered without --pin: its files are not stored here; "
-                "train from the command line with --data FOLDER."
+                f"Dataset {spec.dataset_id} was registered without --pin, so its files are not stored here: give "
+                "its folder (--data FOLDER; over the API, train on datasets registered with --pin)."
             )
         if spec.data is not None and not spec.data.is_dir():
             raise TrainingRequestError(f"{spec.data} is not a folder.")
