@@ -231,10 +231,12 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 def _duplicates(items: list[PreparedItem], hygiene: Hygiene) -> None:
     """Exact duplicates (same bytes) and near-duplicates (ISCC distance <= ``NEAR_DISTANCE``) between items."""
     by_hash: dict[str, list[str]] = {}
+    first: dict[str, PreparedItem] = {}  # one item per distinct content
     for item in items:
         by_hash.setdefault(item.sha256, []).append(item.path)
+        first.setdefault(item.sha256, item)
     hygiene.exact_duplicates = [paths for paths in by_hash.values() if len(paths) > 1]
-    firsts = [next(i for i in items if i.sha256 == sha) for sha in by_hash]  # one item per distinct content
+    firsts = list(first.values())
     if len(firsts) < 2:
         return
     # All pairs at once: XOR of 64-bit codes and a popcount; 10,000 images are 50 M pairs, done in row chunks.
