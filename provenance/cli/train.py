@@ -40,11 +40,11 @@ def lora(
     from provenance.lineage.training_jobs import TrainingSpec
     from provenance.runtime.trainings import training_service
 
+    params = TrainingParams(rank=rank, steps=steps, lr=lr, resolution=resolution, seed=seed).checked()  # before a start
     settings = settings_for(data_dir)
     services = open_services(settings)
     try:
         service = training_service(services)
-        params = TrainingParams(rank=rank, steps=steps, lr=lr, resolution=resolution, seed=seed)
         spec = TrainingSpec(dataset, base or settings.default_model, params, name=name, data=data, output=out)
         run = service.create(spec, account_id=services.admin_account_id)
         with Progress(

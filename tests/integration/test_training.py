@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +225,35 @@ def test_training_job_through_the_api(client: TestClient, anonymous_client: Test
     assert unpinned.status_code == 400 and "--data" in unpinned.json()["detail"]
     assert anonymous_client.post("/v1/trainings", json=body).status_code == 401
     assert client.get("/v1/trainings/nope").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--dataset", "nope", "--steps", "0"], "steps must be between 1"),
+        (["--dataset", "nope", "--rank", "0", "--resolution", "100"], "rank must be between 1"),
+        (["--dataset", "nope", "--steps", "2"], "Unknown dataset 'nope'"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "provenance.cli",
+            "train",
+            "lora",
+            *args,
+            "--data-dir",
+            str(tmp_path / "data"),
+            "-o",
+            str(tmp_path / "lora.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=180,
+    )
+    assert done.returncode == 2, done.stderr
+    assert fragment in done.stderr and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "lora.safetensors").exists()
