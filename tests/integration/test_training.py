@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from generator.models import ModelCatalog, ModelError
 from generator.pipeline import GenerationRequest, Generator, LoraSpec
+from provenance.config import Settings
 from provenance.db.models import JobStatus
 from provenance.lineage.datasets import DatasetChangedError, DatasetService
 from provenance.lineage.training import (
@@ -257,3 +258,41 @@ def test_cli_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str, tm
     assert done.returncode == 2, done.stderr
     assert fragment in done.stderr and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "lora.safetensors").exists()
+
+
+def test_a_training_runs_on_a_celery_worker(redis_url: str, tmp_path: Path) -> None:
+    """The Celery backend: the run goes to the broker's queue and a `provenance worker` process trains it."""
+    import os
+    import signal
+
+    data_dir = tmp_path / "data"
+    env = {
+        **os.environ,
+        "PROVENANCE_DATA_DIR": str(data_dir),
+        "PROVENANCE_JOB_BACKEND": "celery",
+        "REDIS_URL": redis_url,
+    }
+    settings = Settings(data_dir=data_dir, job_backend="celery", redis_url=redis_url, anchor_poll_interval_s=0.05)
+    services = Services.open(settings)
+    worker = None
+    try:
+        datasets = DatasetService(services.sessions, services.store, services.keys, services.chain.registry)
+        dataset = datasets.register_folder(_write_dataset(tmp_path / "pinned"), name="celery", pin=True).dataset
+        service = training_service(services)
+        run = service.submit(TrainingSpec(dataset.id, "tiny-random", TrainingParams(rank=2, steps=2, resolution=64)))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "provenance.cli", "worker"],
+            env=env,
+            stdout=(tmp_path / "worker.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        done = wait_for(lambda: (r := service.get(run.id)).status in JobStatus.FINISHED and r, timeout=240)
+        assert done.status == JobStatus.SUCCEEDED, done.error
+        assert done.model_id and Path(str(done.output_path)).is_file()
+        assert read_lineage(Path(str(done.output_path)))["training_id"] == run.id
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+        services.close()
