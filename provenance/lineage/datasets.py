@@ -90,7 +90,7 @@ class MembershipProof:
     proof: list[str]  # 0x-hex siblings, leaf up
     root: str  # 0x-hex
     registry_key: str
-    on_chain: bool  # the root's key is registered with this dataset's manifest CID
+    on_chain: bool  # the root's key is registered on the registry
     block_number: int | None
     valid: bool  # the proof takes the item to the root, and that root is on chain
 
@@ -331,9 +331,13 @@ class DatasetService:
         return DatasetDiff(added, removed, sorted(changed))
 
     def root_on_chain(self, dataset: Dataset) -> tuple[bool, int | None]:
-        """Whether the chain holds the dataset's root key with its manifest's CID, and in which block."""
+        """Whether the chain holds the dataset's root (under its key), and in which block.
+
+        The same items registered again give the same root: the chain keeps the first registration (and the
+        first manifest's CID), which proves the root all the same.
+        """
         entry = self.chain.lookup(dataset_key(dataset.root))
-        return bool(entry.registered and entry.cid == dataset.manifest_cid), entry.block_number
+        return entry.registered, entry.block_number
 
     def prove(self, dataset_id: str, sha256: str) -> MembershipProof | None:
         """The Merkle proof of the item with this image SHA-256, checked against the root on chain; None if absent."""

@@ -182,7 +182,9 @@ def test_verify_reports_added_removed_changed(
     }  # fmt: skip
 
 
-def test_unpinned_training_items_refuse_changed_files(services: Services, folder: Path, tmp_path: Path) -> None:
+def test_unpinned_training_items_refuse_changed_files(
+    services: Services, folder: Path, registered: dict, tmp_path: Path
+) -> None:
     copy = tmp_path / "plain"
     shutil.copytree(folder, copy)
     datasets = service(services)
@@ -193,6 +195,14 @@ def test_unpinned_training_items_refuse_changed_files(services: Services, folder
     with pytest.raises(DatasetChangedError, match=r"img09\.png"):
         datasets.training_items(result.dataset.id, copy)
     wait_for(lambda: datasets.get(result.dataset.id).status == "registered")  # the session's worker registers it
+
+    # The same items again: the same root, already on chain; the worker settles it without a second transaction.
+    again = datasets.register_folder(folder, name="again")
+    assert again.dataset.root == registered["root"] and again.dataset.manifest_cid != registered["manifest_cid"]
+    wait_for(lambda: datasets.get(again.dataset.id).status == "registered")
+    assert datasets.get(again.dataset.id).block_number == registered["block_number"]
+    proof = datasets.prove(again.dataset.id, hashlib.sha256((folder / "img01.png").read_bytes()).hexdigest())
+    assert proof is not None and proof.valid
 
 
 def test_api_registers_archives_and_json_items(client: TestClient, services: Services, folder: Path) -> None:
