@@ -23,7 +23,7 @@ from provenance.config import Settings
 from provenance.runtime.services import Services
 
 MAX_EXAMPLES = 12
-UPLOADS = {"/v1/certify", "/v1/verify"}
+UPLOADS = {"/v1/certify", "/v1/verify", "/v1/datasets"}
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,52 @@ async def _multipart(request: Request, limit: int) -> tuple[bytes, dict[str, str
     return data, {"name": fields.get("name") or upload.filename or "dataset", **fields}
 
 
-@router.post("/v1/datasets", status_code=201, response_model=DatasetOut, tags=["datasets"], responses=WRITE_ERRORS)
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` references inlined (the OpenAPI document has no such defs)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = walk(schema)
+    return inlined
+
+
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": _inlined(DatasetIn.model_json_schema())},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary", "description": "zip or tar archive"},
+                    "name": {"type": "string"},
+                    "license": {"type": "string"},
+                    "creators": {"type": "string", "description": "JSON list of {address, bps, name?}"},
+                },
+            }
+        },
+    },
+}
+
+
+@router.post(
+    "/v1/datasets",
+    status_code=201,
+    response_model=DatasetOut,
+    tags=["datasets"],
+    responses=WRITE_ERRORS,
+    openapi_extra={"requestBody": UPLOAD_BODY},
+)
 async def register_dataset(
     request: Request,
     datasets: DatasetsDep,
