@@ -265,3 +265,21 @@ def test_bad_input_is_refused_and_nothing_is_written(
     assert refused.status_code == 400 and "no image" in refused.json()["detail"]
     assert anonymous_client.post("/v1/datasets", json={"name": "x", "items": []}).status_code == 401
     assert count_datasets(services) == before
+
+
+def test_a_dropped_transaction_is_sent_again(services: Services) -> None:
+    """A row left ``submitted`` with a transaction the node never saw (a crash, a reset chain): the worker's
+    lineage anchorer puts it back to pending and registers it."""
+    root = "0x" + hashlib.sha256(b"a dataset whose transaction was lost").hexdigest()
+    row = Dataset(
+        id="lost" + "0" * 28, name="lost", root=root, item_count=1, manifest_cid=services.store.add(b"{}").cid,
+        manifest_sha256="0" * 64, creators=[], status="submitted", registry_key=dataset_key(root),
+        tx_hash="0x" + "ab" * 32,
+    )  # fmt: skip
+    with services.sessions.begin() as session:
+        session.add(row)
+    datasets = service(services)
+    wait_for(lambda: datasets.get(row.id).status == "registered")
+    registered = datasets.get(row.id)
+    assert registered.tx_hash != "0x" + "ab" * 32 and registered.block_number is not None
+    assert services.chain.registry.lookup(dataset_key(root)).block_number == registered.block_number
