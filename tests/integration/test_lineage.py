@@ -23,10 +23,11 @@ from generator.pipeline import GenerationRequest, Generator, LoraSpec
 from generator.tiny import build_tiny_pipeline
 from provenance.certify.certifier import CertifyOptions
 from provenance.db.models import Dataset, RecordStatus
-from provenance.lineage.common import dataset_key, model_key
+from provenance.lineage.common import dataset_key
 from provenance.manifests.manifest import GENERATED_SOURCE_TYPE
 from provenance.manifests.vocabulary import c2pa_settings
 from provenance.runtime.services import Services
+from tests.conftest import wait_for
 
 
 def _tiny_lora(folder: Path) -> Path:
@@ -68,8 +69,12 @@ def lineage_setup(services: Services, tmp_path_factory: pytest.TempPathFactory) 
     _on_chain(services, dataset_key(dataset.root), dataset.manifest_cid)
     base = services.models.register(base_dir, name="tiny base", kind="base")
     adapter = services.models.register(lora, name="tiny lora", kind="lora", dataset_id=dataset.id)
-    for row in (base, adapter):
-        _on_chain(services, model_key(row.digest), row.signature_cid or "bafkreimodel")
+    # The models' digests go on chain through the lineage anchorer (a follower of the record anchorer).
+    def registered() -> bool:
+        services.anchorer.run_once()
+        return all(services.models.get(row.id).status == RecordStatus.REGISTERED for row in (base, adapter))
+
+    wait_for(registered)
     return {"generator": generator, "lora": lora, "dataset": dataset, "base": base, "adapter": adapter}
 
 
