@@ -176,10 +176,8 @@ def _settle(link: LineageLink, what: str) -> LineageLink:
         link.reason = link.reason or f"The registration of the {what} on chain is in flight."
     else:
         link.status = "verified"
-        link.reason = (
-            f"The {what} matches its registration, its signature verifies, and it is on chain "
-            f"(block {link.block_number})."
-        )
+        signed = ", its signature verifies," if link.signature_valid else ""  # datasets: no signature checked here
+        link.reason = f"The {what} matches its registration{signed} and it is on chain (block {link.block_number})."
     return link
 
 

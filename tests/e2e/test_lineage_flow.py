@@ -181,6 +181,8 @@ def test_verify_shows_the_lineage_with_every_link_checked(api: TestClient, flow:
         assert link["hash_matches"] is not False and link["block_number"] is not None, link
     assert links["base"]["signature_valid"] and links["lora"]["signature_valid"]
     assert links["base"]["hash_matches"] and links["lora"]["hash_matches"]
+    assert "signature verifies" in links["lora"]["reason"]
+    assert "signature" not in links["dataset"]["reason"]  # a dataset link checks no signature: it claims none
 
 
 def test_a_one_byte_change_to_the_lora_is_refused_or_a_broken_link(
