@@ -183,6 +183,8 @@ def test_verify_shows_the_lineage_with_every_link_checked(api: TestClient, flow:
     assert links["base"]["hash_matches"] and links["lora"]["hash_matches"]
     assert "signature verifies" in links["lora"]["reason"]
     assert "signature" not in links["dataset"]["reason"]  # a dataset link checks no signature: it claims none
+    # The record page's lineage (GET /v1/records/{id}/lineage) is the same report, checked now.
+    assert api.get(f"/v1/records/{flow['record_id']}/lineage").json() == lineage
 
 
 def test_a_one_byte_change_to_the_lora_is_refused_or_a_broken_link(

@@ -405,6 +405,10 @@ def test_generation_progress_reaches_the_gallery(signed_in: Page) -> None:
     expect(record).to_contain_text("a lighthouse at dawn")
     expect(record).to_contain_text("tiny-random (testing only)")
     assert re.search(r"Seed\s+[78]\b", record.inner_text()) and re.search(r"Steps\s+3\b", record.inner_text())
+    # Its lineage, checked now: the tiny model was never registered, so that link does not hold.
+    lineage = record.locator("section.lineage")
+    expect(lineage.get_by_role("heading", name="What made this image")).to_be_visible()
+    expect(lineage.locator("li.lineage-broken")).to_contain_text("matches no registered model")
     shot(page, "record-generated")
 
 

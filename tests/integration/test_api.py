@@ -61,6 +61,12 @@ def test_certify_returns_every_field(certified_png: dict) -> None:
     assert certified_png["watermark_id"] is not None
 
 
+def test_a_certified_photo_has_no_lineage(client: TestClient, certified_png: dict) -> None:
+    response = client.get(f"/v1/records/{certified_png['record_id']}/lineage")
+    assert response.status_code == 404 and response.json()["error"] == "not_found"
+    assert client.get("/v1/records/" + "0" * 32 + "/lineage").status_code == 404
+
+
 def test_record_carries_chain_status(certified_png: dict) -> None:
     record = certified_png["record"]
     assert record["tx_hash"].startswith("0x") and len(record["tx_hash"]) == 66

@@ -11,10 +11,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from provenance.api.deps import BaseUrl, ChainDep, CredentialsDep, CurrentAccount, RecordsDep, StoreDep
+from provenance.api.deps import BaseUrl, ChainDep, CredentialsDep, CurrentAccount, RecordsDep, StoreDep, VerifierDep
 from provenance.api.routes.common import ERRORS, WRITE_ERRORS, record_or_404
 from provenance.api.schemas import RecordOut, RecordPage
-from provenance.errors import InputError, PermissionDeniedError
+from provenance.errors import InputError, NotFoundError, PermissionDeniedError
+from provenance.lineage.report import LineageReport
 from provenance.verify.bundle import build_bundle, bundle_bytes
 
 router = APIRouter(responses=ERRORS)
@@ -56,6 +57,20 @@ def list_records(
 def get_record(record_id: str, records: RecordsDep, base_url: BaseUrl) -> RecordOut:
     """One record: hashes, CID, signature, watermark, chain status and links."""
     return RecordOut.of(record_or_404(records, record_id), base_url)
+
+
+@router.get("/v1/records/{record_id}/lineage", response_model=LineageReport, tags=["records"])
+def get_record_lineage(record_id: str, records: RecordsDep, verifier: VerifierDep) -> LineageReport:
+    """What made a generated record: its base model, LoRAs and their datasets, each link checked now.
+
+    The same report ``POST /v1/verify`` returns as ``lineage``; 404 when the record has no lineage (not generated,
+    or generated before lineage was recorded) or the service checks none.
+    """
+    record = record_or_404(records, record_id)
+    report = verifier.lineage.check(record) if verifier.lineage is not None else None
+    if report is None:
+        raise NotFoundError(f"Record {record_id} has no lineage.")
+    return report
 
 
 @router.get("/v1/records/{record_id}/image", tags=["records"], response_class=Response)

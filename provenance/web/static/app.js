@@ -981,12 +981,20 @@
     setStatus(status, null);
     $("#record-title").textContent = record.generation ? "Generated image" : "Certified image";
     body.append(recordView(record, nft));
+    await appendLineage(body, record);
     if (record.status === "pending" || record.status === "submitted") {
       // Registration follows certification: look again until the chain has it.
       recordPoll = setTimeout(() => {
         if (currentPage() === "record") refreshRecord(recordId);
       }, 1000);
     }
+  }
+
+  /* What made a generated record: base model, LoRAs, datasets, each link checked by the service now. */
+  async function appendLineage(body, record) {
+    if (!record.generation) return;
+    const lineage = await api(`/v1/records/${encodeURIComponent(record.record_id)}/lineage`).catch(() => null);
+    if (lineage && currentPage() === "record") body.append(lineageSection(lineage));
   }
 
   async function refreshRecord(recordId) {
@@ -996,7 +1004,9 @@
         api(`/v1/records/${encodeURIComponent(recordId)}/nft`).catch(() => null),
       ]);
       if (currentPage() !== "record") return;
-      clear($("#record-body")).append(recordView(record, nft));
+      const body = clear($("#record-body"));
+      body.append(recordView(record, nft));
+      await appendLineage(body, record);
       if (record.status === "pending" || record.status === "submitted") {
         recordPoll = setTimeout(() => refreshRecord(recordId), 1000);
       }
