@@ -20,6 +20,7 @@ from provenance.api.routes import (
     models,
     nft,
     records,
+    soft_binding,
     trainings,
     trust,
     verify,
@@ -40,6 +41,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     models.router,
     datasets.router,
     trainings.router,
+    soft_binding.router,  # the C2PA Soft Binding Resolution API, under /c2pa/sbr/v1
 )
 
 __all__ = ["ROUTERS"]
