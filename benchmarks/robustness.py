@@ -680,7 +680,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            notes.append("rivaGan skipped: onnxruntime is not installed (pip install -e '.[dev]')")
+            notes.append("rivaGan skipped: onnxruntime is not installed (pip install -e '.[bench]')")
             args.rivagan = False
     riva_subjects = (
         [s for size in args.sizes for s in [x for x in subjects if x.size == size][: riva_counts[size]]]

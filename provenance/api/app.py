@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from provenance import PRODUCT_NAME, __version__
 from provenance.api.deps import current_account, rate_limited_caller
+from provenance.api.docs import install_docs
 from provenance.api.errors import install_error_handlers
 from provenance.api.routes import ROUTERS
 from provenance.api.web import install_web
@@ -116,11 +117,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         lifespan=lifespan,
         # On every route: authenticate a bearer key if one is sent, and count the request (429 when over).
         dependencies=[Depends(rate_limited_caller)],
+        # /docs and /redoc come from provenance/api/docs.py: local assets, no CDN, under a CSP.
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(RateLimitHeaders)
     for api_router in ROUTERS:
         app.include_router(api_router)
     install_web(app)  # the web interface at / (static files under /static)
+    install_docs(app)  # /docs and /redoc, assets at /docs/assets
     _document_optional_keys(app)
     install_error_handlers(app)  # every error answers an ErrorOut (provenance/api/errors.py)
     return app

@@ -28,8 +28,9 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per chain lookup is noise
     err.print(
-        f"provenance {__version__}: data in {clean(settings.resolved_data_dir)}, "
-        f"API on http://{clean(settings.host)}:{settings.port}/docs",
+        f"provenance {__version__}: data in {clean(settings.resolved_data_dir)}; "
+        f"web page on http://{clean(settings.host)}:{settings.port}/, "
+        f"API docs on http://{clean(settings.host)}:{settings.port}/docs",
         markup=False,
         highlight=False,
     )
