@@ -5,9 +5,10 @@ minters and publishes the trust root (signing keys, C2PA trust anchors). The *op
 registers content and mints; it sits on every service instance, so it must not be able to change
 what verifiers trust.
 
-Embedded: anvil runs from the data dir; both keys are created there, ``chain/owner.key`` and
-``chain/operator.key`` (0600), and funded with anvil's ``anvil_setBalance``. The owner key deploys
-the registry and the NFT contract on first start (the operator becomes writer and minter) and their
+Embedded: anvil runs from the data dir; both keys are created there on the data dir's first start only,
+``chain/owner.key`` and ``chain/operator.key`` (0600), and funded with anvil's ``anvil_setBalance``. An owner
+key moved away later (ownership transferred) stays away: owner operations are unavailable, quietly. The
+owner key deploys the registry and the NFT contract on first start (the operator becomes writer and minter) and their
 addresses, roles and code hashes are saved in ``chain/deployment.json``. If the saved registry has
 no code (the dev chain was reset) or the committed artifacts changed, both are deployed again and
 the caller is told, so it can re-anchor every record; ``ChainConnection.redeploy`` does the same
@@ -47,6 +48,11 @@ OWNER_KEY = "owner.key"
 OPERATOR_KEY = "operator.key"
 _DEV_BALANCE = 10**22  # wei anvil gives each embedded key
 _LOW_BALANCE = 10**20  # below this it is topped up
+# The embedded chain must be deployed (again) but the owner key was moved away after the first start.
+_NO_DEPLOYER = (
+    "The dev chain's contracts must be deployed again, and that needs the owner key {} (moved away): "
+    "put it back or set CHAIN_OWNER_KEY_FILE."
+)
 
 
 @dataclass
@@ -70,10 +76,12 @@ class ChainConnection:
 
     def redeploy(self) -> None:
         """Embedded chain only: deploy both contracts again (from the owner key) and point the clients at them."""
-        if self.node is None or self.registry.sender is None or self.deployer is None:
+        if self.node is None or self.registry.sender is None:
             raise ConfigurationError(
                 "The registry is missing on an external chain: check RPC_URL and REGISTRY_ADDRESS."
             )
+        if self.deployer is None:
+            raise ConfigurationError(_NO_DEPLOYER.format(chain_dir(self.settings) / OWNER_KEY))
         w3 = self.registry.w3
         fund_dev_accounts(w3, self.deployer.address, self.registry.sender.address)
         self.registry.sender.resync()
@@ -121,12 +129,23 @@ def load_owner_account(settings: Settings) -> LocalAccount | None:
     return None
 
 
-def embedded_key(directory: Path, name: str) -> LocalAccount:
-    """A key file in the embedded chain's directory, created (0600) on first use."""
+def embedded_key(directory: Path, name: str, *, create: bool = True) -> LocalAccount | None:
+    """A key file in the embedded chain's directory; created (0600) when missing if ``create``, else None."""
     path = directory / name
     if not path.exists():
+        if not create:
+            return None
         write_private(path, ("0x" + secrets.token_hex(32)).encode())
     return read_key_file(path, str(path))
+
+
+def _first_initialisation(directory: Path) -> bool:
+    """Whether this data dir's embedded chain was never set up: no deployment record and no key yet.
+
+    Only then are chain keys created. Later a missing owner key means it was moved away on purpose (ownership
+    transferred to a cold key or a Safe), and a missing operator key is an error, never a new random key.
+    """
+    return not any((directory / name).exists() for name in ("deployment.json", OWNER_KEY, OPERATOR_KEY))
 
 
 def fund_dev_accounts(w3: Web3, *addresses: str) -> None:
@@ -234,11 +253,18 @@ def open_chain(settings: Settings) -> ChainConnection:
     url = node.start()
     try:
         w3 = connect(url)
-        owner = load_owner_account(settings) or embedded_key(directory, OWNER_KEY)
-        operator = load_chain_account(settings) or embedded_key(directory, OPERATOR_KEY)
-        fund_dev_accounts(w3, owner.address, operator.address)
+        first = _first_initialisation(directory)
+        owner = load_owner_account(settings) or embedded_key(directory, OWNER_KEY, create=first)
+        operator = load_chain_account(settings) or embedded_key(directory, OPERATOR_KEY, create=first)
+        if operator is None:
+            raise ConfigurationError(
+                f"The operator key {directory / OPERATOR_KEY} is missing: put it back, or set CHAIN_KEY_FILE."
+            )
+        fund_dev_accounts(w3, *(a.address for a in (owner, operator) if a is not None))
         sender = TxSender(w3, operator)
-        admin_sender = sender if owner.address == operator.address else TxSender(w3, owner)
+        admin_sender: TxSender | None = None
+        if owner is not None:
+            admin_sender = sender if owner.address == operator.address else TxSender(w3, owner)
         saved = directory / "deployment.json"
         redeployed = False
         deployment = json.loads(saved.read_text()) if saved.exists() else {}
@@ -248,13 +274,17 @@ def open_chain(settings: Settings) -> ChainConnection:
                 log.warning("Deploying the contracts again: %s.", reason)
                 deployment, redeployed = {}, True
         if not deployment.get("registry_address") or not deployment.get("nft_address"):
+            if admin_sender is None:
+                raise ConfigurationError(_NO_DEPLOYER.format(directory / OWNER_KEY))
             deployment = _deploy_all(admin_sender, operator.address, settings, directory)
         registry_address, nft_address = str(deployment["registry_address"]), str(deployment["nft_address"])
         registry = Web3Registry(w3, registry_address, operator, rpc_url=url, sender=sender)
         nft = Web3Nft(w3, nft_address, sender, timeout_s=settings.tx_timeout_s)
-        admin = _owner_admin(
-            RegistryAdmin(w3, registry_address, nft_address, owner, settings.tx_timeout_s, sender=admin_sender)
-        )
+        admin = None
+        if owner is not None:
+            admin = _owner_admin(
+                RegistryAdmin(w3, registry_address, nft_address, owner, settings.tx_timeout_s, sender=admin_sender)
+            )
         if admin is not None:
             # The hot key may have changed since the deployment (CHAIN_KEY_FILE): the owner makes
             # the current one writer and minter.
