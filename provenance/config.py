@@ -18,6 +18,7 @@ from provenance.errors import ConfigurationError
 
 AnchorMode = Literal["auto", "single", "batch"]
 JobBackend = Literal["local", "celery"]
+LogFormat = Literal["text", "json"]
 
 
 def _env(name: str) -> AliasChoices:
@@ -217,6 +218,9 @@ class Settings(BaseSettings):
         description="Secret mark key (hex, 0600) all instances share; default <data_dir>/keys/watermark.key.",
     )
 
+    # Logs (provenance/observability/logs.py): json writes one object per line with the request's id.
+    log_format: LogFormat = Field(default="text", description="text or json (one JSON object per log line).")
+
     # Modes are checked as the settings are read, before anything starts; a bad one names its variable.
     @field_validator("anchor_mode", mode="before")
     @classmethod
@@ -227,6 +231,11 @@ class Settings(BaseSettings):
     @classmethod
     def _job_backend(cls, value: Any) -> Any:
         return _one_of("PROVENANCE_JOB_BACKEND", get_args(JobBackend), value)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        return _one_of("PROVENANCE_LOG_FORMAT", get_args(LogFormat), value)
 
     @cached_property
     def resolved_data_dir(self) -> Path:

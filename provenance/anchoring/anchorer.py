@@ -23,6 +23,7 @@ from provenance.db.models import AnchorBatch, Record, RecordStatus, utcnow
 from provenance.db.repository import RecordRepository
 from provenance.errors import ChainError
 from provenance.ipfs import ContentStore
+from provenance.observability import metrics
 
 # The logger keeps the name it had before the module was split: log configurations and filters name it.
 log = logging.getLogger("provenance.anchoring.anchor")
@@ -217,6 +218,7 @@ class Anchorer:
 
     def _register(self, track: _Track, item: Any, block_number: int, tx_hash: str | None) -> None:
         track.set_status(track.key(item), RecordStatus.REGISTERED, **self._chain_fields(block_number, tx_hash))
+        metrics.observe_registration(item)  # certified (or batched) -> registered
 
     def _settle(self, track: _Track, item: Any, head: int) -> bool:
         """If the item is on chain already (sent just before a crash, or by another process), take

@@ -17,6 +17,7 @@ from provenance.anchoring.anchorer import Anchorer
 from provenance.db.models import Record, RecordStatus
 from provenance.db.repository import RecordRepository
 from provenance.errors import ChainUnavailableError, ProvenanceError
+from provenance.observability import metrics
 
 if TYPE_CHECKING:
     from provenance.chain.writer import WriterLease
@@ -127,6 +128,7 @@ class AnchorWorker:
     def _failed(self, state: str, what: str, exc: BaseException) -> float:
         """Note a failed pass; log only when the state changes. Returns the back-off delay."""
         self._failures += 1
+        metrics.DEPENDENCY_ERRORS.labels(dependency=metrics.dependency_of(exc) or "chain", source="anchoring").inc()
         if self.failing != state:
             log.warning("anchoring paused: %s; retrying with back-off up to %.0fs", what, self.max_backoff_s)
             log.debug("anchoring failure", exc_info=exc)

@@ -19,6 +19,7 @@ from provenance.api.errors import install_error_handlers
 from provenance.api.routes import ROUTERS
 from provenance.api.web import install_web
 from provenance.config import Settings
+from provenance.observability.http import install_observability
 from provenance.runtime.services import Services
 
 
@@ -128,4 +129,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     install_docs(app)  # /docs and /redoc, assets at /docs/assets
     _document_optional_keys(app)
     install_error_handlers(app)  # every error answers an ErrorOut (provenance/api/errors.py)
+    install_observability(app)  # GET /metrics, X-Request-Id, request metrics (provenance/observability)
     return app

@@ -55,6 +55,7 @@ from provenance.errors import (
     UnsupportedMediaError,
     dependency_error,
 )
+from provenance.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ProvenanceError)
     async def provenance_error(_: Request, exc: ProvenanceError) -> JSONResponse:
+        metrics.count_error(exc)  # by code; refusals for load and dependency faults apart
         return domain_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -169,6 +171,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def dependency_failure(_: Request, exc: Exception) -> JSONResponse:
         # The database, the data dir or the chain node failing is a 503 naming it, not a 500 (see errors.py).
         mapped = dependency_error(exc)
+        metrics.count_error(exc)
         if mapped is None:
             log.exception("unexpected error", exc_info=exc)
             return error_response(500, "internal_error", INTERNAL_ERROR)

@@ -37,6 +37,7 @@ from provenance.lineage.image import lineage_ingredients
 from provenance.manifests.manifest import ManifestContent, ManifestSigner, source_type_uri
 from provenance.marks import watermark
 from provenance.marks.fingerprint import Fingerprinter, FingerprintIndex, ImageFingerprints
+from provenance.observability import metrics
 from provenance.signing import KeyStore, sha256_hex
 
 
@@ -279,4 +280,6 @@ class Certifier:
             # The record is pending either way; the anchor worker retries if this nudge fails.
             with timer.stage("chain_submit"), contextlib.suppress(ProvenanceError):
                 self.on_recorded(record)
+        kind = metrics.certification_kind(options.generation is not None, source is not None)
+        metrics.CERTIFICATIONS.labels(kind).inc()
         return CertifiedImage(record=record, data=final, timings_ms=timer.ms)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
@@ -12,6 +11,7 @@ from provenance.cli.common import DataDir, settings_for
 from provenance.cli.render import err, fail
 from provenance.cli.text import clean
 from provenance.errors import ProvenanceError
+from provenance.observability.logs import configure_logging, uvicorn_log_config
 
 
 def serve(
@@ -25,8 +25,7 @@ def serve(
     from provenance.api.app import create_app
 
     settings = settings_for(data_dir, host=host, port=port)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per chain lookup is noise
+    configure_logging(settings.log_format)  # text, or JSON lines with the request id (PROVENANCE_LOG_FORMAT)
     err.print(
         f"provenance {__version__}: data in {clean(settings.resolved_data_dir)}; "
         f"web page on http://{clean(settings.host)}:{settings.port}/, "
@@ -34,7 +33,8 @@ def serve(
         markup=False,
         highlight=False,
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    log_config = uvicorn_log_config(settings.log_format)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", log_config=log_config)
 
 
 def worker(data_dir: DataDir = None) -> None:

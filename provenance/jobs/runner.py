@@ -17,6 +17,7 @@ from provenance.db.models import JobStatus
 from provenance.errors import ProvenanceError, dependency_error
 from provenance.jobs.store import JobRepository
 from provenance.manifests.manifest import GENERATED_SOURCE_TYPE
+from provenance.observability import metrics
 
 if TYPE_CHECKING:
     from generator.pipeline import GeneratedImage, Generator
@@ -140,9 +141,11 @@ class JobRunner:
             return None
         except ModelError as exc:
             self.jobs.finish(job_id, JobStatus.FAILED, error=str(exc))
+            metrics.observe_job(job.started_at, "failed")
             return None
         except Exception as exc:
             log.exception("generation job %s failed", job_id)
+            metrics.observe_job(job.started_at, "failed")
             self.jobs.finish(job_id, JobStatus.FAILED, error=f"generation failed: {type(exc).__name__}: {exc}")
             return None
         return request, images
@@ -186,12 +189,14 @@ class JobRunner:
                 lambda: self.jobs.finish(job_id, JobStatus.FAILED, error=error, record_ids=record_ids),
                 delays,
             )
+            metrics.observe_job(job.started_at if job else None, "failed")
             return
         with_retries(
             f"finishing job {job_id}",
             lambda: self.jobs.finish(job_id, JobStatus.SUCCEEDED, record_ids=record_ids),
             delays,
         )
+        metrics.observe_job(job.started_at if job else None, "succeeded")
 
     def run(self, job_id: str, on_step: Callable[[int, int], None] | None = None) -> None:
         """Both phases, one after the other (Celery workers, the CLI)."""

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from provenance.errors import ServerBusyError
+from provenance.observability import metrics
 
 
 def _malloc_trim() -> None:
@@ -99,6 +100,7 @@ class PixelBudget:
         self._cond = threading.Condition()
         self._queue: deque[_Waiter] = deque()  # waiting requests, oldest first
         self.peak_in_use = 0  # the most pixels ever held at once (benchmarks and tests read it)
+        metrics.PIXEL_BUDGET.set(self.capacity)
 
     @property
     def in_use(self) -> int:
@@ -207,7 +209,9 @@ class PixelBudget:
     def reserve(self, pixels: int, *, timeout_s: float | None = None, client: str | None = None) -> Iterator[int]:
         """``with budget.reserve(width * height, client=...): ...`` holds the pixels for the block."""
         cost = self.acquire(pixels, timeout_s=timeout_s, client=client)
+        metrics.PIXELS_IN_USE.inc(int(cost))
         try:
             yield cost
         finally:
             self.release(cost)
+            metrics.PIXELS_IN_USE.dec(int(cost))

@@ -45,6 +45,7 @@ from provenance.lineage.report import LineageChecker
 from provenance.manifests.manifest import ManifestReader
 from provenance.marks.fingerprint import Fingerprinter, FingerprintIndex
 from provenance.marks.watermark import Watermarker
+from provenance.observability import metrics
 from provenance.signing import sha256_hex, verify_signature
 from provenance.verify.blind_mark import BlindMarkReader
 from provenance.verify.checks import (
@@ -388,6 +389,7 @@ class Verifier:
             detail, render = timed("difference", self._describe, ev, rgb, record)
             if render is not None:
                 verification_id = self._differences.keep(render)
+        metrics.VERDICTS.labels(verdict=verdict).inc()
         return self._result(ev, verdict, record, reasons, detail, verification_id, checks, timings)
 
     def _result(

@@ -1,0 +1,2 @@
+"""Observability: Prometheus metrics (``metrics``), the ``/metrics`` endpoint and request ids (``http``), JSON logs
+(``logs``)."""
