@@ -68,3 +68,18 @@ def manifest_store(data: bytes) -> bytes | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return _webp(data)
     return None
+
+
+def active_manifest_label(store: bytes) -> str | None:
+    """The active manifest's label (``urn:c2pa:...``, the SBR manifest id) of a manifest store; None if unreadable."""
+    import io
+    import json
+
+    import c2pa
+
+    try:
+        with c2pa.Reader("application/c2pa", io.BytesIO(store)) as reader:
+            label = json.loads(reader.json()).get("active_manifest")
+    except (c2pa.C2paError, ValueError):
+        return None
+    return label if isinstance(label, str) else None

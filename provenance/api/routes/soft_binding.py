@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from provenance import media
 from provenance.api.deps import (
@@ -56,6 +56,7 @@ from provenance.errors import (
 )
 from provenance.manifests.vocabulary import FINGERPRINT_ALG, SOFT_BINDING_ALG
 from provenance.sbr import manifest_store, specification
+from provenance.sbr.store import active_manifest_label
 
 PREFIX = "/c2pa/sbr/v1"
 WATERMARK_ALG = SOFT_BINDING_ALG  # the alg id every manifest's watermark soft-binding assertion carries
@@ -101,7 +102,20 @@ def _max_results(request: Request) -> int:
     return value
 
 
-def _by_binding(sessions: SessionsDep, alg: Any, value: Any, limit: int) -> dict[str, Any]:
+def manifest_id(record: Record, sessions: SessionsDep, store: StoreDep) -> str | None:
+    """The record's manifest id: its certified file's active manifest label, kept in ``manifest_label`` once read
+    (certify does not fill that column yet, so it is filled here the first time this API resolves the record)."""
+    if record.manifest_label:
+        return record.manifest_label
+    data = manifest_store(store.cat(record.cid))
+    label = active_manifest_label(data) if data is not None else None
+    if label is not None:
+        with sessions.begin() as session:
+            session.execute(update(Record).where(Record.id == record.id).values(manifest_label=label))
+    return label
+
+
+def _by_binding(sessions: SessionsDep, store: StoreDep, alg: Any, value: Any, limit: int) -> dict[str, Any]:
     if not isinstance(alg, str) or not isinstance(value, str) or not alg or not value:
         raise InputError("Send 'alg' and 'value', both non-empty strings.")
     if len(value) > MAX_VALUE_CHARS:
@@ -113,14 +127,19 @@ def _by_binding(sessions: SessionsDep, alg: Any, value: Any, limit: int) -> dict
         raise InputError(f"Unsupported algorithm {alg!r}: see /services/supportedAlgorithms.")
     code = _iscc_code(value)
     with sessions() as session:
-        rows = session.execute(
-            select(Record.manifest_label)
-            .join(RecordFingerprint, RecordFingerprint.record_id == Record.id)
-            .where(RecordFingerprint.iscc == code, Record.manifest_label.is_not(None))
-            .order_by(Record.created_at)
-            .limit(limit)
-        ).all()
-    return {"matches": [{"manifestId": label} for (label,) in rows]}
+        rows = (
+            session.execute(
+                select(Record)
+                .join(RecordFingerprint, RecordFingerprint.record_id == Record.id)
+                .where(RecordFingerprint.iscc == code)
+                .order_by(Record.created_at)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
+    labels = [manifest_id(record, sessions, store) for record in rows]
+    return {"matches": [{"manifestId": label} for label in labels if label is not None]}
 
 
 def _iscc_code(value: str) -> str:
@@ -144,14 +163,16 @@ def supported_algorithms() -> dict[str, Any]:
 
 
 @router.get("/matches/byBinding", response_model=None)
-def query_by_binding(request: Request, sessions: SessionsDep) -> dict[str, Any] | JSONResponse:
+def query_by_binding(request: Request, sessions: SessionsDep, store: StoreDep) -> dict[str, Any] | JSONResponse:
     """Records whose manifest declares exactly this binding value (a lookup, never a confirmation)."""
     params = request.query_params
-    return _answer(lambda: _by_binding(sessions, params.get("alg"), params.get("value"), _max_results(request)))
+    return _answer(lambda: _by_binding(sessions, store, params.get("alg"), params.get("value"), _max_results(request)))
 
 
 @router.post("/matches/byBinding", response_model=None)
-async def query_by_large_binding(request: Request, sessions: SessionsDep) -> dict[str, Any] | JSONResponse:
+async def query_by_large_binding(
+    request: Request, sessions: SessionsDep, store: StoreDep
+) -> dict[str, Any] | JSONResponse:
     """The same lookup with the binding in a JSON body (``c2pa.softBindingQuery``)."""
     raw = await request.body()
 
@@ -162,7 +183,7 @@ async def query_by_large_binding(request: Request, sessions: SessionsDep) -> dic
             raise InputError("The body is not JSON: send {'alg': ..., 'value': ...}.") from None
         if not isinstance(body, dict):
             raise InputError("The body is a JSON object: {'alg': ..., 'value': ...}.")
-        return _by_binding(sessions, body.get("alg"), body.get("value"), _max_results(request))
+        return _by_binding(sessions, store, body.get("alg"), body.get("value"), _max_results(request))
 
     return _answer(run)
 
@@ -175,6 +196,8 @@ async def query_by_content(
     limits: LimitsDep,
     budget: PixelBudgetDep,
     records: RecordsDep,
+    sessions: SessionsDep,
+    store: StoreDep,
     caller: OptionalCaller,
 ) -> dict[str, Any] | JSONResponse:
     """Run verify on the uploaded asset (the raw request body); a match only on trusted evidence."""
@@ -201,10 +224,11 @@ async def query_by_content(
         if result.record_id is None or result.verdict not in TRUSTED_VERDICTS:
             return {"matches": []}  # nothing trusted names a record: a candidate alone is never a match
         record = records.get(result.record_id)
-        if record is None or not record.manifest_label:
+        label = manifest_id(record, sessions, store) if record is not None else None
+        if label is None:
             return {"matches": []}
         kind = "exact" if result.verdict != "modified" else (result.modification or "transformed")
-        return {"matches": [{"manifestId": record.manifest_label, "similarityScore": SCORES.get(kind, 50)}][:limit]}
+        return {"matches": [{"manifestId": label, "similarityScore": SCORES.get(kind, 50)}][:limit]}
 
     return _answer(run)
 
