@@ -7,12 +7,13 @@ handful of names the wider ecosystem already uses unprefixed: ``DATABASE_URL``, 
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from provenance.errors import ConfigurationError
 
@@ -174,7 +175,9 @@ class Settings(BaseSettings):
     signing_key_file: Path | None = None
 
     # Generation (generator/ and the job API).
-    models: dict[str, str] = Field(
+    # NoDecode: read as text by ``_models_json`` below, so an empty PROVENANCE_MODELS (docker-compose's
+    # `${PROVENANCE_MODELS:-}` when unset) is no models rather than a JSON error.
+    models: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="Model names -> local folder, checkpoint or hub id."
     )
     single_file_configs: dict[str, str] = Field(
@@ -220,6 +223,21 @@ class Settings(BaseSettings):
 
     # Logs (provenance/observability/logs.py): json writes one object per line with the request's id.
     log_format: LogFormat = Field(default="text", description="text or json (one JSON object per log line).")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_json(cls, value: Any) -> Any:
+        """PROVENANCE_MODELS: a JSON object of name -> folder; empty or blank means none."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return {}
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"PROVENANCE_MODELS must be a JSON object of model name -> folder, not {value[:80]!r}."
+            ) from None
 
     # Modes are checked as the settings are read, before anything starts; a bad one names its variable.
     @field_validator("anchor_mode", mode="before")
