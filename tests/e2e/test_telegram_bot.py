@@ -144,6 +144,9 @@ class BotApiDouble:
         params: dict[str, Any] = {}
         for key, value in form.items():
             params[key] = await value.read() if hasattr(value, "read") else value
+        for key, value in list(params.items()):  # multipart uploads: the field names its part, attach://<part>
+            if isinstance(value, str) and value.startswith("attach://"):
+                params[key] = params[value.removeprefix("attach://")]
         if name == "getUpdates":
             return JSONResponse({"ok": True, "result": await self._get_updates(params)})
         result = self._answer(name, params)
