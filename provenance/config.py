@@ -19,6 +19,7 @@ from provenance.errors import ConfigurationError
 
 AnchorMode = Literal["auto", "single", "batch"]
 JobBackend = Literal["local", "celery"]
+FingerprintBackendName = Literal["memory", "milvus"]
 LogFormat = Literal["text", "json"]
 
 
@@ -216,6 +217,16 @@ class Settings(BaseSettings):
     fingerprint_enabled: bool = Field(
         default=True, description="ISCC fingerprints: a soft binding in the manifest and lookup of marks that are gone."
     )
+    fingerprint_backend: FingerprintBackendName = Field(
+        default="memory",
+        description="Where fingerprint codes are searched: memory (each instance holds all, the default) or milvus "
+        "(one collection all instances share; needs the milvus extra).",
+    )
+    milvus_uri: str | None = Field(
+        default=None,
+        description="Milvus for the milvus fingerprint back end: http://host:19530, or a milvus-lite file path "
+        "ending in .db (one process); default <data_dir>/fingerprints.milvus.db.",
+    )
     watermark_key_file: Path | None = Field(
         default=None,
         description="Secret mark key (hex, 0600) all instances share; default <data_dir>/keys/watermark.key.",
@@ -249,6 +260,11 @@ class Settings(BaseSettings):
     @classmethod
     def _job_backend(cls, value: Any) -> Any:
         return _one_of("PROVENANCE_JOB_BACKEND", get_args(JobBackend), value)
+
+    @field_validator("fingerprint_backend", mode="before")
+    @classmethod
+    def _fingerprint_backend(cls, value: Any) -> Any:
+        return _one_of("PROVENANCE_FINGERPRINT_BACKEND", get_args(FingerprintBackendName), value)
 
     @field_validator("log_format", mode="before")
     @classmethod

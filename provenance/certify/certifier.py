@@ -36,7 +36,8 @@ from provenance.ipfs import ContentStore
 from provenance.lineage.image import lineage_ingredients
 from provenance.manifests.manifest import ManifestContent, ManifestSigner, source_type_uri
 from provenance.marks import watermark
-from provenance.marks.fingerprint import Fingerprinter, FingerprintIndex, ImageFingerprints
+from provenance.marks.fingerprint import Fingerprinter, ImageFingerprints
+from provenance.marks.fingerprint_backend import FingerprintBackend
 from provenance.observability import metrics
 from provenance.signing import KeyStore, sha256_hex
 
@@ -115,7 +116,7 @@ class Certifier:
         max_pixels: int,
         watermarker: watermark.Watermarker | None = None,
         fingerprinter: Fingerprinter | None = None,
-        fingerprint_index: FingerprintIndex | None = None,
+        fingerprint_index: FingerprintBackend | None = None,
         on_recorded: Callable[[Record], None] | None = None,
         identifier: Identifier | None = None,
         structure_limits: media.StructureLimits | None = None,

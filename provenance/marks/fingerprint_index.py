@@ -303,6 +303,9 @@ class FingerprintIndex:
         """The highest fingerprint row id synced."""
         return self._cursor
 
+    def close(self) -> None:
+        """Nothing to release: the arrays go with the object (``FingerprintBackend`` asks for it)."""
+
     def search(
         self, query: ImageFingerprints | Sequence[Fingerprint], k: int = 8, max_distance: int | None = None
     ) -> list[Candidate]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from provenance.config import Settings
 from provenance.db.repository import RecordRepository
 from provenance.marks.fingerprint import Fingerprinter, FingerprintIndex
+from provenance.marks.fingerprint_backend import FingerprintBackend
 from provenance.marks.watermark import Watermarker
 
 
@@ -23,10 +24,10 @@ def read_watermarker(settings: Settings) -> Watermarker:
 
 @dataclass(frozen=True)
 class Fingerprints:
-    """The fingerprinter and the in-memory index of every record's fingerprints (both None when disabled)."""
+    """The fingerprinter and the index of every record's fingerprints (both None when disabled)."""
 
     fingerprinter: Fingerprinter | None
-    index: FingerprintIndex | None
+    index: FingerprintBackend | None
 
 
 def open_fingerprints(settings: Settings, repository: RecordRepository) -> Fingerprints:
@@ -35,9 +36,21 @@ def open_fingerprints(settings: Settings, repository: RecordRepository) -> Finge
         return Fingerprints(None, None)
     # Mirrored patch codes too: a crop that was also flipped is found (the mark confirms every candidate).
     fingerprinter = Fingerprinter(mirror_keypoints=True)
-    index = FingerprintIndex()
-    index.sync(repository)  # every record's fingerprints; later ones are caught up per lookup
+    index = open_fingerprint_index(settings)
+    # Memory: every record's fingerprints; Milvus: the rows the shared collection lacks. Later ones are
+    # caught up per lookup.
+    index.sync(repository)
     return Fingerprints(fingerprinter, index)
+
+
+def open_fingerprint_index(settings: Settings) -> FingerprintBackend:
+    """The back end PROVENANCE_FINGERPRINT_BACKEND names, empty until synced (``FingerprintBackend``)."""
+    if settings.fingerprint_backend == "milvus":
+        from provenance.marks.fingerprint_milvus import MilvusFingerprintIndex  # pymilvus: the milvus extra
+
+        uri = settings.milvus_uri or str(settings.resolved_data_dir / "fingerprints.milvus.db")
+        return MilvusFingerprintIndex(uri)
+    return FingerprintIndex()
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from provenance.marks import watermark
 from provenance.marks.align import Alignment, align, features
 from provenance.marks.binding import ContentComparison, compare, pixels_identical
 from provenance.marks.confirm import MarkConfirmation, confirm_mark
-from provenance.marks.fingerprint import Fingerprinter, FingerprintIndex
+from provenance.marks.fingerprint import Fingerprinter
+from provenance.marks.fingerprint_backend import FingerprintBackend
 from provenance.marks.watermark import Watermarker
 from provenance.verify.checks import FingerprintCandidate, FingerprintCheck, WeakMatch
 from provenance.verify.evidence import Binding, Evidence
@@ -53,7 +54,7 @@ class FingerprintSearch:
         self,
         *,
         fingerprinter: Fingerprinter,
-        index: FingerprintIndex,
+        index: FingerprintBackend,
         repository: RecordRepository,
         originals: OriginalPictures,
         policy: VerdictPolicy,

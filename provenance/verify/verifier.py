@@ -43,7 +43,8 @@ from provenance.ipfs import ContentStore
 from provenance.ipfs.unixfs import compute_cid
 from provenance.lineage.report import LineageChecker
 from provenance.manifests.manifest import ManifestReader
-from provenance.marks.fingerprint import Fingerprinter, FingerprintIndex
+from provenance.marks.fingerprint import Fingerprinter
+from provenance.marks.fingerprint_backend import FingerprintBackend
 from provenance.marks.watermark import Watermarker
 from provenance.observability import metrics
 from provenance.signing import sha256_hex, verify_signature
@@ -106,7 +107,7 @@ class Verifier:
         max_pixels: int,
         watermarker: Watermarker | None = None,
         fingerprinter: Fingerprinter | None = None,
-        fingerprint_index: FingerprintIndex | None = None,
+        fingerprint_index: FingerprintBackend | None = None,
         max_candidates: int = 8,
         structure_limits: media.StructureLimits | None = None,
         policy: VerdictPolicy = DEFAULT_POLICY,
