@@ -24,7 +24,8 @@ from provenance.config import Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-IMAGE_SERVICES = {name: svc for name, svc in COMPOSE["services"].items() if "build" in svc}
+# The bot reads its own settings (provenance_bot.settings; tests/e2e/test_telegram_bot.py checks its service).
+IMAGE_SERVICES = {name: svc for name, svc in COMPOSE["services"].items() if "build" in svc and name != "bot"}
 # Sample values for the variables the operator must supply (`${VAR:?message}`).
 REQUIRED_SAMPLES = {
     "RPC_URL": "https://rpc.example.org",

@@ -422,3 +422,14 @@ def test_the_bot_package_imports_nothing_of_the_service() -> None:
             for name in names:
                 top = name.split(".")[0]
                 assert top != "provenance" and top != "generator", f"{path.name} imports {name}"
+
+
+def test_the_compose_bot_service_sets_only_bot_settings() -> None:
+    import yaml
+
+    from provenance_bot.settings import BotSettings
+
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["bot"]
+    known = {f"PROVENANCE_{name}".upper() for name in BotSettings.model_fields}
+    assert service["command"] == ["provenance", "bot"] and set(service["environment"]) <= known
+    assert service["environment"]["PROVENANCE_TELEGRAM_TOKEN_FILE"] == "/run/secrets/telegram_token"
