@@ -228,6 +228,88 @@ def _bench_faiss(codes: np.ndarray, planted: list[tuple[int, ImageFingerprints]]
     print(f"{label:<40}{statistics.mean(times):>9.2f}{_p95(times):>9.2f}{TARGET_MS:>8.0f}")
 
 
+# --- back ends: the in-process index and Milvus --------------------------------------------------------
+def _child_rss() -> int:
+    """Resident bytes of this process's children (milvus-lite's server is one)."""
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        for child in (task / "children").read_text().split():
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+def _self_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _exhaustive(codes: np.ndarray, entries: int, query: ImageFingerprints, k: int) -> list[str]:
+    """The ranking by brute force over every code: the reference both back ends' recall is measured against."""
+    distance = np.bitwise_count(codes[None, :] ^ query.codes[:, None]).min(axis=0)
+    near = np.nonzero(distance <= 8)[0]
+    per_record: dict[int, tuple[int, int]] = {}
+    for e, d in zip(near.tolist(), distance[near].tolist(), strict=True):
+        n, best = per_record.get(e // entries, (0, 99))
+        per_record[e // entries] = (n + 1, min(best, d))
+    ranked = sorted(per_record.items(), key=lambda item: (-item[1][0], item[1][1], item[0]))[:k]
+    return [f"{r:032x}" for r, _ in ranked]
+
+
+def bench_backends(sizes: list[int], entries: int, queries: int, milvus_uri: str | None) -> None:
+    """Both back ends on the same synthetic records: load rate, lookup time, recall@8 against brute force, memory.
+
+    Memory per record: the index arrays (memory) or the resident growth of milvus-lite's server process.
+    """
+    import tempfile
+
+    from provenance.marks.fingerprint_milvus import MilvusFingerprintIndex
+
+    print(f"\nback ends ({entries} codes a record, {QUERY_CODES} query codes, k=8, radius 8)")
+    print(f"{'back end':<14}{'records':>10}{'load/s':>10}{'mean ms':>9}{'p95 ms':>9}{'recall':>8}{'B/record':>10}")
+    for records in sizes:
+        rng = np.random.default_rng(2026)
+        codes = rng.integers(0, 2**64, size=records * entries, dtype=np.uint64)
+        planted = [_synthetic_query(codes, entries, rng)[1] for _ in range(queries)]
+        truth = [_exhaustive(codes, entries, q, 8) for q in planted]
+        ids = [f"{r:032x}" for r in range(records)]
+        folder = tempfile.mkdtemp(prefix="bench-milvus-")
+        memory = FingerprintIndex(delta_limit=0)
+        milvus = MilvusFingerprintIndex(milvus_uri or f"{folder}/fingerprints.db", collection=f"bench_{records}")
+        before = _child_rss()
+        for name, index in (("memory", memory), ("milvus", milvus)):
+            start = time.perf_counter()
+            if isinstance(index, FingerprintIndex):
+                for r in range(records):
+                    index._append(ids[r], codes[r * entries : (r + 1) * entries], [2] * entries)
+                index.rebuild()
+                hashed = index._hash
+                assert hashed is not None
+                size = index.entries * 13 + sum(c.nbytes + o.nbytes + st.nbytes for c, o, st in hashed.tables)
+            else:
+                index.insert_codes(ids, codes.reshape(records, entries), 2)
+                index._client.flush(index.collection)
+                size = _child_rss() - before if milvus_uri is None else 0
+            rate = records / (time.perf_counter() - start)
+            times, hits, wanted = [], 0, 0
+            for query, expected in zip(planted, truth, strict=True):
+                begin = time.perf_counter()
+                found = [c.record_id for c in index.search(query, k=8)]
+                times.append((time.perf_counter() - begin) * 1000)
+                hits += len(set(found) & set(expected))
+                wanted += len(expected)
+            per_record = f"{size / records:,.0f}" if size else "n/a"
+            print(
+                f"{name:<14}{records:>10,}{rate:>10,.0f}{statistics.mean(times):>9.1f}{_p95(times):>9.1f}"
+                f"{hits / max(wanted, 1):>8.3f}{per_record:>10}"
+            )
+        milvus._client.drop_collection(milvus.collection)
+        milvus.close()
+
+
 # --- recall on photos --------------------------------------------------------------------------
 def _reencode(rgb: np.ndarray, fmt: str, **options: object) -> np.ndarray:
     out = io.BytesIO()
@@ -458,10 +540,19 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=6, help="crops per size and photo for --recall")
     parser.add_argument("--hard-crops", type=int, default=8, help="crops 25%% and 10%% per photo and size for --recall")
     parser.add_argument("--faiss", action="store_true", help="also time faiss' binary indexes")
+    parser.add_argument(
+        "--backends",
+        default="20000",
+        help="record counts (comma-separated) for the memory-vs-Milvus table; 0 skips it (needs the milvus extra)",
+    )
+    parser.add_argument("--milvus-uri", default=None, help="a Milvus server instead of milvus-lite in a temp folder")
     args = parser.parse_args()
     _pin_one_core()
     bench_compute(args.runs)
     bench_index(args.records, args.entries, args.queries, args.faiss)
+    sizes = [int(n) for n in args.backends.split(",") if int(n) > 0]
+    if sizes:
+        bench_backends(sizes, args.entries, min(args.queries, 50), args.milvus_uri)
     if args.recall:
         bench_recall(args.crops)
         bench_hard(args.hard_crops)
