@@ -39,6 +39,7 @@ from provenance.marks import watermark
 from provenance.marks.fingerprint import Fingerprinter, ImageFingerprints
 from provenance.marks.fingerprint_backend import FingerprintBackend
 from provenance.observability import metrics
+from provenance.sbr.store import active_manifest_label, manifest_store
 from provenance.signing import KeyStore, sha256_hex
 
 
@@ -264,6 +265,8 @@ class Certifier:
             derived_from=source.id if source is not None else None,
             mark_layout=watermark.LAYOUT_VERSION if watermark_id is not None else None,
             certify_note=signed.note,
+            # The active manifest's id (``urn:c2pa:...``): how the C2PA soft-binding API names this record's manifest.
+            manifest_label=active_manifest_label(store) if (store := manifest_store(final)) is not None else None,
         )
         with timer.stage("database"):
             try:

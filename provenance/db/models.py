@@ -45,7 +45,7 @@ class Record(Base):
     watermark_id: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True, nullable=True)
     watermarked: Mapped[bool] = mapped_column(Boolean)
     watermark_note: Mapped[str | None] = mapped_column(Text, nullable=True)
-    manifest_label: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    manifest_label: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
     original_filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default=RecordStatus.PENDING)
     tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)

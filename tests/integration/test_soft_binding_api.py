@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import c2pa
+import cv2
 import numpy as np
 import pytest
 import schemathesis
@@ -114,6 +115,16 @@ def test_a_stripped_reencoded_cropped_copy_finds_its_manifest(client: TestClient
     # The certified bytes themselves: the strongest match.
     exact = by_content(anonymous_client, certified, "image/png")["matches"]
     assert exact == [{"manifestId": manifest_id, "similarityScore": 100}]
+
+
+def test_a_manifest_id_read_from_the_asset_resolves_at_once(client: TestClient, anonymous_client: TestClient) -> None:
+    """Certify records the manifest id: a C2PA tool that read it from the asset gets the store without a search."""
+    rng = np.random.default_rng(31)
+    rgb = cv2.resize(photo("coffee.png"), (384, 256), interpolation=cv2.INTER_AREA)
+    rgb = np.ascontiguousarray(np.roll(rgb, int(rng.integers(1, 200)), axis=1))  # a picture no other test certified
+    manifest_id = certify(client, rgb, "fresh.png")[2]
+    with c2pa.Reader("application/c2pa", io.BytesIO(manifest_store(anonymous_client, manifest_id))) as reader:
+        assert json.loads(reader.json())["active_manifest"] == manifest_id
 
 
 def test_an_unrelated_image_matches_nothing(client: TestClient, anonymous_client: TestClient) -> None:

@@ -13,8 +13,8 @@ LONG_FUNCTIONS_ALLOWED = {"certify/certifier.py:Certifier.certify"}  # the pipel
 # Layers, lowest first: a module may import its own layer and the ones below. runtime (the wiring) sits under the
 # faces that open it; nothing else may import it.
 LAYERS = [
-    {"__init__", "errors", "fsutil", "config"},
-    {"media", "marks", "manifests", "signing", "ipfs", "db", "chain", "auth"},
+    {"__init__", "errors", "fsutil", "config", "observability"},
+    {"media", "marks", "manifests", "sbr", "signing", "ipfs", "db", "chain", "auth"},
     {"anchoring", "certify", "verify", "trust", "nft", "jobs", "lineage"},
     {"runtime"},
     {"api", "cli", "web"},
