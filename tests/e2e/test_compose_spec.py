@@ -25,6 +25,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from provenance.config import Settings
+from provenance_bot.settings import BotSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILES = sorted(
@@ -47,6 +48,7 @@ SAMPLES = {
     "PROVENANCE_ANCHOR_MODE": "single",
     "PROVENANCE_MODELS": '{"sdxl": "/models/sdxl-base", "sd15": "/models/sd15"}',
     "PROVENANCE_PUBLIC_URL": "https://provenance.example.org",
+    "PROVENANCE_TELEGRAM_WEBHOOK_URL": "https://provenance.example.org/telegram/webhook",
 }
 REQUIRED = {"RPC_URL", "REGISTRY_ADDRESS", "NFT_ADDRESS"}
 
@@ -235,6 +237,12 @@ def test_the_compose_file_is_valid_compose(path: Path, set_all: bool, monkeypatc
     assert [f"{list(e.absolute_path)}: {e.message}" for e in errors] == []
     # What the service images would read: every setting validates, and the models are what was set.
     for name, service in document.get("services", {}).items():
+        if name == "bot":  # the Telegram bot reads its own settings
+            _settings_from(_setting_env(service), monkeypatch)  # clears the environment, then sets the bot's
+            bot = BotSettings()
+            webhook = SAMPLES["PROVENANCE_TELEGRAM_WEBHOOK_URL"] if set_all else None
+            assert (bot.telegram_webhook_url or None) == webhook
+            continue
         if "build" not in service or name not in ("api", "worker"):
             continue
         settings = _settings_from(_setting_env(service), monkeypatch)
