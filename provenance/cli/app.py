@@ -23,8 +23,8 @@ from provenance.cli.models import models_app
 from provenance.cli.nft import mint
 from provenance.cli.render import err, print_error
 from provenance.cli.serve import serve, worker
-from provenance.cli.train import train_app
 from provenance.cli.text import clean
+from provenance.cli.train import train_app
 from provenance.cli.trust import trust_app
 from provenance.cli.verify import verify
 from provenance.errors import ConfigurationError, InputError, ProvenanceError
