@@ -10,7 +10,7 @@ TEST_STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 NPM_STAMP   := node_modules/.installed
 
-.PHONY: install install-test install-bench openssl run test test-c2pa-rs lint bench bench-chain bench-gen bench-fingerprint bench-robustness bench-load bench-memory bench-datasets bench-training contracts test-servers clean
+.PHONY: install install-test install-bench openssl run test test-c2pa-rs lint bench bench-chain bench-gen bench-fingerprint bench-robustness bench-load bench-memory bench-datasets bench-training contracts docs test-servers clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 install-test: install $(TEST_STAMP)
@@ -28,7 +28,7 @@ $(PY_STAMP): pyproject.toml
 	touch $@
 
 $(TEST_STAMP): $(PY_STAMP)
-	@echo "==> test tools (the 'test' extra: pytest, ruff, mypy, playwright, schemathesis, validators)"
+	@echo "==> test tools (the 'test' extra: pytest, ruff, mypy, playwright, schemathesis, validators, mkdocs)"
 	$(BIN)/pip install --progress-bar on -e '.[postgres,test]'
 	touch $@
 
@@ -105,6 +105,11 @@ bench-datasets: install-bench
 # LoRA training steps per second: the tiny pipeline on the CPU (ARGS=--sd15 adds SD 1.5 at 512 on CUDA).
 bench-training: install-bench
 	$(BIN)/python -m benchmarks.training $(ARGS)
+
+# The documentation site (mkdocs.yml: Material, no font or script from another host) into site/, strictly: a broken
+# link or anchor fails it. `make test` builds it too (tests/e2e/test_docs_site.py).
+docs: install-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 contracts: $(NPM_STAMP)
 	node contracts/compile.js

@@ -45,7 +45,7 @@ for _command in (serve, certify, generate, reproduce, mint, worker, verify):
 
 @app.command("bot")
 def bot() -> None:
-    """Run the Telegram bot (README "Telegram bot"), a client of the service's HTTP API; PROVENANCE_TELEGRAM_*."""
+    """Run the Telegram bot (docs/guide/telegram-bot.md), a client of the service's HTTP API; PROVENANCE_TELEGRAM_*."""
     # Imported here: the bot's library loads only for this command, and the bot imports nothing of the service.
     from provenance_bot.app import main as run_bot
     from provenance_bot.settings import BotConfigError

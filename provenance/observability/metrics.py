@@ -109,7 +109,7 @@ BUILD_INFO.labels(version=__version__).set(1)
 
 if os.environ.get(MULTIPROCESS_ENV):
     # A process that exits drops its live gauges (pixels in use) from the sum; one that is killed leaves its
-    # files until the directory is emptied, which the operator does before the workers start (README).
+    # files until the directory is emptied, which the operator does before the workers start (docs/operations.md).
     atexit.register(multiprocess.mark_process_dead, os.getpid())
 
 

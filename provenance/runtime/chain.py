@@ -52,7 +52,7 @@ def publish_startup_trust(
     if not result.sent and (result.missing_key or result.missing_anchors):
         log.warning(
             "The registry owner has not published signing key %s / C2PA anchors %s: verifiers that pin the "
-            "registry will call these records untrusted until the owner publishes them (see the README's trust model).",
+            "registry will call these records untrusted until the owner publishes them (see docs/trust-model.md).",
             result.missing_key,
             result.missing_anchors,
         )

@@ -72,7 +72,7 @@ def _require_admin(admin: RegistryAdmin | None, action: str) -> RegistryAdmin:
     if admin is None:
         raise ConfigurationError(
             f"Cannot {action}: this service has no registry owner key (set CHAIN_OWNER_KEY_FILE, or have the "
-            "owner send the transaction; see the README's trust model section)."
+            "owner send the transaction; see docs/trust-model.md)."
         )
     return admin
 

@@ -1,9 +1,9 @@
-"""The README's ownership transfer, step by step with the CLI, and what the data dir does after it.
+"""The documented ownership transfer, step by step with the CLI, and what the data dir does after it.
 
-README ("Keys and owners"): ``provenance chain transfer-ownership 0xCOLD``, ``provenance chain accept-ownership
---key-file cold.key``, ``shred -u data/chain/owner.key``. After that no command creates a new owner key; the
-commands that need the owner fail in one line (exit 2), the others run without a word about owners; with
-``CHAIN_OWNER_KEY_FILE`` pointing at the cold key the owner's commands work again.
+docs/trust-model.md ("Keys and owners"): ``provenance chain transfer-ownership 0xCOLD``,
+``provenance chain accept-ownership --key-file cold.key``, ``shred -u data/chain/owner.key``. After that no
+command creates a new owner key; the commands that need the owner fail in one line (exit 2), the others run
+without a word about owners; with ``CHAIN_OWNER_KEY_FILE`` pointing at the cold key the owner's commands work again.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def test_the_readme_ownership_transfer_end_to_end(tmp_path: Path) -> None:
     assert first_owner == Account.from_key(owner_key.read_text().strip()).address
     operator_before = operator_key.read_bytes()
 
-    # The README's three steps.
+    # The three documented steps.
     step1 = run(tmp_path, "chain", "transfer-ownership", cold)
     assert step1.returncode == 0, step1.stderr
     assert "pending owner" in step1.stdout

@@ -3,7 +3,8 @@
 One tab (its session storage holds the API key and the job ids) walks through the pages in order:
 sign in, certify, verify (authentic, modified, unknown, not an image), generate, mint. Other tabs check
 the verify page at phone width and with the keyboard only. Every page is saved to test-output/screenshots/
-(ignored by git); `PROVENANCE_SCREENSHOTS=docs/screenshots make test` refreshes the ones the README shows.
+(ignored by git); `PROVENANCE_SCREENSHOTS=docs/screenshots make test` refreshes the ones the
+documentation shows (docs/guide/web-interface.md).
 """
 
 from __future__ import annotations

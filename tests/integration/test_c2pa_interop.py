@@ -138,6 +138,6 @@ def test_disagreement_c2pa_ts_does_not_check_the_ingredient_binding(ca: Any, tmp
     tampered = signed[:at] + b"camera-2" + signed[at + 8 :]
     path = tmp_path / "swapped-parent.png"
     path.write_bytes(tampered)
-    assert c2pa_ts(path)["valid"], "c2pa-ts 0.9.4 misses this; if it now catches it, update the README"
+    assert c2pa_ts(path)["valid"], "c2pa-ts 0.9.4 misses this; if it now catches it, update docs/how-it-works.md"
     report = ManifestReader(ca[0]).read(tampered, "image/png")
     assert not report.valid and any("ingredient.manifest.mismatch" in f for f in report.failures)
