@@ -252,6 +252,10 @@ def _handler_for(authority: LocalTimeStampAuthority) -> type[BaseHTTPRequestHand
     class Handler(BaseHTTPRequestHandler):
         """RFC 3161 over HTTP (section 3.4): POST a query, get a reply."""
 
+        # One write per response (headers and body buffered until the handler finishes), sent without Nagle's delay.
+        wbufsize = 64 * 1024
+        disable_nagle_algorithm = True
+
         def do_POST(self) -> None:
             content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if content_type != QUERY_TYPE:
