@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./data"), description="Where keys, database, blocks and chain live.")
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Worker processes of `provenance serve` (unset: the number of cores). Each process takes its "
+        "share of the pixel budget; without Redis they count rate limits in <data_dir>/ratelimit.db.",
+    )
     public_url: str | None = Field(
         default=None,
         description="Base URL of absolute links (image_url, ipfs_url, status_url); unset: the API answers relative "

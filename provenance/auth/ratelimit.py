@@ -7,18 +7,22 @@ end of a quota does not eat what is left. A fixed window allows up to twice the 
 window boundary; for abuse protection and daily budgets that is an acceptable price for one
 counter per window.
 
-Two implementations: ``MemoryRateLimiter`` (one process, thread-safe) and ``RedisRateLimiter``
-(shared by every API instance that uses the same Redis: one atomic Lua script per hit).
+Three implementations: ``MemoryRateLimiter`` (one process, thread-safe), ``SqliteRateLimiter`` (the
+worker processes of one ``provenance serve --workers N`` without Redis: a SQLite file in the data dir,
+one ``BEGIN IMMEDIATE`` transaction per hit) and ``RedisRateLimiter`` (shared by every API instance
+that uses the same Redis: one atomic Lua script per hit).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
@@ -164,8 +168,93 @@ class RedisRateLimiter(RateLimiter):
             log.warning("rate limits and quotas are not enforced: Redis at %s failed: %s", self.url, exc)
 
 
-def open_limiter(redis_url: str | None) -> RateLimiter:
-    """Redis when REDIS_URL is set (several instances share the counts), else this process."""
+class SqliteRateLimiter(RateLimiter):
+    """Counters in a SQLite file, shared by every process on this machine that opens the same file.
+
+    For several worker processes without Redis: a per-process counter would let a client that reaches
+    several workers pass the limit N times, and dividing the limit by N would refuse a client whose
+    keep-alive connection stays on one worker. Each hit is one short write transaction
+    (``BEGIN IMMEDIATE``: check and increment happen under SQLite's write lock, so two processes never
+    both take the last unit). The counts are not worth an fsync: ``synchronous=OFF``. A database
+    error fails like Redis does: rate limits open (logged), quotas closed (503).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection, serialised by a thread lock; the other processes are kept out by SQLite's lock.
+        self._db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._next_purge = 0.0
+        self._last_warning = 0.0
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=OFF")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS windows "
+                "(key TEXT PRIMARY KEY, used INTEGER NOT NULL, reset_at REAL NOT NULL)"
+            )
+
+    def hit(self, bucket: str, limit: int, window_s: int, cost: int = 1) -> Decision:
+        """Add ``cost`` to the bucket's current window unless that would pass ``limit``."""
+        now = time.time()
+        key, reset_at = self._window(bucket, window_s, now)
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    if now >= self._next_purge:  # finished windows go now and then, so the file stays small
+                        self._db.execute("DELETE FROM windows WHERE reset_at <= ?", (now,))
+                        self._next_purge = now + 60
+                    row = self._db.execute("SELECT used FROM windows WHERE key = ?", (key,)).fetchone()
+                    used = int(row[0]) if row else 0
+                    allowed = used + cost <= limit
+                    if allowed:
+                        used += cost
+                        self._db.execute(
+                            "INSERT INTO windows (key, used, reset_at) VALUES (?, ?, ?) "
+                            "ON CONFLICT(key) DO UPDATE SET used = excluded.used",
+                            (key, used, reset_at),
+                        )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            self._warn(exc)
+            if bucket.startswith("quota:"):
+                raise DependencyUnavailableError(
+                    f"Quotas cannot be checked: the counter file {self.path} fails ({exc}). Retry later."
+                ) from None
+            return Decision(True, limit, 0, reset_at, key)
+        return Decision(allowed, limit, used, reset_at, key)
+
+    def refund(self, decision: Decision, cost: int = 1) -> None:
+        """Give back what an allowed hit counted."""
+        try:
+            with self._lock:
+                self._db.execute(
+                    "UPDATE windows SET used = MAX(0, used - ?) WHERE key = ?", (cost, decision.window_key)
+                )
+        except sqlite3.Error as exc:
+            self._warn(exc)
+
+    def close(self) -> None:
+        """Close the SQLite connection."""
+        with self._lock:
+            self._db.close()
+
+    def _warn(self, exc: Exception) -> None:
+        if time.monotonic() - self._last_warning > 30:
+            self._last_warning = time.monotonic()
+            log.warning("rate limits and quotas are not enforced: the counter file %s failed: %s", self.path, exc)
+
+
+def open_limiter(redis_url: str | None, shared_file: Path | None = None) -> RateLimiter:
+    """Redis when REDIS_URL is set (several instances share the counts); else ``shared_file`` when given
+    (the worker processes of one machine share it); else this process."""
     if redis_url:
         return RedisRateLimiter(redis_url)
+    if shared_file is not None:
+        return SqliteRateLimiter(shared_file)
     return MemoryRateLimiter()

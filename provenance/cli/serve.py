@@ -18,23 +18,44 @@ def serve(
     data_dir: DataDir = None,
     host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes (default: PROVENANCE_WORKERS, else the number of cores)."),
+    ] = None,
 ) -> None:
     """Start the HTTP API on the configured stack (embedded by default)."""
+    import os
+
     import uvicorn
 
     from provenance.api.app import create_app
 
-    settings = settings_for(data_dir, host=host, port=port)
+    settings = settings_for(data_dir, host=host, port=port, workers=workers)
+    processes = settings.workers or os.cpu_count() or 1
     configure_logging(settings.log_format)  # text, or JSON lines with the request id (PROVENANCE_LOG_FORMAT)
     err.print(
         f"provenance {__version__}: data in {clean(settings.resolved_data_dir)}; "
         f"web page on http://{clean(settings.host)}:{settings.port}/, "
-        f"API docs on http://{clean(settings.host)}:{settings.port}/docs",
+        f"API docs on http://{clean(settings.host)}:{settings.port}/docs"
+        + (f"; {processes} worker processes" if processes > 1 else ""),
         markup=False,
         highlight=False,
     )
     log_config = uvicorn_log_config(settings.log_format)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", log_config=log_config)
+    host, port = settings.host, settings.port
+    if processes == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=log_config)
+        return
+    from provenance.runtime.processes import APP_FACTORY, shared_parts
+
+    try:
+        with shared_parts(settings, processes):  # migrated, chain started and deployed once; node kept here
+            uvicorn.run(
+                APP_FACTORY, factory=True, workers=processes, host=host, port=port, log_level="info",
+                log_config=log_config,
+            )
+    except ProvenanceError as exc:
+        fail(exc.detail)
 
 
 def worker(data_dir: DataDir = None) -> None:

@@ -42,7 +42,8 @@ class RequestIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, request_id, exception if any."""
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, request_id, pid (which of several
+    worker processes wrote it), exception if any."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a JSON line."""
@@ -52,6 +53,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None) or request_id_var.get(),
+            "pid": record.process,
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)

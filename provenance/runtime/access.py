@@ -25,14 +25,20 @@ class Access:
 def open_access(settings: Settings, sessions: sessionmaker[Session], opened: contextlib.ExitStack) -> Access:
     """Bootstrap the admin account, open the limiter (Redis when REDIS_URL is set) and the pixel budget.
 
-    The limiter is closed through ``opened`` if a later step fails.
+    One of several ``serve`` worker processes (``settings.workers`` > 1) takes its share of the pixel
+    budget, so the processes together hold at most the configured budget, and without Redis counts
+    rate limits and quotas in ``<data_dir>/ratelimit.db``, which all of them share (see
+    docs/operations.md, "Several worker processes"). The limiter is closed through ``opened`` if a
+    later step fails.
     """
     accounts = AccountRepository(sessions)
     admin_account_id = bootstrap_admin(accounts, settings.resolved_data_dir)
-    limits = Limits(settings, open_limiter(settings.redis_url))
+    processes = settings.workers or 1
+    shared = settings.resolved_data_dir / "ratelimit.db" if processes > 1 else None
+    limits = Limits(settings, open_limiter(settings.redis_url, shared))
     opened.callback(limits.limiter.close)
     pixel_budget = PixelBudget(
-        settings.pixel_budget,
+        max(1, settings.pixel_budget // processes),
         wait_s=settings.pixel_budget_wait_s,
         client_share=settings.pixel_budget_client_share,
         small_reserve=settings.pixel_budget_small_reserve,
