@@ -7,9 +7,10 @@ win), jobs, the fingerprint rows (each worker's index catches up from the databa
 second per lookup). The rest is settled here:
 
 - **Once, in the parent, before any worker starts**: the database is migrated, the keys, the C2PA CA
-  and the admin API key are created, and the chain is opened: the embedded anvil is started (or attached to), the contracts
-  deployed on the first start and the trust root published. The parent keeps (and supervises) the
-  embedded node; the workers attach to it through ``chain/anvil.json`` and never start their own.
+  and the admin API key are created, and the chain is opened: the embedded anvil is started (or
+  attached to), the contracts deployed on the first start and the trust root published. The parent
+  keeps (and supervises) the embedded node; the workers attach to it through ``chain/anvil.json``
+  and never start their own.
 - **The chain writer lease** (``provenance.chain.writer``): every worker runs an anchor worker, and only
   the one holding the lease registers records; the others certify and leave their records ``pending``.
 - **Per process**: the pixel budget is divided by N, and without Redis the rate limits and quotas
