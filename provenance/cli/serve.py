@@ -31,7 +31,7 @@ def serve(
     from provenance.api.app import create_app
 
     settings = settings_for(data_dir, host=host, port=port, workers=workers)
-    processes = settings.workers or os.cpu_count() or 1
+    processes = settings.workers or len(os.sched_getaffinity(0))  # the cores this process may run on
     configure_logging(settings.log_format)  # text, or JSON lines with the request id (PROVENANCE_LOG_FORMAT)
     err.print(
         f"provenance {__version__}: data in {clean(settings.resolved_data_dir)}; "
@@ -46,16 +46,15 @@ def serve(
     if processes == 1:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=log_config)
         return
-    from provenance.runtime.processes import APP_FACTORY, shared_parts
+    from provenance.runtime.processes import run_workers, shared_parts
 
     try:
         with shared_parts(settings, processes):  # migrated, chain started and deployed once; node kept here
-            uvicorn.run(
-                APP_FACTORY, factory=True, workers=processes, host=host, port=port, log_level="info",
-                log_config=log_config,
-            )
+            started = run_workers(settings, processes, log_config)
     except ProvenanceError as exc:
         fail(exc.detail)
+    if not started:
+        fail("A worker process failed to start (see the lines above); the service stopped.")
 
 
 def worker(data_dir: DataDir = None) -> None:

@@ -25,13 +25,16 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from provenance.chain.anvil import AnvilNode
 from provenance.config import Settings
+from provenance.errors import ConfigurationError
 from provenance.observability.metrics import MULTIPROCESS_ENV
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,47 @@ def shared_parts(settings: Settings, workers: int) -> Iterator[None]:
     finally:
         if node is not None:
             node.stop()
+
+
+def _bind_error(settings: Settings) -> str:
+    """Why the address cannot be bound, in the words of the OS (lower case, as uvicorn's single process says it)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            return (exc.strerror or str(exc)).lower()
+    return "see the line above"
+
+
+def run_workers(settings: Settings, workers: int, log_config: dict[str, Any] | None) -> bool:
+    """Serve with ``workers`` processes until a signal stops them (what ``uvicorn.run(workers=...)`` does).
+
+    Returns False if a worker failed to start (its error is in the log above): uvicorn then stops the
+    others and returns normally, and the caller must exit non-zero. A port that cannot be bound exits
+    here (``ConfigurationError``), before any worker starts.
+    """
+    from uvicorn import Config
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    config = Config(
+        APP_FACTORY,
+        factory=True,
+        workers=workers,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        log_config=log_config,
+    )
+    try:
+        sock = config.bind_socket()
+    except SystemExit:  # uvicorn logged the reason and would exit 1; the CLI answers one line and exits 2
+        raise ConfigurationError(f"Cannot listen on {settings.host}:{settings.port}: {_bind_error(settings)}") from None
+    supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.run()
+    return not any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
 
 
 def worker_app() -> FastAPI:
