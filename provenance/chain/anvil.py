@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from provenance.errors import ConfigurationError
+from provenance.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class AnvilNode:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._good_copy_mtime = 0.0  # the state file's mtime when it was last kept as the good copy
 
     def _attach(self) -> bool:
         try:
@@ -129,6 +131,58 @@ class AnvilNode:
             return True
         return False
 
+    @property
+    def state_file(self) -> Path:
+        """Where anvil dumps its state (every second and on exit)."""
+        return self.directory / "anvil-state.json"
+
+    @property
+    def good_state_file(self) -> Path:
+        """The last state dump seen complete: what a restart falls back to when a crash cut the dump short."""
+        return self.directory / "anvil-state.good.json"
+
+    def _keep_good_copy(self) -> None:
+        """Copy a complete new state dump aside (at most every few seconds, on the supervisor thread).
+
+        anvil rewrites its state file in place, so a node killed mid-dump (the OOM killer, a SIGKILL) leaves it cut
+        short, and anvil then refuses to start at all. A dump that ends with its closing brace is complete.
+        """
+        try:
+            mtime = self.state_file.stat().st_mtime
+            if mtime - self._good_copy_mtime < 5.0:
+                return
+            data = self.state_file.read_bytes()
+        except OSError:
+            return
+        if data.lstrip().startswith(b"{") and data.rstrip().endswith(b"}"):
+            write_atomic(self.good_state_file, data)
+            self._good_copy_mtime = mtime
+
+    def _repair_state(self) -> None:
+        """Before a restart: a state file that does not parse is replaced by the good copy (or set aside)."""
+        try:
+            json.loads(self.state_file.read_bytes())
+            return
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            pass
+        broken = self.state_file.with_name(f"anvil-state.broken-{int(time.time())}.json")
+        os.replace(self.state_file, broken)
+        if self.good_state_file.exists():
+            shutil.copyfile(self.good_state_file, self.state_file)
+            log.warning(
+                "anvil's state dump was cut short by the crash (kept as %s); restarting from the last "
+                "complete dump: blocks after it are lost and are repaired after the restart",
+                broken.name,
+            )
+        else:
+            log.warning(
+                "anvil's state dump was cut short by the crash (kept as %s) and there is no complete copy: "
+                "the chain restarts empty and is repaired after the restart",
+                broken.name,
+            )
+
     def _command(self, port: int) -> list[str]:
         return [
             str(find_anvil(self.binary)),
@@ -137,7 +191,7 @@ class AnvilNode:
             "--port",
             str(port),
             "--state",
-            str(self.directory / "anvil-state.json"),
+            str(self.state_file),
             "--state-interval",
             "1",
             "--chain-id",
@@ -195,6 +249,7 @@ class AnvilNode:
             if died is None:
                 if process.poll() is None:  # poll() also reaps a dead child
                     delay = self.poll_interval_s
+                    self._keep_good_copy()
                     continue
                 died, delay = process, self.restart_backoff_s
                 log.warning(
@@ -212,6 +267,7 @@ class AnvilNode:
                 with self._lock:
                     if self._stopping.is_set() or self.process is not died:
                         return
+                    self._repair_state()
                     self.process = self._launch(self.port, timeout_s=10.0)
                     self._write_info()
             except (ConfigurationError, OSError) as exc:

@@ -127,3 +127,41 @@ def _try_bind(sock: socket.socket, port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_a_state_dump_cut_short_by_the_crash_restarts_from_the_last_complete_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """anvil rewrites its state in place: killed mid-dump, the file is cut short and anvil refuses it (exit 2).
+
+    The supervisor keeps the last complete dump aside and restarts from it, so the node comes back.
+    """
+    caplog.set_level(logging.INFO, logger=ANVIL_LOG)
+    services = Services.open(Settings(data_dir=tmp_path / "data"), start_worker=False)
+    try:
+        certified = services.certifier.certify(encode(photo("chelsea.png")))
+
+        def registered() -> bool:
+            services.anchorer.run_once()
+            return services.repository.get(certified.record.id).status == RecordStatus.REGISTERED
+
+        wait_for(registered)
+        node = services.chain.node
+        assert node is not None and node.process is not None and node.url is not None
+        # The good copy is refreshed at most every 5 s: wait until it holds the registration's block.
+        registered_at = time.time()
+        wait_for(
+            lambda: node.good_state_file.exists() and node.good_state_file.stat().st_mtime > registered_at + 1.5,
+            timeout=20,
+        )
+        node.restart_backoff_s = 1.0
+        os.kill(node.process.pid, signal.SIGKILL)
+        # What a crash mid-dump leaves: the first half of the file.
+        data = node.state_file.read_bytes()
+        node.state_file.write_bytes(data[: len(data) // 2])
+        wait_for(lambda: node.restarts == 1 and rpc_alive(node.url or ""), timeout=30)
+        assert messages(caplog, "cut short by the crash")
+        assert list(node.directory.glob("anvil-state.broken-*.json")), "the broken dump is kept for a post-mortem"
+        assert services.chain.registry.lookup(certified.record.sha256).registered
+    finally:
+        services.close()
