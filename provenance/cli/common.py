@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from provenance.cli.render import say
+from provenance.cli.render import fail, say
 from provenance.config import Settings
 
 if TYPE_CHECKING:
@@ -47,3 +47,18 @@ def wait_registered(services: Any, record_ids: list[str], timeout_s: float, *, w
         timeout_s=timeout_s,
         say=say,
     )
+
+
+def parse_creator(text: str) -> Any:
+    """``ADDRESS:BPS[:NAME]`` (a ``--creator`` option) as a ``Creator``; a bad one is a one-line error, exit 2."""
+    from pydantic import ValidationError
+
+    from provenance.lineage.common import Creator
+
+    parts = text.split(":", 2)
+    if len(parts) < 2 or not parts[1].strip().isdigit():
+        fail(f"--creator {text!r}: write ADDRESS:BPS[:NAME] (BPS in basis points, 10000 = 100%)")
+    try:
+        return Creator(address=parts[0], bps=int(parts[1]), name=parts[2] if len(parts) > 2 else None)
+    except ValidationError as exc:
+        fail(f"--creator {text!r}: {exc.errors()[0]['msg']}")

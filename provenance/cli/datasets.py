@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from provenance.cli.common import DataDir, open_services, settings_for
+from provenance.cli.common import DataDir, open_services, parse_creator, settings_for
 from provenance.cli.render import console, fail, print_json, say
 from provenance.cli.text import plain
 from provenance.errors import InputError, NotFoundError, ProvenanceError
@@ -29,21 +29,6 @@ def dataset_service(services: Services) -> DatasetService:
     from provenance.lineage.datasets import DatasetService
 
     return DatasetService(services.sessions, services.store, services.keys, services.chain.registry)
-
-
-def _parse_creator(text: str) -> Any:
-    """``ADDRESS:BPS[:NAME]`` as a ``Creator`` (a bad one is a one-line error, exit 2)."""
-    from pydantic import ValidationError
-
-    from provenance.lineage.common import Creator
-
-    parts = text.split(":", 2)
-    if len(parts) < 2 or not parts[1].strip().isdigit():
-        fail(f"--creator {text!r}: write ADDRESS:BPS[:NAME] (BPS in basis points, 10000 = 100%)")
-    try:
-        return Creator(address=parts[0], bps=int(parts[1]), name=parts[2] if len(parts) > 2 else None)
-    except ValidationError as exc:
-        fail(f"--creator {text!r}: {exc.errors()[0]['msg']}")
 
 
 def _hygiene_lines(hygiene: dict[str, Any]) -> list[str]:
@@ -75,7 +60,7 @@ def register(
 
     if not folder.is_dir():
         fail(f"not a folder: {folder}")
-    creators = [_parse_creator(c) for c in creator or []]
+    creators = [parse_creator(c) for c in creator or []]
     settings = settings_for(data_dir)
     services = open_services(settings)
     try:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from provenance.cli.common import DataDir, open_services, settings_for
+from provenance.cli.common import DataDir, open_services, parse_creator, settings_for
 from provenance.cli.render import console, fail, print_json, say
 from provenance.cli.text import plain
 from provenance.errors import InputError, NotFoundError, ProvenanceError
@@ -16,21 +16,6 @@ models_app = typer.Typer(help="Signed, registered models (base checkpoints and L
 """The ``models`` command group."""
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-
-
-def _parse_creator(text: str) -> Any:
-    """``ADDRESS:BPS[:NAME]`` as a ``Creator`` (a bad one is a one-line error, exit 2)."""
-    from pydantic import ValidationError
-
-    from provenance.lineage.common import Creator
-
-    parts = text.split(":", 2)
-    if len(parts) < 2 or not parts[1].strip().isdigit():
-        fail(f"--creator {text!r}: write ADDRESS:BPS[:NAME] (BPS in basis points, 10000 = 100%)")
-    try:
-        return Creator(address=parts[0], bps=int(parts[1]), name=parts[2] if len(parts) > 2 else None)
-    except ValidationError as exc:
-        fail(f"--creator {text!r}: {exc.errors()[0]['msg']}")
 
 
 def model_out(row: Any) -> dict[str, Any]:
@@ -77,7 +62,7 @@ def register(
         check_model_path(path)  # before any service starts
     except InputError as exc:
         fail(exc.detail)
-    creators = [_parse_creator(c) for c in creator or []]
+    creators = [parse_creator(c) for c in creator or []]
     settings = settings_for(data_dir)
     services = open_services(settings, signing=False)
     try:
