@@ -203,3 +203,26 @@ def test_metrics_sum_the_workers(server: Server) -> None:
     with create_engine(f"sqlite:///{server.data_dir / 'provenance.db'}").connect() as connection:
         records = int(connection.execute(text("SELECT count(*) FROM records")).scalar() or 0)
     assert records and sum(counted.values()) == records, counted
+
+
+def test_an_idempotency_key_makes_one_record_whichever_worker_takes_the_retries(server: Server) -> None:
+    """Four concurrent requests with one key, each on its own connection: one record, the others replay it."""
+    covered: set[int] = set()
+    for round_ in range(10):
+        key = uuid.uuid4().hex
+        upload = (f"idem{round_}.png", small_png(3000 + round_))
+        headers = {**server.headers, "Idempotency-Key": key}
+
+        def certify(_: int, upload: tuple[str, bytes] = upload, headers: dict[str, str] = headers) -> Any:
+            return server.send("POST", "/v1/certify", files={"file": upload}, headers=headers)
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(certify, range(4)))
+        assert all(response.status_code == 201 for response, _ in answers), [r.text for r, _ in answers]
+        assert len({response.json()["record_id"] for response, _ in answers}) == 1
+        assert sum(response.headers.get("Idempotent-Replayed") == "true" for response, _ in answers) == 3
+        pids = {pid for _, pid in answers}
+        if len(pids) == 2:
+            covered = pids
+            break
+    assert len(covered) == 2, "every round went to one worker"
