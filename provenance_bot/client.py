@@ -20,6 +20,8 @@ class ServiceError(Exception):
             return "The service did not accept your linked key (revoked?): /link a new one."
         if self.status == 403:
             return f"Your key may not do that: {self.detail}"
+        if self.status == 429 and self.code == "queue_full":  # the service's queue, not the account's limit
+            return f"The service is busy right now: {self.detail}"
         if self.status == 429:
             wait = f" Try again in {self.retry_after} s." if self.retry_after else ""
             return f"A limit of your account is reached: {self.detail}{wait}"

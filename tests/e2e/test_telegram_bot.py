@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 from PIL import Image
@@ -59,6 +60,7 @@ class BotApiDouble:
         self.updates: list[dict[str, Any]] = []
         self.calls: list[dict[str, Any]] = []
         self.files: dict[str, tuple[str, bytes]] = {}
+        self.downloads: list[str] = []  # every file path the bot fetched
         self.polled = False
         self._ids = itertools.count(1)
         self.port = _free_port()
@@ -222,6 +224,7 @@ class BotApiDouble:
         if request.path_params["token"] != self.token:
             return Response(status_code=401)
         with self.lock:
+            self.downloads.append(request.path_params["path"])
             found = [data for path, data in self.files.values() if path == request.path_params["path"]]
         return Response(found[0]) if found else Response(status_code=404)
 
@@ -433,3 +436,106 @@ def test_the_compose_bot_service_sets_only_bot_settings() -> None:
     known = {f"PROVENANCE_{name}".upper() for name in BotSettings.model_fields}
     assert service["command"] == ["provenance", "bot"] and set(service["environment"]) <= known
     assert service["environment"]["PROVENANCE_TELEGRAM_TOKEN_FILE"] == "/run/secrets/telegram_token"
+
+
+def new_key(services: Services, user: int, *scopes: str) -> str:
+    """A key for the account ``tg-<user>`` (created on first use) with ``scopes``."""
+    account = services.accounts.ensure_account(f"tg-{user}")
+    _, key = services.accounts.create_key(account.id, list(scopes), name=f"tg-{user}")
+    return key
+
+
+def link(double: BotApiDouble, user: int, key: str) -> None:
+    """The user links ``key`` in a private chat and the bot confirms."""
+    double.text(user, f"/link {key}")
+    double.wait_text(user, "Linked to account")
+
+
+def test_unlink_forgets_the_key(double: BotApiDouble, bot: Path, services: Services) -> None:
+    user = 1010
+    link(double, user, new_key(services, user, "generate"))
+    double.text(user, "/unlink")
+    double.wait_text(user, "Your key is forgotten.")
+    double.text(user, "/mine")  # needs a linked key: there is none any more
+    double.wait_text(user, "Link your account first")
+    double.text(user, "/unlink")
+    double.wait_text(user, "No key was linked.")
+
+
+def test_cancel_stops_the_users_running_job(double: BotApiDouble, bot: Path, services: Services) -> None:
+    user = 1011
+    link(double, user, new_key(services, user, "generate"))
+    double.text(user, "/cancel")
+    double.wait_text(user, "You have no generation running.")
+    double.text(user, "/generate a slow kite --steps 150 --size 512 --seed 2")
+    wait_for(lambda: any("of 150" in c["text"] for c in double.sent("editMessageText", user)), timeout=300)
+    double.text(user, "/cancel")
+    double.wait_text(user, "Cancelling")
+    wait_for(lambda: any(c["text"] == "Cancelled." for c in double.sent("editMessageText", user)), timeout=120)
+    steps = [c["text"] for c in double.sent("editMessageText", user) if "of 150" in c["text"]]
+    assert "step 150 of 150" not in " ".join(steps), steps
+    assert not double.sent("sendDocument", user) and not double.sent("sendPhoto", user)
+    double.text(user, "/cancel")  # the bot forgot the finished job
+    wait_for(lambda: len([t for t in double.texts(user) if "You have no generation running." in t]) == 2)
+
+
+def test_mint_needs_the_mint_scope(double: BotApiDouble, bot: Path, services: Services, service_url: str) -> None:
+    owner, holder = 1012, "0x" + "22" * 20
+    minter = new_key(services, owner, "certify", "mint")
+    small = encode(np.random.default_rng(1012).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    certified = httpx.post(
+        f"{service_url}/v1/certify", files={"file": ("s.png", small, "image/png")},
+        headers={"Authorization": f"Bearer {minter}"}, timeout=120,
+    )  # fmt: skip
+    assert certified.status_code == 201, certified.text
+    record_id = certified.json()["record_id"]
+    wait_for(lambda: httpx.get(f"{service_url}/v1/records/{record_id}").json()["status"] == "registered", timeout=60)
+
+    # The same account, through a key without the mint scope: refused in a sentence.
+    colleague = 1013
+    link(double, colleague, new_key(services, owner, "certify"))
+    double.text(colleague, f"/mint {record_id} {holder}")
+    refused = double.wait_text(colleague, "Your key may not do that")
+    assert "'mint' scope" in refused and "Minted" not in " ".join(double.texts(colleague)), refused
+
+    link(double, owner, minter)
+    double.text(owner, f"/mint {record_id}")
+    double.wait_text(owner, "Send /mint RECORD_ID 0xADDRESS.")
+    double.text(owner, f"/mint {record_id} {holder}")
+    minted = double.wait_text(owner, "Minted token", timeout=120)
+    assert holder.lower() in minted.lower() and "transaction 0x" in minted, minted
+
+
+def test_queue_full_and_quota_come_back_as_sentences(
+    double: BotApiDouble, bot: Path, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = 1014
+    link(double, user, new_key(services, user, "generate"))
+    with monkeypatch.context() as patch:
+        patch.setattr(services.jobs.queue, "max_queued", 0)
+        double.text(user, "/generate a kite --steps 3 --size 256")
+        busy = double.wait_text(user, "queue is full")
+    assert busy.startswith("The service is busy") and "account" not in busy, busy
+
+    monkeypatch.setattr(services.settings, "quota_images_per_day", 1)
+    double.text(user, "/generate two kites --n 2 --steps 3 --size 256")
+    over = double.wait_text(user, "A limit of your account is reached")
+    assert "images_per_day" in over and "Try again in" in over, over
+    assert not double.sent("sendDocument", user) and not double.sent("editMessageText", user)
+
+
+def test_a_file_over_the_upload_limit_is_refused_before_download(
+    double: BotApiDouble, bot: Path, service_url: str
+) -> None:
+    user = 1015
+    limit = int(httpx.get(f"{service_url}/v1/web/config").json()["max_upload_bytes"])
+    big = encode(photo("coffee.png"))
+    big += b"\0" * (limit + 1 - len(big))  # a PNG with trailing bytes: its size is what counts
+    message = double.user_document(user, big, "huge.png", "image/png")
+    refused = double.wait_text(user, f"up to {limit} bytes")
+    assert f"That file is {limit + 1} bytes" in refused, refused
+    file_id = message["document"]["file_id"]
+    assert not [c for c in double.sent("getFile") if c.get("file_id") == file_id]
+    with double.lock:
+        assert double.files[file_id][0] not in double.downloads
+    assert not [t for t in double.texts(user) if any(w in t for w in ("AUTHENTIC", "MODIFIED", "UNKNOWN"))]
