@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     workers: int | None = Field(
         default=None,
         ge=1,
-        description="Worker processes of `provenance serve` (unset: the number of cores). Each process takes its "
+        description="Worker processes of `provenance serve` (unset: the number of cores with the Celery job backend, "
+        "1 with the local one, whose generation thread lives in the serving process). Each process takes its "
         "share of the pixel budget; without Redis they count rate limits in <data_dir>/ratelimit.db.",
     )
     public_url: str | None = Field(
@@ -81,13 +82,16 @@ class Settings(BaseSettings):
         default=100_000_000, ge=0, description="Pixels verified per minute per client address (no key); 0: unlimited."
     )
     verify_key_pixels_per_min: int = Field(
-        default=1_000_000_000, ge=0, description="Pixels verified per minute per key with the 'verify' scope "
-        "(admin keys: unlimited); 0: unlimited.",
+        default=1_000_000_000,
+        ge=0,
+        description="Pixels verified per minute per key with the 'verify' scope (admin keys: unlimited); 0: unlimited.",
     )
     # Chain gas: an account's records beyond this many single register transactions per minute wait for a
     # Merkle batch (auto mode; admin accounts exempt).
     anchor_single_per_account_per_min: int = Field(
-        default=10, ge=0, description="auto mode: single registrations per account per minute; the rest are "
+        default=10,
+        ge=0,
+        description="auto mode: single registrations per account per minute; the rest are "
         "batched. 0: no per-account rule.",
     )
 
@@ -105,7 +109,10 @@ class Settings(BaseSettings):
         default=0.5, gt=0, le=1, description="Share of the pixel budget one client may hold at once (alone: all)."
     )
     pixel_budget_small_reserve: float = Field(
-        default=0.125, ge=0, lt=1, description="Share of the pixel budget kept for small images (at most that "
+        default=0.125,
+        ge=0,
+        lt=1,
+        description="Share of the pixel budget kept for small images (at most that "
         "many pixels each), so a normal upload does not wait behind large ones.",
     )
     # Structure checked before decoding (provenance/media/__init__.py): refused with 4xx, never parsed.

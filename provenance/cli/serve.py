@@ -20,7 +20,11 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, help="Worker processes (default: PROVENANCE_WORKERS, else the number of cores)."),
+        typer.Option(
+            min=1,
+            help="Worker processes (default: PROVENANCE_WORKERS, else the number of cores with the Celery job "
+            "backend, 1 with the local one).",
+        ),
     ] = None,
 ) -> None:
     """Start the HTTP API on the configured stack (embedded by default)."""
@@ -31,7 +35,11 @@ def serve(
     from provenance.api.app import create_app
 
     settings = settings_for(data_dir, host=host, port=port, workers=workers)
-    processes = settings.workers or len(os.sched_getaffinity(0))  # the cores this process may run on
+    # Default: one process per core this process may run on, when generation jobs run on Celery. The local job
+    # runner lives in the serving process (each process would run its own and re-run unfinished jobs at start), so
+    # the embedded default serves from one process unless asked for more.
+    cores = len(os.sched_getaffinity(0))
+    processes = settings.workers or (cores if settings.job_backend == "celery" else 1)
     configure_logging(settings.log_format)  # text, or JSON lines with the request id (PROVENANCE_LOG_FORMAT)
     err.print(
         f"provenance {__version__}: data in {clean(settings.resolved_data_dir)}; "
@@ -41,6 +49,13 @@ def serve(
         markup=False,
         highlight=False,
     )
+    if processes > 1 and settings.job_backend == "local":
+        err.print(
+            "note: with PROVENANCE_JOB_BACKEND=local every worker process runs its own generation thread, and each "
+            "re-runs the jobs left unfinished at the last stop; use Celery to generate with several processes.",
+            markup=False,
+            highlight=False,
+        )
     log_config = uvicorn_log_config(settings.log_format)
     host, port = settings.host, settings.port
     if processes == 1:
