@@ -241,9 +241,7 @@ def client_keys(data_dir: Path, count: int) -> list[str]:
     return keys
 
 
-def latency_under_load(
-    server: Server, normal: bytes, load: bytes, load_keys: list[str], samples: int = 5
-) -> Latency:
+def latency_under_load(server: Server, normal: bytes, load: bytes, load_keys: list[str], samples: int = 5) -> Latency:
     """Median latency of ``samples`` verifications of ``normal``, alone and while one client per key in
     ``load_keys`` keeps verifying ``load`` (one request after another, no pause). Each load client sends its own
     'verify' key: four clients, not one, as four addresses would be."""
@@ -304,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         env["PROVENANCE_PIXEL_BUDGET_WAIT_S"] = str(args.wait_s)
     data = zero_png(args.side)
     megapixels = args.side * args.side / 1e6
-    print(f"{args.concurrency} concurrent uploads of a {args.side}x{args.side} PNG of zeros ({megapixels:.1f} MP, "
-          f"{len(data) / 1e3:.0f} kB); server env {env or 'defaults'}")
+    print(
+        f"{args.concurrency} concurrent uploads of a {args.side}x{args.side} PNG of zeros ({megapixels:.1f} MP, "
+        f"{len(data) / 1e3:.0f} kB); server env {env or 'defaults'}"
+    )
     with tempfile.TemporaryDirectory(prefix="provenance-memory-") as tmp:
         data_dir = Path(tmp) / "data"
         server = start_server(data_dir, env)

@@ -100,8 +100,7 @@ def keys_revoke(
     finally:
         services.close()
     console.print(
-        f"revoked {clean(result.key_id)} at block {clean(result.revoked_at_block)} "
-        f"(tx {clean(result.revoked_tx)})",
+        f"revoked {clean(result.key_id)} at block {clean(result.revoked_at_block)} (tx {clean(result.revoked_tx)})",
         markup=False,
         highlight=False,
     )

@@ -288,9 +288,7 @@ class RecordRepository:
                 session.scalars(select(Record).where(Record.status == status).order_by(Record.created_at).limit(limit))
             )
 
-    def page(
-        self, account_id: str | None, limit: int, after: tuple[dt.datetime, str] | None = None
-    ) -> list[Record]:
+    def page(self, account_id: str | None, limit: int, after: tuple[dt.datetime, str] | None = None) -> list[Record]:
         """Records newest first, one account's or (``account_id`` None) everyone's.
 
         Keyset pagination: ``after`` is the (created_at, id) of the last record of the previous

@@ -118,7 +118,7 @@ class PixelBudget:
         return held == 0 or held + waiter.cost <= self.client_cap
 
     def _lane(self, waiter: _Waiter) -> str | None:
-        """"main" or "fast" when the waiter may take its pixels now, else None (under the lock)."""
+        """ "main" or "fast" when the waiter may take its pixels now, else None (under the lock)."""
         if not self._client_ok(waiter):
             return None
         used = self._main_used + self._fast_used

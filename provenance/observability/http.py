@@ -175,9 +175,7 @@ def install_observability(app: FastAPI) -> None:
 def exported_names() -> set[str]:
     """Every sample name ``/metrics`` can hold for this service's own metrics (``provenance_*``)."""
     names: set[str] = set(STATE_METRICS)
-    for collector in (
-        value for value in vars(metrics).values() if hasattr(value, "_type") and hasattr(value, "_name")
-    ):
+    for collector in (value for value in vars(metrics).values() if hasattr(value, "_type") and hasattr(value, "_name")):
         name, kind = collector._name, collector._type
         if kind == "counter":
             names.update({f"{name}_total", f"{name}_created"})

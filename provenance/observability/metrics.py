@@ -102,9 +102,7 @@ PIXEL_BUDGET = Gauge(
     "The pixel budget of the live processes, summed (PROVENANCE_PIXEL_BUDGET each).",
     multiprocess_mode="livesum",
 )
-BUILD_INFO = Gauge(
-    "provenance_build_info", "Always 1; the version is a label.", ["version"], multiprocess_mode="max"
-)
+BUILD_INFO = Gauge("provenance_build_info", "Always 1; the version is a label.", ["version"], multiprocess_mode="max")
 BUILD_INFO.labels(version=__version__).set(1)
 
 if os.environ.get(MULTIPROCESS_ENV):

@@ -59,7 +59,11 @@ def test_exit_codes_follow_the_documented_contract(tmp_path: Path) -> None:
     env_dead_chain = {"RPC_URL": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
     dead = subprocess.run(
         [*CLI, "certify", "a.png", "--data-dir", "d", "-o", "out"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env_dead_chain,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env_dead_chain,
     )
     assert dead.returncode == 2, dead.stderr
     assert dead.stderr.startswith("error:") and dead.stderr.strip().count("\n") == 0, dead.stderr

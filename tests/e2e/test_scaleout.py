@@ -193,9 +193,11 @@ def test_two_servers_two_workers_one_key_register_everything_once(
 
         for job_id in jobs:
             job = wait_for(
-                lambda job_id=job_id: (j := clients["server-a"].get(f"/v1/generations/{job_id}").json())["status"]
-                in ("succeeded", "failed")
-                and j,
+                lambda job_id=job_id: (
+                    (j := clients["server-a"].get(f"/v1/generations/{job_id}").json())["status"]
+                    in ("succeeded", "failed")
+                    and j
+                ),
                 timeout=180,
                 interval=0.3,
             )

@@ -97,9 +97,10 @@ def test_reads_stay_public(anonymous_client: TestClient, client: TestClient) -> 
     record = certify(client, {})
     for path in ("/v1/keys", "/v1/chain", "/healthz", f"/v1/records/{record['record_id']}", f"/ipfs/{record['cid']}"):
         assert anonymous_client.get(path).status_code == 200, path
-    assert anonymous_client.get(f"/v1/records/{record['record_id']}/image").content == anonymous_client.get(
-        f"/ipfs/{record['cid']}"
-    ).content
+    assert (
+        anonymous_client.get(f"/v1/records/{record['record_id']}/image").content
+        == anonymous_client.get(f"/ipfs/{record['cid']}").content
+    )
     verified = anonymous_client.post("/v1/verify", files={"file": ("s.png", small_png(1))})
     assert verified.status_code == 200 and verified.json()["verdict"] == "unknown"
 

@@ -69,6 +69,7 @@ def lineage_setup(services: Services, tmp_path_factory: pytest.TempPathFactory) 
     _on_chain(services, dataset_key(dataset.root), dataset.manifest_cid)
     base = services.models.register(base_dir, name="tiny base", kind="base")
     adapter = services.models.register(lora, name="tiny lora", kind="lora", dataset_id=dataset.id)
+
     # The models' digests go on chain through the lineage anchorer (a follower of the record anchorer).
     def registered() -> bool:
         services.anchorer.run_once()

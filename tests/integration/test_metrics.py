@@ -101,7 +101,7 @@ def test_counters_move_with_certify_verify_and_a_refusal(client: TestClient, ser
 def test_request_id_is_echoed_when_sane_and_made_otherwise(client: TestClient) -> None:
     given = client.get("/healthz", headers={"X-Request-Id": "req-42.a:b"})
     assert given.headers["X-Request-Id"] == "req-42.a:b"
-    for bad in ("x" * 129, "two words", "quote\"d", "-starts-with-dash", ""):
+    for bad in ("x" * 129, "two words", 'quote"d', "-starts-with-dash", ""):
         made = client.get("/healthz", headers={"X-Request-Id": bad}).headers["X-Request-Id"]
         assert made != bad and re.fullmatch(r"[0-9a-f]{32}", made), (bad, made)
     first, second = (client.get("/healthz").headers["X-Request-Id"] for _ in range(2))
