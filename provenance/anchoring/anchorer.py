@@ -235,9 +235,10 @@ class Anchorer:
         if not items:
             return 0  # idle: no RPC call at all
         done = 0
-        head = self.registry.block_number()
         hashes = [i.tx_hash or "0x" + "00" * 32 for i in items]
         outcomes = self.registry.outcomes(hashes)
+        # The head after the receipts: read before them, a block mined in between would look too shallow to count.
+        head = self.registry.block_number()
         unmined = [h for h, o in zip(hashes, outcomes, strict=True) if o is None]
         known = dict(zip(unmined, self.registry.known(unmined), strict=True)) if unmined else {}
         now = time.monotonic()

@@ -83,9 +83,9 @@ class LineageAnchorer:
         rows = self._rows(RecordStatus.SUBMITTED)
         if not rows:
             return 0
-        head = self.registry.block_number()
         done = 0
         outcomes = self.registry.outcomes([r.tx_hash or "0x" + "00" * 32 for r in rows])
+        head = self.registry.block_number()  # after the receipts, so a block mined in between counts
         for row, outcome in zip(rows, outcomes, strict=True):
             if outcome is not None and outcome.success:
                 if head - outcome.block_number + 1 >= self.confirmations:
