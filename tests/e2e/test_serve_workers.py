@@ -86,7 +86,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_serving(url, process, log, timeout=180)
-        yield Server(url, data_dir, log, process)
+        served = Server(url, data_dir, log, process)
+        # The port answers once one worker is up; the other may still be loading (a loaded machine): wait for both.
+        wait_for(lambda: len(worker_pids(served)) == 2, timeout=120, interval=0.2)
+        yield served
     finally:
         stop(process)  # its own session: the parent and its two workers; the parent stops the anvil it started
     assert not (data_dir / "chain" / "anvil.json").exists(), "the parent left the embedded anvil running"
