@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +40,6 @@ from provenance.marks import watermark
 from provenance.marks.fingerprint import Fingerprinter, ImageFingerprints
 from provenance.marks.fingerprint_backend import FingerprintBackend
 from provenance.observability import metrics
-from provenance.sbr.store import active_manifest_label, manifest_store
 from provenance.signing import KeyStore, sha256_hex
 
 
@@ -223,6 +223,7 @@ class Certifier:
                 ingredients = tuple(lineage_ingredients(lineage))
 
         with timer.stage("c2pa"):
+            manifest_label = f"urn:c2pa:{uuid.uuid4()}"
             content = ManifestContent(
                 record_id=record_id,
                 source_type=options.source_type,
@@ -231,6 +232,7 @@ class Certifier:
                 extra={**options.extra_manifest, **({"generation": options.generation} if options.generation else {})},
                 fingerprint=fingerprints.iscc if fingerprints is not None else None,
                 ingredients=ingredients,
+                label=manifest_label,
             )
             signed = self.manifest_signer.sign_noted(marked, image.mime_type, content, original=parent)
             final = signed.data  # signed.note: an upload manifest that could not be kept, and why
@@ -265,8 +267,7 @@ class Certifier:
             derived_from=source.id if source is not None else None,
             mark_layout=watermark.LAYOUT_VERSION if watermark_id is not None else None,
             certify_note=signed.note,
-            # The active manifest's id (``urn:c2pa:...``): how the C2PA soft-binding API names this record's manifest.
-            manifest_label=active_manifest_label(store) if (store := manifest_store(final)) is not None else None,
+            manifest_label=manifest_label,  # the manifest id the C2PA soft-binding API names this record's manifest by
         )
         with timer.stage("database"):
             try:

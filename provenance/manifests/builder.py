@@ -111,6 +111,8 @@ def build_manifest_definition(
     }
     if ingredients:
         definition["ingredients"] = ingredients
+    if content.label is not None:
+        definition["label"] = content.label
     return definition
 
 

@@ -70,6 +70,9 @@ class ManifestContent:
     fingerprint: str | None = None  # the ISCC image code of the certified pixels
     # C2PA ingredient definitions of what made the image (models, datasets: ``provenance.lineage.image``)
     ingredients: tuple[dict[str, Any], ...] = ()
+    # The manifest's label (``urn:c2pa:<uuid>``), chosen by the certifier so the record knows its manifest id (the
+    # C2PA soft-binding API names manifests by it) without reading the signed file back; None: c2pa chooses one.
+    label: str | None = None
 
 
 def c2pa_settings(credentials: C2paCredentials, *, thumbnail: bool) -> c2pa.Settings:
