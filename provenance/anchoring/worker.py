@@ -173,18 +173,32 @@ def register_or_hand_over(
     timeout_s: float,
     say: Callable[[str], None],
 ) -> dict[str, str]:
-    """What a CLI command does with the records it just made.
-
-    If no other process is the chain writer, this one becomes it for its run: it anchors (and, with
-    ``wait``, waits for the records to be registered), then releases the lease. Otherwise it sends
-    nothing, says in one line that the running writer registers them, and with ``wait`` waits for
-    that. A chain failure is said in one line too; the records stay pending for the next writer.
-    Returns each record's status.
-    """
+    """What a CLI command does with the records it just made (``drive_registration`` over their statuses)."""
 
     def statuses() -> dict[str, str]:
         found = {rid: repository.get(rid) for rid in record_ids}
         return {rid: (r.status if r is not None else "missing") for rid, r in found.items()}
+
+    return drive_registration(anchorer, lease, statuses, wait=wait, timeout_s=timeout_s, say=say, what="these records")
+
+
+def drive_registration(
+    anchorer: Anchorer,
+    lease: WriterLease,
+    statuses: Callable[[], dict[str, str]],
+    *,
+    wait: bool,
+    timeout_s: float,
+    say: Callable[[str], None],
+    what: str,
+) -> dict[str, str]:
+    """Register what a CLI command just wrote as pending (records, or lineage rows the anchorer's followers take).
+
+    If no other process is the chain writer, this one becomes it for its run: it anchors (and, with ``wait``,
+    waits until every status is registered or failed), then releases the lease. Otherwise it sends nothing, says in
+    one line that the running writer registers ``what``, and with ``wait`` waits for that. A chain failure is said
+    in one line too; the rows stay pending for the next writer. Returns the last statuses.
+    """
 
     def done(current: dict[str, str]) -> bool:
         return all(s in (RecordStatus.REGISTERED, RecordStatus.FAILED) for s in current.values())
@@ -197,7 +211,7 @@ def register_or_hand_over(
                 try:
                     anchorer.run_once()
                 except ProvenanceError as exc:
-                    say(f"registration not finished: {exc.detail}; the records stay pending for the next chain writer")
+                    say(f"registration not finished: {exc.detail}; left pending for the next chain writer")
                     return statuses()
                 current = statuses()
                 if done(current) or not wait or time.monotonic() > deadline:
@@ -209,7 +223,7 @@ def register_or_hand_over(
     say(
         "a running service is the chain writer for this database"
         + (f" ({holder})" if holder else "")
-        + ": it registers these records"
+        + f": it registers {what}"
     )
     while True:
         current = statuses()

@@ -10,7 +10,6 @@ registered without a second transaction; a dropped transaction goes back to pend
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -20,14 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from provenance.chain import Registry
 from provenance.chain.transactions import ContractRefusedError
 from provenance.db.models import Dataset, RecordStatus, RegisteredModel, utcnow
-from provenance.errors import ChainError, ProvenanceError
+from provenance.errors import ChainError
 
 if TYPE_CHECKING:
     from provenance.anchoring.anchorer import Anchorer
     from provenance.chain.writer import WriterLease
 
 OnChainRow = Dataset | RegisteredModel
-DONE = (RecordStatus.REGISTERED, RecordStatus.FAILED)
 
 
 def _cid_of(row: OnChainRow) -> str:
@@ -151,31 +149,11 @@ def wait_registered(
     timeout_s: float,
     say: Callable[[str], None],
 ) -> str:
-    """What a CLI command does after writing a pending row: register it, as ``register_or_hand_over`` does.
+    """What a CLI command does after writing a pending row: register it (``drive_registration``, whose anchoring
+    passes the lineage anchorer follows) and return its last status."""
+    from provenance.anchoring.worker import drive_registration
 
-    If no other process is the chain writer this one takes the lease and runs anchoring passes (the
-    lineage anchorer follows each) until ``status()`` is registered or failed or ``timeout_s`` passes;
-    otherwise it says the running writer registers it and waits for that. Returns the last status.
-    """
-    deadline = time.monotonic() + timeout_s
-    if lease.try_acquire():
-        try:
-            anchorer.on_leadership()
-            while True:
-                try:
-                    anchorer.run_once()
-                except ProvenanceError as exc:
-                    say(f"registration not finished: {exc.detail}; it stays pending for the next chain writer")
-                    return status()
-                current = status()
-                if current in DONE or time.monotonic() > deadline:
-                    return current
-                time.sleep(0.2)
-        finally:
-            lease.release()
-    say("a running service is the chain writer for this database: it registers this")
-    while True:
-        current = status()
-        if current in DONE or time.monotonic() > deadline:
-            return current
-        time.sleep(0.2)
+    last = drive_registration(
+        anchorer, lease, lambda: {"row": status()}, wait=True, timeout_s=timeout_s, say=say, what="it"
+    )
+    return last["row"]
