@@ -15,11 +15,12 @@ from celery import signals
 
 from provenance.errors import ConfigurationError, ProvenanceError
 from provenance.jobs.celery_app import app
+from provenance.lineage.training_jobs import TRAIN_TASK
 
 if TYPE_CHECKING:
     from provenance.lineage.training_jobs import TrainingService
 
-TRAIN_TASK = "provenance.train"
+__all__ = ["TRAIN_TASK", "serve_trainer", "train"]
 TrainerOpener = Callable[[], "tuple[TrainingService, Callable[[], None]]"]
 
 

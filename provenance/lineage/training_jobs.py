@@ -288,13 +288,14 @@ class TrainingService:
         )  # fmt: skip
 
 
+TRAIN_TASK = "provenance.train"  # the Celery task name (its worker side: training_celery.py)
+
+
 def enqueue_training(queue: Any, service: TrainingService, training_id: str) -> None:
     """Hand a run to the generation queue: the local worker thread, or the Celery broker's queue."""
     if hasattr(queue, "enqueue_task"):  # the local backend: runs on its one worker thread
         queue.enqueue_task(lambda: _run_logged(service, training_id))
     elif hasattr(queue, "celery"):  # the Celery backend: the same broker queue, the training task
-        from provenance.lineage.training_celery import TRAIN_TASK
-
         queue.celery.send_task(TRAIN_TASK, args=[training_id], queue=queue.config.queue)
     else:
         raise ProvenanceError(f"The {getattr(queue, 'name', '?')} job backend cannot run trainings.")
