@@ -219,6 +219,13 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
     celery_queue: str = "provenance"
     celery_visibility_timeout_s: float = 3600.0
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on which `provenance worker` serves its own Prometheus /metrics (job durations, errors), "
+        "for workers on other hosts than the API; unset: none (or share PROMETHEUS_MULTIPROC_DIR on one host).",
+    )
 
     # Watermark (stage 2).
     watermark_enabled: bool = True

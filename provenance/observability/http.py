@@ -148,14 +148,20 @@ STATE_METRICS = (
 )
 
 
-def scrape(services: Any | None) -> bytes:
-    """The text exposition of every metric: this process's (or all processes') and the scrape-time state."""
+def process_registry() -> CollectorRegistry:
+    """This process's metrics, or with multiprocess mode every process's, in a registry of their own."""
     registry = CollectorRegistry(auto_describe=False)
     directory = metrics.multiprocess_dir()
     if directory is not None:
         multiprocess.MultiProcessCollector(registry, path=directory)
     else:
         registry.register(_Forward())
+    return registry
+
+
+def scrape(services: Any | None) -> bytes:
+    """The text exposition of every metric: this process's (or all processes') and the scrape-time state."""
+    registry = process_registry()
     if services is not None:
         registry.register(StateCollector(services))
     return generate_latest(registry)

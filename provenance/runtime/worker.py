@@ -35,5 +35,16 @@ app = celery_app.app
 
 
 def run_worker(loglevel: str = "INFO") -> None:
-    """Start a Celery generation worker in this process. Settings come from the environment."""
-    celery_app.run_worker(celery_config(Settings()), loglevel, open_worker_runner)
+    """Start a Celery generation worker in this process. Settings come from the environment.
+
+    With ``PROVENANCE_WORKER_METRICS_PORT`` the worker also serves its metrics (prometheus-client's own HTTP
+    server, on all interfaces of the worker's host), so Prometheus scrapes workers that share no disk with the API.
+    """
+    settings = Settings()
+    if settings.worker_metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from provenance.observability.http import process_registry
+
+        start_http_server(settings.worker_metrics_port, registry=process_registry())
+    celery_app.run_worker(celery_config(settings), loglevel, open_worker_runner)

@@ -10,13 +10,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from provenance.api.app import create_app
 from provenance.config import Settings
 from provenance.runtime.services import Services
-from tests.conftest import wait_for
+from tests.conftest import _free_port, wait_for
 
 SMALL = {"steps": 3, "width": 256, "height": 256}
 
@@ -59,7 +61,8 @@ def stop(worker: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
 
 def test_job_runs_on_a_celery_worker(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _services, client, env = stack
-    worker = start_worker(env, tmp_path / "worker.log")
+    metrics_port = _free_port()
+    worker = start_worker({**env, "PROVENANCE_WORKER_METRICS_PORT": str(metrics_port)}, tmp_path / "worker.log")
     try:
         job_id = client.post("/v1/generations", json={"prompt": "a kite", "seed": 2, "num_images": 2, **SMALL}).json()[
             "job_id"
@@ -72,6 +75,17 @@ def test_job_runs_on_a_celery_worker(stack, tmp_path: Path) -> None:  # type: ig
         wait_for(lambda: client.get(f"/v1/records/{record_id}").json()["status"] == "registered")
         data = client.get(f"/v1/records/{record_id}/image").content
         assert client.post("/v1/verify", files={"file": ("x.png", data)}).json()["verdict"] == "authentic"
+        # The worker serves its own metrics (PROVENANCE_WORKER_METRICS_PORT): the job it ran is counted there.
+        families = {
+            f.name: f
+            for f in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text)
+        }
+        [succeeded] = [
+            s
+            for s in families["provenance_job_duration_seconds"].samples
+            if s.name.endswith("_count") and s.labels.get("outcome") == "succeeded"
+        ]
+        assert succeeded.value == 1
     finally:
         stop(worker)
 
